@@ -1,0 +1,250 @@
+"""Dataset readers for the two formats in DESIGN.md, with validation that names file and line.
+
+1. BIO folders: `DIR/{train,dev,test}/{seq.in,seq.out,label}`.
+2. Span JSONL: `DIR/{train,dev,test}.jsonl` with character-offset entities, converted to word-level
+   BIO with the same word splitter the service uses (`service.text.split_words`).
+
+A missing dev split is carved from train, seeded and stratified by intent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.text import OUTSIDE_TAG, Word, split_words, words_from_tokens
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+DEV_FRACTION = 0.1
+
+
+class DataError(ValueError):
+    """Bad dataset content; the message names file, line and problem."""
+
+    def __init__(self, path: Path, line: int | None, problem: str) -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One utterance: its text, words (with offsets into text), one BIO tag per word, intent."""
+
+    text: str
+    words: tuple[Word, ...]
+    tags: tuple[str, ...]
+    intent: str
+
+
+@dataclass
+class Dataset:
+    name: str
+    source: Path
+    splits: dict[str, list[Example]]
+    warnings: Counter[str] = field(default_factory=Counter)
+    dev_carved: bool = False
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """Label maps fixed at training time: intents seen in train, BIO tags (O first)."""
+
+    intents: tuple[str, ...]
+    slot_tags: tuple[str, ...]
+
+    @classmethod
+    def from_examples(cls, examples: list[Example]) -> LabelSet:
+        intents = sorted({ex.intent for ex in examples})
+        types = sorted({t[2:] for ex in examples for t in ex.tags if t != OUTSIDE_TAG})
+        tags = [OUTSIDE_TAG] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+        return cls(tuple(intents), tuple(tags))
+
+    def intent_id(self, intent: str) -> int:
+        """Index of a known intent, or -1 for one unseen in training (always an error)."""
+        try:
+            return self.intents.index(intent)
+        except ValueError:
+            return -1
+
+    def tag_ids(self, tags: tuple[str, ...]) -> list[int]:
+        """Tag indices; a tag unseen in training maps to O (the gold string is kept for scoring)."""
+        index = {t: i for i, t in enumerate(self.slot_tags)}
+        return [index.get(t, 0) for t in tags]
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"intents": list(self.intents), "slot_tags": list(self.slot_tags)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[str]]) -> LabelSet:
+        return cls(tuple(data["intents"]), tuple(data["slot_tags"]))
+
+
+def check_tag(tag: str, path: Path, line: int) -> None:
+    if tag != OUTSIDE_TAG and (tag[:2] not in ("B-", "I-") or len(tag) == 2):
+        raise DataError(path, line, f"unknown BIO tag {tag!r} (expected O, B-<type> or I-<type>)")
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(path, None, "file not found")
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def read_bio_split(split_dir: Path) -> list[Example]:
+    """Read `seq.in`, `seq.out`, `label` from one split folder."""
+    seq_in, seq_out, label = (split_dir / n for n in ("seq.in", "seq.out", "label"))
+    words_lines, tag_lines, intents = _read_lines(seq_in), _read_lines(seq_out), _read_lines(label)
+    for path, lines in ((seq_out, tag_lines), (label, intents)):
+        if len(lines) != len(words_lines):
+            raise DataError(
+                path, None, f"{len(lines)} lines but {seq_in.name} has {len(words_lines)}"
+            )
+    examples = []
+    for n, (w_line, t_line, intent) in enumerate(
+        zip(words_lines, tag_lines, intents, strict=True), start=1
+    ):
+        tokens, tags = w_line.split(), t_line.split()
+        if not tokens:
+            raise DataError(seq_in, n, "empty utterance")
+        if len(tags) != len(tokens):
+            raise DataError(seq_out, n, f"{len(tags)} tags for {len(tokens)} words")
+        for tag in tags:
+            check_tag(tag, seq_out, n)
+        if not intent.strip():
+            raise DataError(label, n, "empty intent")
+        text, words = words_from_tokens(tokens)
+        examples.append(Example(text, tuple(words), tuple(tags), intent.strip()))
+    return examples
+
+
+def spans_to_bio(
+    text: str,
+    words: list[Word],
+    entities: list[dict],
+    path: Path,
+    line: int,
+    warnings: Counter[str],
+) -> tuple[str, ...]:
+    """Tag every word a span touches; spans off word boundaries are widened and counted."""
+    tags = [OUTSIDE_TAG] * len(words)
+    ordered = sorted(entities, key=lambda e: (e["start"], e["end"]))
+    for prev, ent in zip([None, *ordered], ordered, strict=False):
+        start, end, name = ent["start"], ent["end"], ent["entity"]
+        if not 0 <= start < end <= len(text):
+            raise DataError(
+                path, line, f"span [{start}, {end}) out of range for text of {len(text)} characters"
+            )
+        if prev is not None and start < prev["end"]:
+            raise DataError(
+                path,
+                line,
+                f"overlapping spans [{prev['start']}, {prev['end']}) and [{start}, {end})",
+            )
+        covered = [i for i, w in enumerate(words) if w.start < end and start < w.end]
+        if not covered:
+            raise DataError(path, line, f"span [{start}, {end}) covers only whitespace")
+        if words[covered[0]].start != start or words[covered[-1]].end != end:
+            warnings["span widened to whole words"] += 1
+        for k, i in enumerate(covered):
+            if tags[i] != OUTSIDE_TAG:
+                raise DataError(path, line, f"word {words[i].text!r} is covered by two spans")
+            tags[i] = ("B-" if k == 0 else "I-") + name
+    return tuple(tags)
+
+
+def read_jsonl_split(path: Path, warnings: Counter[str]) -> list[Example]:
+    """Read span JSONL: `{"text", "intent", "entities": [{"start", "end", "entity"}]}`."""
+    examples = []
+    for n, raw in enumerate(_read_lines(path), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DataError(path, n, f"invalid JSON: {e.msg}") from e
+        if not isinstance(obj, dict):
+            raise DataError(path, n, "expected a JSON object")
+        text, intent = obj.get("text"), obj.get("intent")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(path, n, "empty utterance ('text' missing or blank)")
+        if not isinstance(intent, str) or not intent.strip():
+            raise DataError(path, n, "'intent' missing or blank")
+        entities = obj.get("entities", [])
+        if not isinstance(entities, list):
+            raise DataError(path, n, "'entities' must be a list")
+        for ent in entities:
+            if not (
+                isinstance(ent, dict)
+                and isinstance(ent.get("start"), int)
+                and isinstance(ent.get("end"), int)
+                and isinstance(ent.get("entity"), str)
+                and ent["entity"].strip()
+                and not any(c.isspace() for c in ent["entity"])
+            ):
+                raise DataError(
+                    path,
+                    n,
+                    f"bad entity {ent!r}: needs int start/end and a "
+                    "non-blank 'entity' name without spaces",
+                )
+        words = split_words(text)
+        tags = spans_to_bio(text, words, entities, path, n, warnings)
+        examples.append(Example(text, tuple(words), tags, intent.strip()))
+    if not examples:
+        raise DataError(path, None, "no examples")
+    return examples
+
+
+def carve_dev(train: list[Example], seed: int) -> tuple[list[Example], list[Example]]:
+    """Split DEV_FRACTION of train off as dev, per intent (intents with one example stay)."""
+    by_intent: dict[str, list[int]] = defaultdict(list)
+    for i, ex in enumerate(train):
+        by_intent[ex.intent].append(i)
+    rng = random.Random(seed)
+    dev_ids: set[int] = set()
+    for intent in sorted(by_intent):
+        ids = by_intent[intent]
+        if len(ids) < 2:
+            continue
+        rng.shuffle(ids)
+        dev_ids.update(ids[: max(1, round(len(ids) * DEV_FRACTION))])
+    return (
+        [ex for i, ex in enumerate(train) if i not in dev_ids],
+        [ex for i, ex in enumerate(train) if i in dev_ids],
+    )
+
+
+def detect_format(root: Path) -> str:
+    if (root / "train" / "seq.in").is_file():
+        return "bio"
+    if (root / "train.jsonl").is_file():
+        return "jsonl"
+    raise DataError(
+        root, None, "not a dataset: expected train/seq.in (BIO folders) or train.jsonl (span JSONL)"
+    )
+
+
+def read_dataset(root: Path, name: str | None = None, seed: int = 13) -> Dataset:
+    """Read every split present under `root`; carve dev from train when it is missing."""
+    fmt = detect_format(root)
+    warnings: Counter[str] = Counter()
+    splits: dict[str, list[Example]] = {}
+    for split in SPLITS:
+        if fmt == "bio" and (root / split).is_dir():
+            splits[split] = read_bio_split(root / split)
+        elif fmt == "jsonl" and (root / f"{split}.jsonl").is_file():
+            splits[split] = read_jsonl_split(root / f"{split}.jsonl", warnings)
+    dataset = Dataset(name or root.name, root, splits, warnings)
+    if "dev" not in splits:
+        splits["train"], splits["dev"] = carve_dev(splits["train"], seed)
+        dataset.dev_carved = True
+        log.warning("%s: no dev split, carved %d examples from train", root, len(splits["dev"]))
+    for problem, count in warnings.items():
+        log.warning("%s: %d × %s", root, count, problem)
+    return dataset

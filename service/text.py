@@ -1,0 +1,177 @@
+"""Text processing shared by training and serving: one copy, imported by both.
+
+Words are whitespace-separated (the convention of the BIO datasets); each word is tokenised into
+sub-tokens and only the first sub-token of a word carries the word's tag. BIO decoding turns
+per-word tags back into character spans of the original text.
+
+No torch here: the serving process imports this module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+OUTSIDE_TAG = "O"
+IGNORE_INDEX = -100
+"""Label for sub-tokens that carry no tag (special, padding, non-first sub-tokens)."""
+
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Word:
+    """A whitespace-separated word with its character offsets into the original text."""
+
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A decoded slot: `value == text[start:end]` of the utterance it came from."""
+
+    name: str
+    value: str
+    start: int
+    end: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Padded model inputs for a batch of utterances and the token→word alignment.
+
+    `word_index[b, t]` is the index of the word whose *first* sub-token sits at position t, or -1
+    (special tokens, padding, continuation sub-tokens). `truncated_words[b]` counts the words that
+    did not fit in `max_seq_len` and are therefore tagged O.
+    """
+
+    input_ids: np.ndarray  # (B, T) int64
+    attention_mask: np.ndarray  # (B, T) int64
+    token_type_ids: np.ndarray  # (B, T) int64
+    word_index: np.ndarray  # (B, T) int64
+    words: list[list[Word]]
+    truncated_words: list[int]
+
+
+def split_words(text: str) -> list[Word]:
+    """Split on whitespace, keeping character offsets."""
+    return [Word(m.group(), m.start(), m.end()) for m in _WORD.finditer(text)]
+
+
+def words_from_tokens(tokens: Sequence[str]) -> tuple[str, list[Word]]:
+    """Rebuild text from pre-split words (BIO datasets) so offsets match `split_words`."""
+    text = " ".join(tokens)
+    return text, split_words(text)
+
+
+def load_tokenizer(path: str | Path, max_seq_len: int) -> Tokenizer:
+    """Load a `tokenizer.json`, replacing whatever padding/truncation it was saved with."""
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_seq_len)
+    return tokenizer
+
+
+def encode_words(tokenizer: Tokenizer, batch_words: Sequence[Sequence[Word]]) -> EncodedBatch:
+    """Tokenise pre-split words, pad to the longest sequence and align sub-tokens to words."""
+    encodings = tokenizer.encode_batch(
+        [[w.text for w in words] for words in batch_words], is_pretokenized=True
+    )
+    seq_len = max(len(e.ids) for e in encodings)
+    batch = len(encodings)
+    input_ids = np.zeros((batch, seq_len), dtype=np.int64)
+    attention_mask = np.zeros((batch, seq_len), dtype=np.int64)
+    token_type_ids = np.zeros((batch, seq_len), dtype=np.int64)
+    word_index = np.full((batch, seq_len), -1, dtype=np.int64)
+    truncated: list[int] = []
+    for b, (enc, words) in enumerate(zip(encodings, batch_words, strict=True)):
+        n = len(enc.ids)
+        input_ids[b, :n] = enc.ids
+        attention_mask[b, :n] = enc.attention_mask
+        token_type_ids[b, :n] = enc.type_ids
+        seen: set[int] = set()
+        for t, w in enumerate(enc.word_ids):
+            if w is not None and w not in seen:
+                seen.add(w)
+                word_index[b, t] = w
+        # A word whose first sub-token was cut off (or that tokenises to nothing) has no position.
+        last_kept = max(seen) + 1 if seen else 0
+        truncated.append(len(words) - last_kept)
+    return EncodedBatch(
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        word_index,
+        [list(w) for w in batch_words],
+        truncated,
+    )
+
+
+def encode_texts(tokenizer: Tokenizer, texts: Sequence[str]) -> EncodedBatch:
+    """Split raw texts into words and encode them: the serving entry point."""
+    return encode_words(tokenizer, [split_words(t) for t in texts])
+
+
+def token_labels(word_index: np.ndarray, word_tag_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """Per-token training labels: the word's tag on its first sub-token, IGNORE_INDEX elsewhere."""
+    labels = np.full(word_index.shape, IGNORE_INDEX, dtype=np.int64)  # (B, T)
+    for b, tags in enumerate(word_tag_ids):
+        positions = np.nonzero(word_index[b] >= 0)[0]
+        labels[b, positions] = np.asarray(tags, dtype=np.int64)[word_index[b, positions]]
+    return labels
+
+
+def word_scores(word_index_row: np.ndarray, token_scores: np.ndarray, n_words: int) -> np.ndarray:
+    """Gather first-sub-token rows of `token_scores` (T, S) into per-word rows (W, S).
+
+    Words without a position (truncated) get a row of NaN so callers can tag them O.
+    """
+    out = np.full((n_words, token_scores.shape[-1]), np.nan, dtype=np.float64)
+    positions = np.nonzero(word_index_row >= 0)[0]
+    out[word_index_row[positions]] = token_scores[positions]
+    return out
+
+
+def decode_bio(
+    text: str,
+    words: Sequence[Word],
+    tags: Sequence[str],
+    confidences: Sequence[float] | None = None,
+) -> list[Slot]:
+    """Turn per-word BIO tags into slots with character offsets into `text`.
+
+    An I- tag that does not continue a span of the same type starts a new span (conlleval's
+    lenient reading). A span's confidence is the lowest confidence among its words.
+    """
+    if len(words) != len(tags):
+        raise ValueError(f"{len(tags)} tags for {len(words)} words")
+    conf = list(confidences) if confidences is not None else [1.0] * len(words)
+    slots: list[Slot] = []
+    current: tuple[str, int, int, float] | None = None  # name, first word, last word, confidence
+
+    def close() -> None:
+        if current is not None:
+            name, first, last, c = current
+            start, end = words[first].start, words[last].end
+            slots.append(Slot(name, text[start:end], start, end, c))
+
+    for i, tag in enumerate(tags):
+        prefix, _, name = tag.partition("-")
+        if tag == OUTSIDE_TAG or not name or prefix not in ("B", "I"):
+            close()
+            current = None
+        elif prefix == "I" and current is not None and current[0] == name:
+            current = (name, current[1], i, min(current[3], conf[i]))
+        else:
+            close()
+            current = (name, i, i, conf[i])
+    close()
+    return slots
