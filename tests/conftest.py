@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny BERT encoder and a few hundred real ATIS examples, so tests stay fast."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED_ATIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "atis"
+SPLIT_SIZES = {"train": 300, "dev": 60, "test": 60}
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT (hidden 32) with the packaged MiniLM tokenizer."""
+    from transformers import BertConfig, BertModel
+
+    from export.model import default_encoder_path
+
+    out = tmp_path_factory.mktemp("tiny-encoder")
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(out)
+    shutil.copyfile(default_encoder_path() / "tokenizer.json", out / "tokenizer.json")
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_atis(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first lines of each ATIS split, as a BIO folder dataset."""
+    out = tmp_path_factory.mktemp("data") / "atis-small"
+    for split, n in SPLIT_SIZES.items():
+        (out / split).mkdir(parents=True)
+        for name in ("seq.in", "seq.out", "label"):
+            lines = (SHARED_ATIS / split / name).read_text().splitlines()[:n]
+            (out / split / name).write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(
+    tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path, small_atis: Path
+) -> Path:
+    """A tiny joint model trained for two epochs on `small_atis`."""
+    from export.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("model")
+    train(
+        TrainConfig(
+            data=str(small_atis),
+            out=str(out),
+            encoder=str(tiny_encoder),
+            epochs=2,
+            batch_size=16,
+            lr=1e-3,
+            threads=1,
+        )
+    )
+    return out

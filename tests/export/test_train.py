@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from export.artifacts import load_artifacts
+from export.evaluate import main as evaluate_main
+from export.inference import run_model
+from export.train import TrainConfig, parse_args, train
+
+
+def test_training_writes_a_plain_json_model_folder(tiny_model):
+    config = json.loads((tiny_model / "config.json").read_text())
+    labels = json.loads((tiny_model / "labels.json").read_text())
+    assert config["train"]["epochs"] == 2 and config["epochs_run"] == 2
+    assert 1 <= config["best_epoch"] <= 2
+    assert config["temperature"] > 0
+    assert set(config["calibration_dev"]) == {"temperature", "ece_before", "ece_after"}
+    assert labels["slot_tags"][0] == "O" and len(labels["intents"]) > 1
+    history = [
+        json.loads(line) for line in (tiny_model / "train_log.jsonl").read_text().splitlines()
+    ]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_reloaded_model_reproduces_training_outputs(tiny_model, small_atis):
+    from export.data import read_dataset
+
+    artifacts = load_artifacts(tiny_model)
+    dev = read_dataset(small_atis).splits["dev"]
+    outputs = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in dev])
+    from export.inference import score
+
+    metrics = score(outputs, dev, artifacts.labels)
+    saved = json.loads((tiny_model / "config.json").read_text())["dev"]
+    assert {k: metrics[k] for k in saved} == saved
+
+
+def test_training_is_deterministic(tiny_encoder, small_atis, tmp_path):
+    def weights(out):
+        train(
+            TrainConfig(
+                data=str(small_atis),
+                out=str(out),
+                encoder=str(tiny_encoder),
+                epochs=1,
+                batch_size=32,
+                threads=1,
+                limit_train=64,
+            )
+        )
+        return load_artifacts(out).model.state_dict()
+
+    a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluate_cli_writes_json(tiny_model, small_atis, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    evaluate_main(
+        [
+            "--model",
+            str(tiny_model),
+            "--data",
+            str(small_atis),
+            "--split",
+            "test",
+            "--out",
+            str(out),
+        ]
+    )
+    result = json.loads(out.read_text())
+    for key in (
+        "intent_acc",
+        "slot_f1",
+        "sentence_acc",
+        "per_intent",
+        "worst_slot_types",
+        "calibration",
+    ):
+        assert key in result
+    assert 0 <= result["intent_acc"] <= 100
+    assert "intent acc" in capsys.readouterr().out
+
+
+def test_long_utterance_words_past_max_seq_len_are_tagged_o(tiny_model):
+    from export.inference import predicted_tags
+    from service.text import split_words
+
+    artifacts = load_artifacts(tiny_model)
+    words = split_words(" ".join(["boston"] * 200))
+    outputs = run_model(artifacts.model, artifacts.tokenizer, [words])
+    tags = predicted_tags(outputs.word_logits[0], artifacts.labels)
+    max_len = artifacts.config["max_seq_len"]
+    assert len(tags) == 200 and set(tags[max_len - 2 :]) == {"O"}
+    assert np.isnan(outputs.word_logits[0][max_len - 2 :]).all()
+
+
+def test_cli_rejects_bad_alpha(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "atis", "--out", "x", "--alpha", "1.5"])
+    assert "--alpha must lie in [0, 1]" in capsys.readouterr().err
