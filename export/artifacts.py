@@ -74,6 +74,7 @@ def load_artifacts(model_dir: Path) -> Artifacts:
         len(labels.slot_tags),
         pooling=train["pooling"],
         dropout=train["dropout"],
+        crf=train["crf"],
     )
     load_model(model, str(model_dir / WEIGHTS))
     model.eval()

@@ -12,13 +12,14 @@ from tokenizers import Tokenizer
 from export.data import Example, LabelSet
 from export.metrics import frame_metrics
 from export.model import JointModel
-from service.text import OUTSIDE_TAG, Word, encode_words, word_scores
+from service.text import OUTSIDE_TAG, Word, encode_words, viterbi, word_scores
 
 
 @dataclass(frozen=True)
 class Outputs:
     intent_logits: np.ndarray  # (N, I)
     word_logits: list[np.ndarray]  # N × (W, S); NaN rows for truncated words
+    crf: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (start, end, transitions)
 
 
 @torch.no_grad()
@@ -39,20 +40,29 @@ def run_model(
         slots = slot_logits.float().numpy()
         for b, ws in enumerate(enc.words):
             word_rows.append(word_scores(enc.word_index[b], slots[b], len(ws)))
-    return Outputs(np.concatenate(intent_rows), word_rows)
+    crf = model.crf.numpy_params() if model.crf is not None else None
+    return Outputs(np.concatenate(intent_rows), word_rows, crf)
 
 
-def predicted_tags(word_logits: np.ndarray, labels: LabelSet) -> list[str]:
-    """Argmax tag per word; a truncated word (NaN row) is tagged O."""
-    return [
-        OUTSIDE_TAG if np.isnan(row).any() else labels.slot_tags[int(row.argmax())]
-        for row in word_logits
-    ]
+def predicted_tags(
+    word_logits: np.ndarray,
+    labels: LabelSet,
+    crf: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> list[str]:
+    """Argmax (or CRF Viterbi) tag per word; truncated words (NaN rows, always last) are O."""
+    kept = int((~np.isnan(word_logits).any(axis=-1)).sum())
+    if kept == 0:
+        ids: list[int] = []
+    elif crf is None:
+        ids = word_logits[:kept].argmax(axis=-1).tolist()
+    else:
+        ids = viterbi(word_logits[:kept], *crf)
+    return [labels.slot_tags[i] for i in ids] + [OUTSIDE_TAG] * (len(word_logits) - kept)
 
 
 def score(outputs: Outputs, examples: Sequence[Example], labels: LabelSet) -> dict:
     pred_intents = [labels.intents[i] for i in outputs.intent_logits.argmax(axis=-1)]
-    pred_tags = [predicted_tags(w, labels) for w in outputs.word_logits]
+    pred_tags = [predicted_tags(w, labels, outputs.crf) for w in outputs.word_logits]
     return frame_metrics(
         [ex.intent for ex in examples],
         pred_intents,

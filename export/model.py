@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
+from export.crf import CRF
+
 Pooling = Literal["cls", "mean"]
 
 
@@ -26,7 +28,11 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 class JointModel(nn.Module):
-    """Encoder → intent logits from the pooled vector, slot logits from every token."""
+    """Encoder → intent logits from the pooled vector, slot logits from every token.
+
+    With `crf`, the slot logits are CRF emissions; the CRF parameters live here but serve only the
+    training loss and Viterbi decoding, which runs outside the exported graph.
+    """
 
     def __init__(
         self,
@@ -35,6 +41,7 @@ class JointModel(nn.Module):
         n_tags: int,
         pooling: Pooling = "cls",
         dropout: float = 0.1,
+        crf: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = encoder
@@ -43,6 +50,7 @@ class JointModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.intent_head = nn.Linear(hidden, n_intents)
         self.slot_head = nn.Linear(hidden, n_tags)
+        self.crf = CRF(n_tags) if crf else None
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor

@@ -25,11 +25,18 @@ from tqdm import tqdm
 
 from export.artifacts import TRAIN_LOG, save_artifacts
 from export.calibration import calibration_report
+from export.crf import gather_words
 from export.data import Dataset, Example, LabelSet, read_dataset
 from export.fetch import resolve_dataset
 from export.inference import evaluate_examples
 from export.model import JointModel, default_encoder_path, load_pretrained_encoder
-from service.text import IGNORE_INDEX, encode_words, load_tokenizer, token_labels
+from service.text import (
+    IGNORE_INDEX,
+    EncodedBatch,
+    encode_words,
+    load_tokenizer,
+    token_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     alpha: float = 0.5  # loss = alpha * intent + (1 - alpha) * slot
     pooling: str = "cls"
+    crf: bool = False  # CRF over word-level slot emissions, Viterbi-decoded outside the graph
     dropout: float = 0.1
     label_smoothing: float = 0.0
     patience: int = 4  # epochs without dev sentence-accuracy gain before stopping
@@ -110,6 +118,32 @@ def linear_warmup_decay(total_steps: int, warmup_ratio: float):
     return factor
 
 
+def batch_loss(
+    model: JointModel,
+    enc: EncodedBatch,
+    batch: list[Example],
+    labels: LabelSet,
+    cfg: TrainConfig,
+    intent_loss: nn.Module,
+    slot_loss: nn.Module,
+) -> torch.Tensor:
+    """alpha * intent cross-entropy + (1 - alpha) * slot loss (token cross-entropy or CRF NLL)."""
+    tag_ids = [labels.tag_ids(ex.tags) for ex in batch]
+    intent_targets = torch.tensor([labels.intent_id(ex.intent) for ex in batch])  # (B,)
+    intent_logits, slot_logits = model(
+        input_ids=torch.from_numpy(enc.input_ids),
+        attention_mask=torch.from_numpy(enc.attention_mask),
+        token_type_ids=torch.from_numpy(enc.token_type_ids),
+    )  # (B, I), (B, T, S)
+    if model.crf is not None:
+        emissions, tags, mask = gather_words(slot_logits, enc.word_index, tag_ids)  # (B, W, S)
+        slot_term = model.crf.nll(emissions, tags, mask)
+    else:
+        slot_targets = torch.from_numpy(token_labels(enc.word_index, tag_ids))  # (B, T)
+        slot_term = slot_loss(slot_logits.flatten(0, 1), slot_targets.flatten())
+    return cfg.alpha * intent_loss(intent_logits, intent_targets) + (1 - cfg.alpha) * slot_term
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train, select the best epoch on dev, calibrate on dev, save; returns the saved config."""
     torch.manual_seed(cfg.seed)
@@ -129,6 +163,7 @@ def train(cfg: TrainConfig) -> dict:
         len(labels.slot_tags),
         pooling=cfg.pooling,
         dropout=cfg.dropout,
+        crf=cfg.crf,
     )
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
@@ -169,18 +204,7 @@ def train(cfg: TrainConfig) -> dict:
             enc = encode_words(tokenizer, [ex.words for ex in batch])
             if epoch == 1:
                 truncated_words += sum(enc.truncated_words)
-            slot_targets = torch.from_numpy(
-                token_labels(enc.word_index, [labels.tag_ids(ex.tags) for ex in batch])
-            )  # (B, T)
-            intent_targets = torch.tensor([labels.intent_id(ex.intent) for ex in batch])  # (B,)
-            intent_logits, slot_logits = model(
-                input_ids=torch.from_numpy(enc.input_ids),
-                attention_mask=torch.from_numpy(enc.attention_mask),
-                token_type_ids=torch.from_numpy(enc.token_type_ids),
-            )  # (B, I), (B, T, S)
-            loss = cfg.alpha * intent_loss(intent_logits, intent_targets) + (
-                1 - cfg.alpha
-            ) * slot_loss(slot_logits.flatten(0, 1), slot_targets.flatten())
+            loss = batch_loss(model, enc, batch, labels, cfg, intent_loss, slot_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -281,6 +305,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     p.add_argument("--pooling", choices=["cls", "mean"], default=defaults.pooling)
+    p.add_argument(
+        "--crf",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.crf,
+        help="add a CRF over word-level slot emissions",
+    )
     args = p.parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         p.error(f"--alpha must lie in [0, 1], got {args.alpha}")

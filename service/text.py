@@ -175,3 +175,20 @@ def decode_bio(
             current = (name, i, i, conf[i])
     close()
     return slots
+
+
+def viterbi(
+    emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray
+) -> list[int]:
+    """Best tag sequence of a linear-chain CRF: emissions (W, S), start/end (S,), transitions
+    (S, S) indexed [from, to]. Runs outside the exported graph, in numpy."""
+    score = start + emissions[0]  # (S,)
+    backpointers = []
+    for row in emissions[1:]:
+        candidates = score[:, None] + transitions  # (S_from, S_to)
+        backpointers.append(candidates.argmax(axis=0))
+        score = candidates.max(axis=0) + row
+    best = [int((score + end).argmax())]
+    for pointers in reversed(backpointers):
+        best.append(int(pointers[best[-1]]))
+    return best[::-1]
