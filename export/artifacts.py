@@ -58,7 +58,7 @@ def save_artifacts(
     write_json(out / CONFIG, config)
 
 
-def load_artifacts(model_dir: Path) -> Artifacts:
+def load_artifacts(model_dir: Path, attn_implementation: str | None = None) -> Artifacts:
     """Rebuild the joint model from a trained-model folder (no pretrained weights needed)."""
     for name in (WEIGHTS, TOKENIZER, LABELS, CONFIG, f"{ENCODER_CONFIG_DIR}/config.json"):
         if not (model_dir / name).is_file():
@@ -69,7 +69,7 @@ def load_artifacts(model_dir: Path) -> Artifacts:
     labels = LabelSet.from_json(json.loads((model_dir / LABELS).read_text(encoding="utf-8")))
     train = config["train"]
     model = JointModel(
-        encoder_from_config(model_dir / ENCODER_CONFIG_DIR),
+        encoder_from_config(model_dir / ENCODER_CONFIG_DIR, attn_implementation),
         len(labels.intents),
         len(labels.slot_tags),
         pooling=train["pooling"],

@@ -52,17 +52,34 @@ class JointModel(nn.Module):
         self.slot_head = nn.Linear(hidden, n_tags)
         self.crf = CRF(n_tags) if crf else None
 
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Contextual token vectors (B, T, H); inputs passed by keyword (transformers 5)."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        return self.encoder(**inputs).last_hidden_state
+
+    def heads(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.encoder(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        )
-        hidden = out.last_hidden_state  # (B, T, H)
+        """(B, T, H) → intent logits (B, I), slot logits (B, T, S)."""
         pooled = hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, attention_mask)
-        intent_logits = self.intent_head(self.dropout(pooled))  # (B, H) → (B, I)
+        intent_logits = self.intent_head(self.dropout(pooled))  # (B, I)
         slot_logits = self.slot_head(self.dropout(hidden))  # (B, T, S)
         return intent_logits, slot_logits
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.heads(self.encode(input_ids, attention_mask, token_type_ids), attention_mask)
 
 
 def load_pretrained_encoder(name_or_path: str | Path) -> PreTrainedModel:
@@ -70,8 +87,16 @@ def load_pretrained_encoder(name_or_path: str | Path) -> PreTrainedModel:
     return AutoModel.from_pretrained(str(name_or_path), add_pooling_layer=False)
 
 
-def encoder_from_config(config_dir: str | Path) -> PreTrainedModel:
-    """An untrained encoder of the architecture saved in `config_dir` (weights loaded after)."""
+def encoder_from_config(
+    config_dir: str | Path, attn_implementation: str | None = None
+) -> PreTrainedModel:
+    """An untrained encoder of the architecture saved in `config_dir` (weights loaded after).
+
+    `attn_implementation="eager"` gives the ONNX export an attention pattern that onnxruntime's
+    transformer optimizer can fuse.
+    """
     return AutoModel.from_config(
-        AutoConfig.from_pretrained(str(config_dir)), add_pooling_layer=False
+        AutoConfig.from_pretrained(str(config_dir)),
+        add_pooling_layer=False,
+        attn_implementation=attn_implementation,
     )
