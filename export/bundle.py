@@ -1,0 +1,34 @@
+"""Check a model bundle the way the server will before serving it.
+
+python -m export.bundle verify bundles/atis
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from service.bundle import BundleError, verify
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("verify", help="check every file against the sha256 in config.json")
+    check.add_argument("bundle", type=Path)
+    args = p.parse_args(argv)
+    try:
+        config = verify(args.bundle)
+    except BundleError as e:
+        print(f"bundle verification failed: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.bundle}: OK ({len(config['files'])} files verified; encoder "
+        f"{config['encoder']}, dataset {config['dataset']})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

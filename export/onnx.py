@@ -1,0 +1,336 @@
+"""Export a trained joint model to a verified model bundle (fp32 + int8 ONNX).
+
+    python -m export.onnx --model artifacts/atis --out bundles/atis
+
+Candidates: the plain export and onnxruntime's transformer-optimised graph, each also dynamically
+quantised to int8. Export fails loudly unless the fp32 graph matches PyTorch on the whole dev split
+(max |Δ logit| ≤ 1e-3, argmax agreement ≥ 99.9 %) and int8 loses ≤ 0.3 points of each test metric;
+among the candidates that pass, the fastest at batch 1 is kept and named in the bundle config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers.optimizer import optimize_model
+from torch import nn
+
+from export.artifacts import Artifacts, load_artifacts
+from export.data import Example, read_dataset
+from export.fetch import resolve_dataset
+from export.inference import Outputs, run_model, score
+from export.model import JointModel, mean_pool
+from service.bundle import (
+    CONFIG,
+    FP32_MODEL,
+    INT8_MODEL,
+    LABELS,
+    TOKENIZER,
+    file_checksums,
+)
+from service.text import encode_words, split_words, word_scores
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+OUTPUTS = ["intent_logits", "slot_logits", "embedding"]
+MAX_ABS_LOGIT_DIFF = 1e-3
+MIN_ARGMAX_AGREEMENT = 99.9
+MAX_INT8_DROP = 0.3
+HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
+
+
+class ParityError(RuntimeError):
+    """An exported graph disagrees with its reference beyond the tolerances."""
+
+
+class OnnxGraph(nn.Module):
+    """What the graph computes: logits and a sentence embedding. Argmax and decoding stay out."""
+
+    def __init__(self, model: JointModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden = self.model.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
+        intent_logits, slot_logits = self.model.heads(hidden, attention_mask)  # (B, I), (B, T, S)
+        embedding = F.normalize(mean_pool(hidden, attention_mask), dim=-1)  # (B, H)
+        return intent_logits, slot_logits, embedding
+
+
+def input_names(model: JointModel) -> list[str]:
+    names = ["input_ids", "attention_mask"]
+    if getattr(model.encoder.config, "type_vocab_size", 0) > 0:
+        names.append("token_type_ids")
+    return names
+
+
+def export_fp32(artifacts: Artifacts, path: Path, names: list[str]) -> None:
+    enc = encode_words(artifacts.tokenizer, [split_words("book a flight to denver")] * 2)
+    feeds = {
+        "input_ids": enc.input_ids,
+        "attention_mask": enc.attention_mask,
+        "token_type_ids": enc.token_type_ids,
+    }
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
+    dynamic |= {
+        "intent_logits": {0: "batch"},
+        "slot_logits": {0: "batch", 1: "sequence"},
+        "embedding": {0: "batch"},
+    }
+    torch.onnx.export(
+        OnnxGraph(artifacts.model).eval(),
+        tuple(torch.from_numpy(feeds[n]) for n in names),
+        str(path),
+        input_names=names,
+        output_names=OUTPUTS,
+        dynamic_axes=dynamic,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    onnx.checker.check_model(str(path))
+
+
+def optimize(raw: Path, out: Path, artifacts: Artifacts) -> dict[str, int]:
+    """onnxruntime's transformer optimizer; returns its fused-operator counts."""
+    config = artifacts.model.encoder.config
+    optimized = optimize_model(
+        str(raw),
+        model_type="bert",
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+    )
+    optimized.save_model_to_file(str(out))
+    return {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+
+
+def quantize(src: Path, dst: Path) -> None:
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(
+    sess: ort.InferenceSession,
+    artifacts: Artifacts,
+    examples: Sequence[Example],
+    names: list[str],
+    batch_size: int = 64,
+) -> Outputs:
+    """The same Outputs shape as the PyTorch path, so the same scoring applies."""
+    intent_rows, word_rows = [], []
+    for i in range(0, len(examples), batch_size):
+        enc = encode_words(artifacts.tokenizer, [ex.words for ex in examples[i : i + batch_size]])
+        feeds = {
+            "input_ids": enc.input_ids,
+            "attention_mask": enc.attention_mask,
+            "token_type_ids": enc.token_type_ids,
+        }
+        intent, slots, _ = sess.run(OUTPUTS, {n: feeds[n] for n in names})
+        intent_rows.append(intent)
+        word_rows += [
+            word_scores(enc.word_index[b], slots[b], len(w)) for b, w in enumerate(enc.words)
+        ]
+    crf = artifacts.model.crf.numpy_params() if artifacts.model.crf is not None else None
+    return Outputs(np.concatenate(intent_rows), word_rows, crf)
+
+
+def parity(reference: Outputs, candidate: Outputs) -> dict[str, float]:
+    """Max |Δ logit| (intent and per-word slot logits) and argmax agreement in percent."""
+    intent_diff = float(np.abs(reference.intent_logits - candidate.intent_logits).max())
+    ref_words = np.concatenate([w for w in reference.word_logits])  # (ΣW, S)
+    cand_words = np.concatenate([w for w in candidate.word_logits])
+    kept = ~np.isnan(ref_words).any(axis=-1)
+    slot_diff = float(np.abs(ref_words[kept] - cand_words[kept]).max())
+    intent_agree = np.mean(reference.intent_logits.argmax(-1) == candidate.intent_logits.argmax(-1))
+    tag_agree = np.mean(ref_words[kept].argmax(-1) == cand_words[kept].argmax(-1))
+    return {
+        "max_abs_logit_diff": max(intent_diff, slot_diff),
+        "intent_argmax_agreement": round(100 * float(intent_agree), 3),
+        "tag_argmax_agreement": round(100 * float(tag_agree), 3),
+    }
+
+
+def check_fp32_parity(result: dict[str, float], name: str) -> None:
+    if (
+        result["max_abs_logit_diff"] > MAX_ABS_LOGIT_DIFF
+        or result["intent_argmax_agreement"] < MIN_ARGMAX_AGREEMENT
+        or result["tag_argmax_agreement"] < MIN_ARGMAX_AGREEMENT
+    ):
+        raise ParityError(
+            f"{name}: fp32 ONNX disagrees with PyTorch on dev: {result} (limits: max |Δ logit| "
+            f"≤ {MAX_ABS_LOGIT_DIFF}, agreement ≥ {MIN_ARGMAX_AGREEMENT} %)"
+        )
+
+
+def batch1_latency_ms(sess: ort.InferenceSession, artifacts: Artifacts, examples, names) -> float:
+    """Median batch-1 latency over a fixed sample, after warm-up: enough to rank candidates."""
+    sample = list(examples[:100])
+    run_onnx(sess, artifacts, sample[:10], names, batch_size=1)
+    times = []
+    for ex in sample:
+        start = time.perf_counter()
+        run_onnx(sess, artifacts, [ex], names, batch_size=1)
+        times.append(time.perf_counter() - start)
+    return round(1000 * statistics.median(times), 3)
+
+
+def build_bundle(
+    model_dir: Path, out: Path, data: str | None = None, max_int8_drop: float = MAX_INT8_DROP
+) -> dict:
+    artifacts = load_artifacts(model_dir, attn_implementation="eager")
+    names = input_names(artifacts.model)
+    dataset = read_dataset(
+        resolve_dataset(data or artifacts.config["dataset_source"]),
+        seed=artifacts.config["train"]["seed"],
+    )
+    dev, test = dataset.splits["dev"], dataset.splits["test"]
+    work = out / ".build"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    raw, opt = work / "plain.onnx", work / "optimized.onnx"
+    export_fp32(artifacts, raw, names)
+    fused = optimize(raw, opt, artifacts)
+    log.info("transformer optimizer fused: %s", fused)
+    candidates = {"plain": raw, "optimized": opt}
+    for name in list(candidates):
+        quantize(candidates[name], work / f"{name}.int8.onnx")
+        candidates[f"{name}.int8"] = work / f"{name}.int8.onnx"
+
+    torch_dev = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in dev])
+    torch_test = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in test])
+    report: dict[str, dict] = {}
+    for name, path in candidates.items():
+        sess = session(path)
+        test_out = run_onnx(sess, artifacts, test, names)
+        entry = {
+            "test": {k: score(test_out, test, artifacts.labels)[k] for k in HEADLINE},
+            "batch1_p50_ms": batch1_latency_ms(sess, artifacts, test, names),
+        }
+        if not name.endswith(".int8"):
+            entry["parity_dev_vs_torch"] = parity(torch_dev, run_onnx(sess, artifacts, dev, names))
+            check_fp32_parity(entry["parity_dev_vs_torch"], name)
+        report[name] = entry
+        log.info("%s: %s", name, entry)
+    torch_metrics = {k: score(torch_test, test, artifacts.labels)[k] for k in HEADLINE}
+
+    fp32_choice = min(("plain", "optimized"), key=lambda n: report[n]["batch1_p50_ms"])
+    fp32_metrics = report[fp32_choice]["test"]
+    int8_ok = []
+    for name in ("plain.int8", "optimized.int8"):
+        drops = {k: round(fp32_metrics[k] - report[name]["test"][k], 2) for k in HEADLINE}
+        report[name]["drop_vs_fp32"] = drops
+        if max(drops.values()) <= max_int8_drop:
+            int8_ok.append(name)
+    if not int8_ok:
+        raise ParityError(
+            f"int8 loses more than {max_int8_drop} points on test: "
+            + ", ".join(f"{n}: {report[n]['drop_vs_fp32']}" for n in report if n.endswith(".int8"))
+        )
+    int8_choice = min(int8_ok, key=lambda n: report[n]["batch1_p50_ms"])
+
+    shutil.copyfile(candidates[fp32_choice], out / FP32_MODEL)
+    shutil.copyfile(candidates[int8_choice], out / INT8_MODEL)
+    shutil.copyfile(model_dir / TOKENIZER, out / TOKENIZER)
+    labels = artifacts.labels.to_json()
+    if artifacts.model.crf is not None:
+        start, end, transitions = artifacts.model.crf.numpy_params()
+        labels["crf"] = {
+            "start": start.tolist(),
+            "end": end.tolist(),
+            "transitions": transitions.tolist(),
+        }
+    (out / LABELS).write_text(json.dumps(labels, indent=2) + "\n")
+    shutil.rmtree(work)
+    trained = artifacts.config
+    config = {
+        "format_version": 1,
+        "encoder": trained["encoder"],
+        "max_seq_len": trained["max_seq_len"],
+        "temperature": trained["temperature"],
+        "dataset": trained["dataset"],
+        "crf": artifacts.model.crf is not None,
+        "inputs": names,
+        "outputs": OUTPUTS,
+        "opset": OPSET,
+        "variants": {
+            "fp32": {"file": FP32_MODEL, "graph": fp32_choice, **report[fp32_choice]},
+            "int8": {"file": INT8_MODEL, "graph": int8_choice, **report[int8_choice]},
+        },
+        "candidates": report,
+        "fused_operators": fused,
+        "metrics": {
+            "torch": torch_metrics,
+            "onnx_fp32": fp32_metrics,
+            "onnx_int8": report[int8_choice]["test"],
+        },
+        "train": {k: trained[k] for k in ("dev", "best_epoch", "train_seconds", "created_at")},
+        "source_model": str(model_dir),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "files": file_checksums(out),
+    }
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    # onnxruntime's quantizer logs every tensor at INFO on the root logger: keep that quiet.
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("export").setLevel(os.environ.get("LOGLEVEL", "INFO"))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", type=Path, required=True, help="folder written by export.train")
+    p.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    p.add_argument("--data", help="dataset for parity checks (default: the training dataset)")
+    p.add_argument(
+        "--max-int8-drop",
+        type=float,
+        default=MAX_INT8_DROP,
+        help="largest test-metric drop (points) int8 may show against fp32",
+    )
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        config = build_bundle(args.model, args.out, args.data, args.max_int8_drop)
+    except ParityError as e:
+        raise SystemExit(f"export failed: {e}") from e
+    variants = config["variants"]
+    print(
+        f"wrote {args.out}: fp32 = {variants['fp32']['graph']} "
+        f"({variants['fp32']['batch1_p50_ms']} ms), int8 = {variants['int8']['graph']} "
+        f"({variants['int8']['batch1_p50_ms']} ms); test {config['metrics']}"
+    )
+
+
+if __name__ == "__main__":
+    main()

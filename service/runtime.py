@@ -1,0 +1,171 @@
+"""ONNX Runtime inference over a verified model bundle: texts in, frames out. No torch.
+
+Tokenisation, word alignment and BIO decoding come from `service.text`, the module training uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from service.bundle import TOKENIZER, Bundle, load_bundle
+from service.text import (
+    OUTSIDE_TAG,
+    EncodedBatch,
+    Slot,
+    decode_bio,
+    encode_texts,
+    load_tokenizer,
+    viterbi,
+    word_scores,
+)
+
+log = logging.getLogger(__name__)
+
+Provider = Literal["cpu", "cuda"]
+GRAPH_OPTIMIZATION = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+WARMUP_TEXT = "show me flights from boston to denver tomorrow morning"
+
+
+@dataclass(frozen=True)
+class IntentScore:
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The encoder's answer for one utterance."""
+
+    text: str
+    intent: str
+    confidence: float  # calibrated probability of `intent`
+    top_intents: list[IntentScore]
+    slots: list[Slot]
+    word_tags: list[str]
+    embedding: np.ndarray  # (H,) L2-normalised
+    truncated_words: int
+
+
+@dataclass(frozen=True)
+class RawOutputs:
+    intent_logits: np.ndarray  # (B, I)
+    slot_logits: np.ndarray  # (B, T, S)
+    embedding: np.ndarray  # (B, H)
+
+
+def softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = x / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def select_providers(provider: Provider) -> list[str]:
+    """CUDA when asked for and available (onnxruntime-gpu + a GPU), else CPU with a warning."""
+    if provider == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        log.warning("CUDA execution provider requested but not available; falling back to CPU")
+    return ["CPUExecutionProvider"]
+
+
+class Engine:
+    """One ONNX Runtime session over one bundle variant (fp32 or int8)."""
+
+    def __init__(
+        self,
+        bundle_dir: Path,
+        variant: str = "int8",
+        provider: Provider = "cpu",
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        graph_optimization: str = "all",
+        warmup: bool = True,
+    ) -> None:
+        self.bundle: Bundle = load_bundle(bundle_dir)
+        self.variant = variant
+        self.tokenizer = load_tokenizer(bundle_dir / TOKENIZER, self.bundle.max_seq_len)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
+        self.session = ort.InferenceSession(
+            str(self.bundle.model_file(variant)), options, providers=select_providers(provider)
+        )
+        self.providers = self.session.get_providers()
+        if warmup:
+            self.parse([WARMUP_TEXT] * 2)
+
+    def encode(self, texts: Sequence[str]) -> EncodedBatch:
+        return encode_texts(self.tokenizer, texts)
+
+    def infer(self, enc: EncodedBatch) -> RawOutputs:
+        feeds = {
+            "input_ids": enc.input_ids,
+            "attention_mask": enc.attention_mask,
+            "token_type_ids": enc.token_type_ids,
+        }
+        intent, slots, embedding = self.session.run(
+            ["intent_logits", "slot_logits", "embedding"],
+            {name: feeds[name] for name in self.bundle.input_names},
+        )
+        return RawOutputs(intent, slots, embedding)
+
+    def decode(
+        self, texts: Sequence[str], enc: EncodedBatch, raw: RawOutputs, top_k: int = 3
+    ) -> list[Frame]:
+        """Calibrated intent probabilities, top-k, and BIO slots with character offsets."""
+        probs = softmax(raw.intent_logits.astype(np.float64), self.bundle.temperature)  # (B, I)
+        frames = []
+        for b, text in enumerate(texts):
+            order = np.argsort(-probs[b])[: max(1, top_k)]
+            top = [IntentScore(self.bundle.intents[i], float(probs[b, i])) for i in order]
+            words = enc.words[b]
+            logits = word_scores(enc.word_index[b], raw.slot_logits[b], len(words))  # (W, S)
+            tags, confidences = self.word_tags(logits)
+            frames.append(
+                Frame(
+                    text=text,
+                    intent=top[0].label,
+                    confidence=top[0].probability,
+                    top_intents=top,
+                    slots=decode_bio(text, words, tags, confidences),
+                    word_tags=tags,
+                    embedding=raw.embedding[b],
+                    truncated_words=enc.truncated_words[b],
+                )
+            )
+        return frames
+
+    def word_tags(self, word_logits: np.ndarray) -> tuple[list[str], list[float]]:
+        """Per-word tag (argmax, or Viterbi with a CRF) and its softmax probability.
+
+        Words past max_seq_len (NaN rows, always last) are tagged O.
+        """
+        kept = int((~np.isnan(word_logits).any(axis=-1)).sum())
+        probs = softmax(word_logits[:kept])  # (W_kept, S)
+        if kept == 0:
+            ids: list[int] = []
+        elif self.bundle.crf is None:
+            ids = probs.argmax(axis=-1).tolist()
+        else:
+            ids = viterbi(word_logits[:kept], *self.bundle.crf)
+        tags = [self.bundle.slot_tags[i] for i in ids] + [OUTSIDE_TAG] * (len(word_logits) - kept)
+        confidences = [float(probs[w, i]) for w, i in enumerate(ids)]
+        return tags, confidences + [1.0] * (len(word_logits) - kept)
+
+    def parse(self, texts: Sequence[str], top_k: int = 3) -> list[Frame]:
+        enc = self.encode(texts)
+        return self.decode(texts, enc, self.infer(enc), top_k)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from export.bundle import main as bundle_main
+from export.onnx import ParityError, build_bundle
+from service.bundle import BundleError, load_bundle, verify
+
+
+def test_bundle_holds_every_file_with_checksums(tiny_bundle):
+    config = json.loads((tiny_bundle / "config.json").read_text())
+    assert set(config["files"]) == {
+        "model.onnx",
+        "model.int8.onnx",
+        "tokenizer.json",
+        "labels.json",
+    }
+    assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert config["outputs"] == ["intent_logits", "slot_logits", "embedding"]
+    assert config["opset"] >= 17
+    for key in ("encoder", "max_seq_len", "temperature", "dataset", "created_at"):
+        assert key in config
+    assert set(config["metrics"]) == {"torch", "onnx_fp32", "onnx_int8"}
+    assert config["variants"]["fp32"]["graph"] in ("plain", "optimized")
+    assert config["variants"]["int8"]["graph"].endswith(".int8")
+    assert not (tiny_bundle / ".build").exists()
+
+
+def test_fp32_parity_with_torch_is_recorded_for_every_fp32_candidate(tiny_bundle):
+    config = json.loads((tiny_bundle / "config.json").read_text())
+    for name in ("plain", "optimized"):
+        parity = config["candidates"][name]["parity_dev_vs_torch"]
+        assert parity["max_abs_logit_diff"] <= 1e-3
+        assert parity["intent_argmax_agreement"] >= 99.9
+        assert parity["tag_argmax_agreement"] >= 99.9
+    assert config["metrics"]["onnx_fp32"] == config["metrics"]["torch"]
+
+
+def test_int8_drop_beyond_tolerance_fails_loudly(tiny_model, tmp_path):
+    with pytest.raises(ParityError, match="int8 loses more than"):
+        build_bundle(tiny_model, tmp_path, max_int8_drop=-1.0)
+
+
+@pytest.fixture
+def bundle_copy(tiny_bundle, tmp_path):
+    return shutil.copytree(tiny_bundle, tmp_path / "bundle")
+
+
+def test_verify_catches_a_flipped_byte(bundle_copy, capsys):
+    path = bundle_copy / "model.int8.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.int8\.onnx: sha256 does not match"):
+        load_bundle(bundle_copy)
+    assert bundle_main(["verify", str(bundle_copy)]) == 1
+    assert "model.int8.onnx" in capsys.readouterr().err
+
+
+def test_verify_catches_a_missing_file(bundle_copy):
+    (bundle_copy / "labels.json").unlink()
+    with pytest.raises(BundleError, match=r"labels\.json: missing"):
+        verify(bundle_copy)
+
+
+def test_verify_cli_accepts_an_intact_bundle(tiny_bundle, capsys):
+    assert bundle_main(["verify", str(tiny_bundle)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_bundle_crf_parameters_round_trip(tiny_encoder, small_atis, tmp_path):
+    from export.artifacts import load_artifacts
+    from export.train import TrainConfig, train
+
+    model_dir = tmp_path / "model"
+    train(
+        TrainConfig(
+            data=str(small_atis),
+            out=str(model_dir),
+            encoder=str(tiny_encoder),
+            epochs=1,
+            threads=1,
+            crf=True,
+            limit_train=64,
+        )
+    )
+    build_bundle(model_dir, tmp_path / "bundle", max_int8_drop=100.0)
+    bundle = load_bundle(tmp_path / "bundle")
+    expected = load_artifacts(model_dir).model.crf.numpy_params()
+    assert bundle.crf is not None
+    for got, want in zip(bundle.crf, expected, strict=True):
+        np.testing.assert_allclose(got, want)

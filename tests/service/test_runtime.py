@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from export.artifacts import load_artifacts
+from export.inference import predicted_tags, run_model
+from service.runtime import Engine, select_providers
+from service.text import split_words
+
+UTTERANCES = [
+    "show me flights from boston to denver",
+    "what is the cheapest fare from pittsburgh to atlanta on monday",
+    "list airlines",
+    "i need a flight tomorrow morning from  dallas to san francisco please",
+    " ".join(["flights from boston to denver"] * 30),  # 150 words, past max_seq_len
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle):
+    return Engine(tiny_bundle, variant="fp32", intra_op_threads=1)
+
+
+def test_runtime_matches_pytorch(engine, tiny_model):
+    artifacts = load_artifacts(tiny_model)
+    outputs = run_model(artifacts.model, artifacts.tokenizer, [split_words(u) for u in UTTERANCES])
+    frames = engine.parse(UTTERANCES, top_k=3)
+    for i, frame in enumerate(frames):
+        expected_intent = artifacts.labels.intents[int(outputs.intent_logits[i].argmax())]
+        assert frame.intent == expected_intent
+        assert frame.word_tags == predicted_tags(outputs.word_logits[i], artifacts.labels)
+        probs = np.exp(outputs.intent_logits[i] / engine.bundle.temperature)
+        assert frame.confidence == pytest.approx(probs.max() / probs.sum(), rel=1e-4)
+    assert frames[-1].truncated_words > 0
+    assert set(frames[-1].word_tags[-frames[-1].truncated_words :]) == {"O"}
+
+
+def test_frames_are_well_formed(engine):
+    for frame in engine.parse(UTTERANCES, top_k=2):
+        assert len(frame.top_intents) == 2
+        assert frame.top_intents[0].probability >= frame.top_intents[1].probability
+        assert 0 < frame.confidence <= 1
+        assert frame.embedding.shape == (32,)
+        assert np.linalg.norm(frame.embedding) == pytest.approx(1.0, abs=1e-4)
+        for slot in frame.slots:
+            assert frame.text[slot.start : slot.end] == slot.value
+            assert 0 < slot.confidence <= 1
+
+
+def test_int8_variant_loads_and_answers(tiny_bundle):
+    int8 = Engine(tiny_bundle, variant="int8", intra_op_threads=1)
+    frames = int8.parse(["list airlines"])
+    assert frames[0].intent in int8.bundle.intents
+    assert int8.providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="a GPU is present: the fallback path is not taken",
+)
+def test_cuda_request_falls_back_to_cpu_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert select_providers("cuda") == ["CPUExecutionProvider"]
+    assert "falling back to CPU" in caplog.text
