@@ -6,8 +6,9 @@ STAMP := $(VENV)/.setup-done
 DATA ?= atis
 MODEL ?= artifacts/$(DATA)
 SPLIT ?= test
+BUNDLE ?= bundles/$(DATA)
 
-.PHONY: setup run test lint train eval bench-accuracy report clean
+.PHONY: setup run test lint train eval export bench-accuracy bench-engine report clean
 
 setup: $(STAMP)
 
@@ -35,11 +36,18 @@ train: setup
 eval: setup
 	$(PY) -m export.evaluate --model $(MODEL) --data $(DATA) --split $(SPLIT)
 
-# Trains ATIS and SNIPS with the defaults (about 45 min on 2 CPU cores) and writes
+export: setup
+	$(PY) -m export.onnx --model $(MODEL) --out $(BUNDLE)
+
+# Trains and exports ATIS and SNIPS with the defaults (about an hour on 2 CPU cores), writes
 # benchmarks/results/accuracy.json, then regenerates the README results table.
 bench-accuracy: setup
 	$(PY) -m benchmarks.accuracy
 	$(PY) -m benchmarks.report
+
+# Latency/throughput of torch eager vs ONNX fp32/int8 (needs `make export` or bench-accuracy).
+bench-engine: setup
+	$(PY) -m benchmarks.engine --bundle $(BUNDLE) --model $(MODEL) --data $(DATA)
 
 report: setup
 	$(PY) -m benchmarks.report

@@ -1,8 +1,9 @@
-"""Train with the default settings on each dataset and score the test split.
+"""Train with the default settings on each dataset, export the bundle, score the test split.
 
     python -m benchmarks.accuracy [--datasets atis snips]
 
-Writes benchmarks/results/accuracy.json; datasets not run keep their previous entries.
+Writes benchmarks/results/accuracy.json (torch, onnx_fp32 and onnx_int8 per dataset); datasets
+not run keep their previous entries. Models go to artifacts/DATASET, bundles to bundles/DATASET.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from pathlib import Path
 
 from benchmarks.meta import PROJECT_ROOT, run_meta
 from export.evaluate import evaluate, summary
+from export.onnx import build_bundle
 from export.train import TrainConfig, train
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "accuracy.json"
 HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
 
 
-def run(datasets: list[str], artifacts_root: Path, results: Path) -> dict:
+def run(datasets: list[str], artifacts_root: Path, bundles_root: Path, results: Path) -> dict:
     report = json.loads(results.read_text()) if results.is_file() else {}
     meta = run_meta()
     runs = report.get("meta", {}).get("runs", {})
@@ -29,7 +31,12 @@ def run(datasets: list[str], artifacts_root: Path, results: Path) -> dict:
         config = train(TrainConfig(data=name, out=str(out)))
         result = evaluate(out, name, "test")
         print(summary(result))
-        report.setdefault(name, {})["torch"] = {k: result[k] for k in HEADLINE}
+        bundle = build_bundle(out, bundles_root / name)
+        report[name] = {
+            "torch": {k: result[k] for k in HEADLINE},
+            "onnx_fp32": bundle["metrics"]["onnx_fp32"],
+            "onnx_int8": bundle["metrics"]["onnx_int8"],
+        }
         runs[name] = {
             "git_commit": meta["git_commit"],
             "date": config["created_at"],
@@ -43,6 +50,13 @@ def run(datasets: list[str], artifacts_root: Path, results: Path) -> dict:
             "calibration_dev": config["calibration_dev"],
             "calibration_test": result["calibration"],
             "train_config": config["train"],
+            "bundle": {
+                "fp32_graph": bundle["variants"]["fp32"]["graph"],
+                "int8_graph": bundle["variants"]["int8"]["graph"],
+                "fp32_parity_dev_vs_torch": bundle["variants"]["fp32"]["parity_dev_vs_torch"],
+                "int8_drop_vs_fp32": bundle["variants"]["int8"]["drop_vs_fp32"],
+                "fused_operators": bundle["fused_operators"],
+            },
         }
         report["meta"] = {**meta, "runs": runs}
         results.parent.mkdir(parents=True, exist_ok=True)
@@ -55,9 +69,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["atis", "snips"])
     p.add_argument("--artifacts", type=Path, default=PROJECT_ROOT / "artifacts")
+    p.add_argument("--bundles", type=Path, default=PROJECT_ROOT / "bundles")
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    run(args.datasets, args.artifacts, args.results)
+    run(args.datasets, args.artifacts, args.bundles, args.results)
     print(f"wrote {args.results}")
 
 
