@@ -8,7 +8,7 @@ MODEL ?= artifacts/$(DATA)
 SPLIT ?= test
 BUNDLE ?= bundles/$(DATA)
 
-.PHONY: setup run test lint train eval export bench-accuracy bench-engine report clean
+.PHONY: setup run test lint train eval export bench bench-accuracy bench-engine report clean
 
 setup: $(STAMP)
 
@@ -42,15 +42,21 @@ export: setup
 # Trains and exports ATIS and SNIPS with the defaults (about an hour on 2 CPU cores), writes
 # benchmarks/results/accuracy.json, then regenerates the README results table.
 bench-accuracy: setup
-	$(PY) -m benchmarks.accuracy
-	$(PY) -m benchmarks.report
+	$(PY) -m benchmarks accuracy
+	$(PY) -m benchmarks report
+
+# Every suite that applies (engine needs a bundle: bench-accuracy or export first).
+bench: setup
+	$(PY) -m benchmarks all
+	$(PY) -m benchmarks report
 
 # Latency/throughput of torch eager vs ONNX fp32/int8 (needs `make export` or bench-accuracy).
 bench-engine: setup
-	$(PY) -m benchmarks.engine --bundle $(BUNDLE) --model $(MODEL) --data $(DATA)
+	$(PY) -m benchmarks engine --bundle $(BUNDLE) --model $(MODEL) --data $(DATA)
+	$(PY) -m benchmarks report
 
 report: setup
-	$(PY) -m benchmarks.report
+	$(PY) -m benchmarks report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

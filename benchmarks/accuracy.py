@@ -1,80 +1,171 @@
-"""Train with the default settings on each dataset, export the bundle, score the test split.
+"""Suite `accuracy`: train with the default settings, export the bundle, score the test split.
 
-    python -m benchmarks.accuracy [--datasets atis snips]
+    python -m benchmarks accuracy [--datasets atis snips]
 
-Writes benchmarks/results/accuracy.json (torch, onnx_fp32 and onnx_int8 per dataset); datasets
-not run keep their previous entries. Models go to artifacts/DATASET, bundles to bundles/DATASET.
+Per dataset × variant (torch, onnx_fp32, onnx_int8): intent accuracy, slot F1, sentence accuracy.
+Models go to artifacts/DATASET and bundles to bundles/DATASET (under the output folder in
+--quick mode, which trains one epoch on 64 ATIS examples and scores 50). Datasets not run keep
+their previous entries in accuracy.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 
+import numpy as np
+from matplotlib.figure import Figure
+
 from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.evaluate import evaluate, summary
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
 
-RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "accuracy.json"
 HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
+VARIANTS = ("torch", "onnx_fp32", "onnx_int8")
+PUBLISHED = {  # ../shared/data/README.md: test intent acc / slot F1 / sentence acc
+    "atis": {"JointBERT-base": (97.5, 96.1, 88.2), "JointBERT+CRF": (97.98, 95.93, 88.58)},
+    "snips": {"JointBERT-base": (98.6, 97.0, 92.8), "JointBERT+CRF": (98.57, 97.24, 93.57)},
+}
+QUICK = {"limit_train": 64, "epochs": 1, "limit_eval": 50}
 
 
-def run(datasets: list[str], artifacts_root: Path, bundles_root: Path, results: Path) -> dict:
-    report = json.loads(results.read_text()) if results.is_file() else {}
-    meta = run_meta()
+class AccuracySuite(Suite):
+    name = "accuracy"
+    help = "train + export with defaults; torch vs ONNX fp32/int8 on the test splits"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--datasets", nargs="+", default=["atis", "snips"])
+        parser.add_argument("--encoder", help="encoder folder or name (default: packaged MiniLM)")
+
+    def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
+        root = out_dir if args.quick else PROJECT_ROOT
+        datasets = args.datasets[:1] if args.quick else args.datasets
+        limits = QUICK if args.quick else {"limit_train": None, "limit_eval": None}
+        path = out_dir / "accuracy.json"
+        report = json.loads(path.read_text()) if path.is_file() else {}
+        meta = run_meta()
+        runs = report.get("meta", {}).get("runs", {})
+        for name in datasets:
+            model_dir, bundle_dir = root / "artifacts" / name, root / "bundles" / name
+            cfg = TrainConfig(
+                data=name,
+                out=str(model_dir),
+                encoder=args.encoder,
+                limit_train=limits["limit_train"],
+            )
+            if args.quick:
+                cfg.epochs = QUICK["epochs"]
+            config = train(cfg)
+            result = evaluate(model_dir, name, "test", limit=limits["limit_eval"])
+            print(summary(result))
+            bundle = build_bundle(model_dir, bundle_dir, limit_eval=limits["limit_eval"])
+            report[name] = {
+                "torch": {k: result[k] for k in HEADLINE},
+                "onnx_fp32": bundle["metrics"]["onnx_fp32"],
+                "onnx_int8": bundle["metrics"]["onnx_int8"],
+            }
+            runs[name] = run_record(meta, config, result, bundle)
+            report["meta"] = {**meta, "runs": runs}
+            write_json(path, report)
+        write_csv(out_dir / "accuracy.csv", csv_rows(report))
+        save_figure(chart(report), out_dir / "accuracy.png")
+        return report
+
+    def summary(self, result: dict) -> str:
+        return accuracy_table(result)
+
+
+def run_record(meta: dict, config: dict, result: dict, bundle: dict) -> dict:
+    return {
+        "git_commit": meta["git_commit"],
+        "date": config["created_at"],
+        "test_examples": result["n"],
+        "epochs_max": config["train"]["epochs"],
+        "epochs_run": config["epochs_run"],
+        "best_epoch": config["best_epoch"],
+        "train_seconds": config["train_seconds"],
+        "seconds_per_epoch": config["seconds_per_epoch"],
+        "torch_threads": config["torch_threads"],
+        "dev": config["dev"],
+        "calibration_dev": config["calibration_dev"],
+        "calibration_test": result["calibration"],
+        "train_config": config["train"],
+        "bundle": {
+            "fp32_graph": bundle["variants"]["fp32"]["graph"],
+            "int8_graph": bundle["variants"]["int8"]["graph"],
+            "fp32_parity_dev_vs_torch": bundle["variants"]["fp32"]["parity_dev_vs_torch"],
+            "int8_drop_vs_fp32": bundle["variants"]["int8"]["drop_vs_fp32"],
+            "fused_operators": bundle["fused_operators"],
+        },
+    }
+
+
+def datasets_in(report: dict) -> list[str]:
+    return sorted(k for k in report if k != "meta")
+
+
+def csv_rows(report: dict) -> list[dict]:
+    return [
+        {"dataset": name, "variant": variant, **report[name][variant]}
+        for name in datasets_in(report)
+        for variant in VARIANTS
+        if variant in report[name]
+    ]
+
+
+def chart(report: dict) -> Figure:
+    """Grouped bars per metric: our three variants beside the published JointBERT figures."""
+    names = datasets_in(report)
+    fig = Figure(figsize=(6 * len(names), 4.2))
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
+        series = {v: [report[name][v][k] for k in HEADLINE] for v in VARIANTS if v in report[name]}
+        series |= {f"{ref} (published)": list(v) for ref, v in PUBLISHED.get(name, {}).items()}
+        width = 0.8 / len(series)
+        x = np.arange(len(HEADLINE))
+        for j, (label, values) in enumerate(series.items()):
+            bars = ax.bar(x + (j - (len(series) - 1) / 2) * width, values, width, label=label)
+            ax.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90, padding=2)
+        ax.set_xticks(x, ["intent acc", "slot F1", "sentence acc"])
+        low = min(min(v) for v in series.values())
+        ax.set_ylim(max(0.0, low - 5), 101)
+        ax.set_ylabel("% on test")
+        ax.set_title(f"{name.upper()} test")
+        ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def accuracy_table(report: dict) -> str:
     runs = report.get("meta", {}).get("runs", {})
-    for name in datasets:
-        out = artifacts_root / name
-        config = train(TrainConfig(data=name, out=str(out)))
-        result = evaluate(out, name, "test")
-        print(summary(result))
-        bundle = build_bundle(out, bundles_root / name)
-        report[name] = {
-            "torch": {k: result[k] for k in HEADLINE},
-            "onnx_fp32": bundle["metrics"]["onnx_fp32"],
-            "onnx_int8": bundle["metrics"]["onnx_int8"],
-        }
-        runs[name] = {
-            "git_commit": meta["git_commit"],
-            "date": config["created_at"],
-            "epochs_max": config["train"]["epochs"],
-            "epochs_run": config["epochs_run"],
-            "best_epoch": config["best_epoch"],
-            "train_seconds": config["train_seconds"],
-            "seconds_per_epoch": config["seconds_per_epoch"],
-            "torch_threads": config["torch_threads"],
-            "dev": config["dev"],
-            "calibration_dev": config["calibration_dev"],
-            "calibration_test": result["calibration"],
-            "train_config": config["train"],
-            "bundle": {
-                "fp32_graph": bundle["variants"]["fp32"]["graph"],
-                "int8_graph": bundle["variants"]["int8"]["graph"],
-                "fp32_parity_dev_vs_torch": bundle["variants"]["fp32"]["parity_dev_vs_torch"],
-                "int8_drop_vs_fp32": bundle["variants"]["int8"]["drop_vs_fp32"],
-                "fused_operators": bundle["fused_operators"],
-            },
-        }
-        report["meta"] = {**meta, "runs": runs}
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    rows = [
+        "| dataset | model | intent acc | slot F1 | sentence acc | epochs (best) | train time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in datasets_in(report):
+        run = runs.get(name, {})
+        for variant in VARIANTS:
+            if variant not in report[name]:
+                continue
+            m = report[name][variant]
+            rows.append(
+                f"| {name} | MiniLM-L6 joint, {variant} | {m['intent_acc']:.2f} | "
+                f"{m['slot_f1']:.2f} | {m['sentence_acc']:.2f} | "
+                f"{run.get('epochs_run', '?')} ({run.get('best_epoch', '?')}) | "
+                f"{run.get('train_seconds', 0) / 60:.1f} min |"
+            )
+        for ref, (i, s, f) in PUBLISHED.get(name, {}).items():
+            rows.append(f"| {name} | {ref} (published) | {i:.2f} | {s:.2f} | {f:.2f} | | |")
+    meta = report.get("meta", {})
+    rows += [
+        "",
+        f"Test splits, percent. From `benchmarks/results/accuracy.json` (commit "
+        f"{meta.get('git_commit', '?')[:12]}, {meta.get('cpu', '?')}, {meta.get('cores', '?')} "
+        "cores); train time is wall-clock on that machine.",
+    ]
+    return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["atis", "snips"])
-    p.add_argument("--artifacts", type=Path, default=PROJECT_ROOT / "artifacts")
-    p.add_argument("--bundles", type=Path, default=PROJECT_ROOT / "bundles")
-    p.add_argument("--results", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
-    run(args.datasets, args.artifacts, args.bundles, args.results)
-    print(f"wrote {args.results}")
-
-
-if __name__ == "__main__":
-    main()
+SUITE = AccuracySuite()

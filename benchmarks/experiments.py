@@ -1,10 +1,10 @@
-"""Training variants tried against the defaults, each selected and compared on dev; the test
+"""Suite `experiments`: training variants tried against the defaults, compared on dev; the test
 figures are reported beside them but never used to choose.
 
-    python -m benchmarks.experiments --data atis --variants crf head_lr [--threads 1]
+    python -m benchmarks experiments --data atis --variants crf head_lr [--threads 1]
 
-Each variant writes benchmarks/results/experiments/DATASET-VARIANT.json, so variants can run as
-separate processes side by side.
+Each variant writes results/experiments/DATASET-VARIANT.json, so variants can run as separate
+processes side by side.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 from pathlib import Path
 
 from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.suite import Suite
 from export.evaluate import evaluate
 from export.train import TrainConfig, train
 
-RESULTS = PROJECT_ROOT / "benchmarks" / "results" / "experiments"
 HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
 VARIANTS: dict[str, dict] = {
     "baseline": {},
@@ -58,18 +57,45 @@ def run_variant(data: str, variant: str, threads: int | None, results: Path) -> 
     return record
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data", default="atis")
-    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), required=True)
-    p.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
-    p.add_argument("--results", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
-    for variant in args.variants:
-        record = run_variant(args.data, variant, args.threads, args.results)
-        print(f"{args.data} {variant}: dev {record['dev']}  test {record['test']}")
+class ExperimentsSuite(Suite):
+    name = "experiments"
+    help = "training variants against the defaults, compared on dev (long: run by name)"
+    in_default_run = False
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", default="atis")
+        parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["baseline"])
+        parser.add_argument("--threads", type=int, help="torch threads per run (default: all)")
+
+    def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
+        for variant in args.variants:
+            record = run_variant(args.data, variant, args.threads, out_dir / "experiments")
+            print(f"{args.data} {variant}: dev {record['dev']}  test {record['test']}")
+        return collect(out_dir / "experiments")
+
+    def summary(self, result: dict) -> str:
+        lines = [
+            "| dataset | variant | dev intent | dev slot F1 | dev sentence | test intent | "
+            "test slot F1 | test sentence | best epoch | train time |",
+            "|---" * 10 + "|",
+        ]
+        for r in result["records"]:
+            d, t = r["dev"], r["test"]
+            lines.append(
+                f"| {r['dataset']} | {r['variant']} {r['overrides'] or ''} | "
+                f"{d['intent_acc']:.2f} | {d['slot_f1']:.2f} | {d['sentence_acc']:.2f} | "
+                f"{t['intent_acc']:.2f} | {t['slot_f1']:.2f} | {t['sentence_acc']:.2f} | "
+                f"{r['best_epoch']}/{r['epochs_run']} | {r['train_seconds'] / 60:.1f} min "
+                f"({r['torch_threads']} thr) |"
+            )
+        return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    main()
+def collect(folder: Path) -> dict:
+    """All variant records, sorted by dataset then dev sentence accuracy."""
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    records.sort(key=lambda r: (r["dataset"], -r["dev"]["sentence_acc"]))
+    return {"records": records}
+
+
+SUITE = ExperimentsSuite()

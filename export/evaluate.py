@@ -20,12 +20,14 @@ from export.fetch import resolve_dataset
 from export.inference import evaluate_examples
 
 
-def evaluate(model_dir: Path, data: str, split: str, batch_size: int = 64) -> dict:
+def evaluate(
+    model_dir: Path, data: str, split: str, batch_size: int = 64, limit: int | None = None
+) -> dict:
     artifacts = load_artifacts(model_dir)
     dataset = read_dataset(resolve_dataset(data), seed=artifacts.config["train"]["seed"])
     if split not in dataset.splits:
         raise SystemExit(f"{dataset.source}: no {split!r} split")
-    examples = dataset.splits[split]
+    examples = dataset.splits[split][:limit]
     metrics, outputs = evaluate_examples(
         artifacts.model, artifacts.tokenizer, examples, artifacts.labels, batch_size
     )

@@ -205,15 +205,23 @@ def batch1_latency_ms(sess: ort.InferenceSession, artifacts: Artifacts, examples
 
 
 def build_bundle(
-    model_dir: Path, out: Path, data: str | None = None, max_int8_drop: float = MAX_INT8_DROP
+    model_dir: Path,
+    out: Path,
+    data: str | None = None,
+    max_int8_drop: float = MAX_INT8_DROP,
+    limit_eval: int | None = None,
 ) -> dict:
+    """Export, check parity, pick the fastest passing graphs, write and checksum the bundle.
+
+    `limit_eval` scores only the first N dev/test utterances (smoke runs, never a real bundle).
+    """
     artifacts = load_artifacts(model_dir, attn_implementation="eager")
     names = input_names(artifacts.model)
     dataset = read_dataset(
         resolve_dataset(data or artifacts.config["dataset_source"]),
         seed=artifacts.config["train"]["seed"],
     )
-    dev, test = dataset.splits["dev"], dataset.splits["test"]
+    dev, test = dataset.splits["dev"][:limit_eval], dataset.splits["test"][:limit_eval]
     work = out / ".build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -287,6 +295,7 @@ def build_bundle(
             "int8": {"file": INT8_MODEL, "graph": int8_choice, **report[int8_choice]},
         },
         "candidates": report,
+        "evaluated_examples": {"dev": len(dev), "test": len(test)},
         "fused_operators": fused,
         "metrics": {
             "torch": torch_metrics,

@@ -1,0 +1,8 @@
+"""The registry: every suite the harness knows, in the order `make bench` runs them."""
+
+from __future__ import annotations
+
+from benchmarks import accuracy, engine, experiments
+from benchmarks.suite import Suite
+
+SUITES: dict[str, Suite] = {s.name: s for s in (accuracy.SUITE, engine.SUITE, experiments.SUITE)}
