@@ -8,7 +8,8 @@ MODEL ?= artifacts/$(DATA)
 SPLIT ?= test
 BUNDLE ?= bundles/$(DATA)
 
-.PHONY: setup run test lint train eval export bench bench-accuracy bench-engine report clean
+
+.PHONY: setup proto run test lint train eval export bench bench-accuracy bench-engine report clean
 
 setup: $(STAMP)
 
@@ -16,7 +17,17 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[train,dev]"
+	$(MAKE) proto
 	touch $(STAMP)
+
+# Python stubs (+ .pyi) for proto/nlu/v1/nlu.proto into service/gen (not committed).
+GEN := service/gen
+proto:
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -I proto --python_out=$(GEN) --pyi_out=$(GEN) \
+		--grpc_python_out=$(GEN) proto/nlu/v1/nlu.proto
+	sed -i 's/^from nlu\.v1 import/from service.gen.nlu.v1 import/' $(GEN)/nlu/v1/nlu_pb2_grpc.py
+	touch $(GEN)/__init__.py $(GEN)/nlu/__init__.py $(GEN)/nlu/v1/__init__.py
 
 # Train a model if none exists, then score it on the test split.
 run: setup

@@ -1,0 +1,187 @@
+"""Dynamic micro-batching: one bounded queue of utterances feeding one inference worker.
+
+Every RPC kind (Parse, ParseBatch, ParseStream) submits utterances here. A batch closes when it
+holds `max_batch_size` utterances or `max_queue_delay` after its first one arrived; utterances
+whose deadline has passed are dropped before inference; a full queue refuses at once. Inference
+runs in a worker thread so the event loop keeps accepting requests while a batch computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from service import metrics
+from service.errors import DeadlineExceeded, Overloaded, Unavailable
+from service.runtime import Frame, RawOutputs
+from service.text import EncodedBatch
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline(Protocol):
+    """The three batch stages of the encoder runtime (service.runtime.Engine)."""
+
+    def encode(self, texts: Sequence[str]) -> EncodedBatch: ...
+    def infer(self, enc: EncodedBatch) -> RawOutputs: ...
+    def decode(
+        self, texts: Sequence[str], enc: EncodedBatch, raw: RawOutputs, top_k: int
+    ) -> list[Frame]: ...
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One utterance's answer and where its time went (milliseconds)."""
+
+    frame: Frame
+    queue_ms: float
+    tokenize_ms: float
+    inference_ms: float
+    decode_ms: float
+
+
+@dataclass
+class _Item:
+    text: str
+    top_k: int
+    deadline: float | None  # loop.time() by which the answer is no longer wanted
+    enqueued: float  # loop.time()
+    future: asyncio.Future[Encoded]
+
+
+class BatchQueue:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queue_size: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.max_queue_size = max_queue_size
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._worker: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+
+    async def stop(self) -> None:
+        """Fail what is still queued, stop the worker, release the inference thread."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not item.future.done():
+                item.future.set_exception(Unavailable("server is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    def submit(
+        self, texts: Sequence[str], top_k: int, deadline: float | None
+    ) -> list[asyncio.Future[Encoded]]:
+        """Queue utterances all together or not at all (RESOURCE_EXHAUSTED when no room)."""
+        if self._worker is None or self._worker.done():
+            raise Unavailable("inference worker is not running")
+        if self._queue.qsize() + len(texts) > self.max_queue_size:
+            metrics.FAILURES.labels("queue_full").inc(len(texts))
+            raise Overloaded(
+                f"queue full ({self._queue.qsize()} of {self.max_queue_size} utterances "
+                f"waiting); retry with backoff"
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        futures = []
+        for text in texts:
+            item = _Item(text, top_k, deadline, now, loop.create_future())
+            self._queue.put_nowait(item)
+            futures.append(item.future)
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        return futures
+
+    async def _next_batch(self) -> list[_Item]:
+        loop = asyncio.get_running_loop()
+        batch = [await self._queue.get()]
+        close_at = loop.time() + self.max_queue_delay_s
+        while len(batch) < self.max_batch_size:
+            if not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                continue
+            remaining = close_at - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        return batch
+
+    def _live(self, batch: list[_Item]) -> list[_Item]:
+        """Drop cancelled RPCs and utterances whose deadline passed while queued."""
+        now = asyncio.get_running_loop().time()
+        live = []
+        for item in batch:
+            if item.future.done():
+                continue
+            if item.deadline is not None and now >= item.deadline:
+                metrics.FAILURES.labels("deadline").inc()
+                item.future.set_exception(
+                    DeadlineExceeded("deadline passed while queued; dropped before inference")
+                )
+                continue
+            live.append(item)
+        return live
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._live(await self._next_batch())
+            if not batch:
+                continue
+            started = loop.time()
+            texts = [item.text for item in batch]
+            top_k = max(item.top_k for item in batch)
+            try:
+                frames, stages = await loop.run_in_executor(
+                    self._executor, self._infer, texts, top_k
+                )
+            except Exception as exc:  # surfaced to every caller, mapped to INTERNAL there
+                log.exception("inference failed for a batch of %d", len(batch))
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                continue
+            metrics.BATCH_SIZE.observe(len(batch))
+            for stage, ms in stages.items():
+                metrics.STAGE_DURATION.labels(stage).observe(ms / 1000)
+            for item, frame in zip(batch, frames, strict=True):
+                queue_ms = (started - item.enqueued) * 1000
+                metrics.STAGE_DURATION.labels("queue").observe(queue_ms / 1000)
+                if not item.future.done():
+                    item.future.set_result(
+                        Encoded(
+                            frame, queue_ms, **{f"{stage}_ms": ms for stage, ms in stages.items()}
+                        )
+                    )
+
+    def _infer(self, texts: list[str], top_k: int) -> tuple[list[Frame], dict[str, float]]:
+        t0 = time.perf_counter()
+        enc = self.pipeline.encode(texts)
+        t1 = time.perf_counter()
+        raw = self.pipeline.infer(enc)
+        t2 = time.perf_counter()
+        frames = self.pipeline.decode(texts, enc, raw, top_k)
+        t3 = time.perf_counter()
+        return frames, {
+            "tokenize": (t1 - t0) * 1000,
+            "inference": (t2 - t1) * 1000,
+            "decode": (t3 - t2) * 1000,
+        }

@@ -1,0 +1,141 @@
+"""A small client for nlu.v1 and its command line.
+
+python -m service.client parse "book a flight to denver" --target localhost:50051
+python -m service.client batch utterances.txt        # one utterance per line → JSON lines
+python -m service.client info
+python -m service.client health
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
+
+POLICIES = {
+    "default": nlu_pb2.ROUTING_POLICY_DEFAULT,
+    "encoder": nlu_pb2.ROUTING_POLICY_ENCODER_ONLY,
+    "generator": nlu_pb2.ROUTING_POLICY_GENERATOR_ONLY,
+}
+
+
+def request(
+    text: str,
+    request_id: str = "",
+    top_k: int = 0,
+    policy: str = "default",
+    threshold: float | None = None,
+) -> nlu_pb2.ParseRequest:
+    routing = nlu_pb2.RoutingOptions(policy=POLICIES[policy])
+    if threshold is not None:
+        routing.confidence_threshold = threshold
+    return nlu_pb2.ParseRequest(text=text, request_id=request_id, top_k=top_k, routing=routing)
+
+
+def as_dict(message) -> dict:
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+class NluClient:
+    """Blocking client; one channel, reused for every call."""
+
+    def __init__(self, target: str = "localhost:50051", timeout_s: float = 10.0) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.stub = nlu_pb2_grpc.NluServiceStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.timeout_s = timeout_s
+
+    def parse(self, text: str, **options) -> nlu_pb2.ParseResponse:
+        return self.stub.Parse(request(text, **options), timeout=self.timeout_s)
+
+    def parse_batch(self, texts: list[str], **options) -> list[nlu_pb2.ParseResponse]:
+        batch = nlu_pb2.ParseBatchRequest(requests=[request(t, **options) for t in texts])
+        return list(self.stub.ParseBatch(batch, timeout=self.timeout_s).responses)
+
+    def parse_stream(self, texts: Iterable[str]) -> Iterator[nlu_pb2.ParseResponse]:
+        return self.stub.ParseStream(request(t, request_id=str(i)) for i, t in enumerate(texts))
+
+    def info(self) -> nlu_pb2.ModelInfo:
+        return self.stub.GetModelInfo(nlu_pb2.GetModelInfoRequest(), timeout=self.timeout_s)
+
+    def health(self, service: str = "") -> str:
+        response = self.health_stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s
+        )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m service.client",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    p.add_argument("--target", default="localhost:50051")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    sub = p.add_subparsers(dest="command", required=True)
+    parse = sub.add_parser("parse", help="parse one utterance")
+    parse.add_argument("text")
+    batch = sub.add_parser("batch", help="parse every line of FILE ('-': stdin)")
+    batch.add_argument("file")
+    for sp in (parse, batch):
+        sp.add_argument("--top-k", type=int, default=0)
+        sp.add_argument("--policy", choices=sorted(POLICIES), default="default")
+        sp.add_argument("--threshold", type=float)
+    sub.add_parser("info", help="what the server is serving")
+    sub.add_parser("health", help="grpc.health.v1 status")
+    args = p.parse_args(argv)
+    client = NluClient(args.target, args.timeout)
+    try:
+        if args.command == "parse":
+            print(
+                json.dumps(
+                    as_dict(
+                        client.parse(
+                            args.text,
+                            top_k=args.top_k,
+                            policy=args.policy,
+                            threshold=args.threshold,
+                        )
+                    ),
+                    indent=2,
+                )
+            )
+        elif args.command == "batch":
+            lines = (
+                sys.stdin.read()
+                if args.file == "-"
+                else Path(args.file).read_text(encoding="utf-8")
+            ).splitlines()
+            texts = [line for line in lines if line.strip()]
+            for response in client.parse_batch(
+                texts, top_k=args.top_k, policy=args.policy, threshold=args.threshold
+            ):
+                print(json.dumps(as_dict(response)))
+        elif args.command == "info":
+            print(json.dumps(as_dict(client.info()), indent=2))
+        else:
+            print(client.health())
+    except grpc.RpcError as e:
+        print(f"{e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The transport-neutral core: validation, batching, routing decision, answers as domain types.
+
+The gRPC servicer only converts between protobuf and these types.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+from service import metrics
+from service.batching import BatchQueue, Encoded
+from service.bundle import CONFIG
+from service.errors import InvalidArgument, Unavailable
+from service.runtime import Engine
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Policy(Enum):
+    DEFAULT = "default"
+    ENCODER_ONLY = "encoder_only"
+    GENERATOR_ONLY = "generator_only"
+
+
+class Source(Enum):
+    ENCODER = "encoder"
+    GENERATOR = "generator"
+
+
+@dataclass(frozen=True)
+class ParseInput:
+    text: str
+    request_id: str = ""
+    top_k: int = 0  # 0: server default
+    policy: Policy = Policy.DEFAULT
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    request_id: str
+    encoded: Encoded
+    source: Source
+    fallback_reason: str
+    top_k: int
+
+
+class NluCore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: Engine | None = None
+        self.batcher: BatchQueue | None = None
+        self.draining = False
+        self.model_version = ""
+        self.bundle_sha256 = ""
+
+    @property
+    def ready(self) -> bool:
+        return self.batcher is not None and not self.draining
+
+    async def load(self) -> None:
+        """Verify the bundle, open the session and warm it up (off the event loop)."""
+        s = self.settings
+        self.engine = await asyncio.to_thread(
+            Engine,
+            s.bundle,
+            s.variant,
+            s.provider,
+            s.intra_op_threads,
+            s.inter_op_threads,
+            "all",
+            False,
+        )
+        texts = ["show me flights from boston to denver tomorrow morning"] * s.max_batch_size
+        for _ in range(s.warmup_batches):
+            await asyncio.to_thread(self.engine.parse, texts)
+        config_bytes = (s.bundle / CONFIG).read_bytes()
+        self.bundle_sha256 = hashlib.sha256(config_bytes).hexdigest()
+        bundle = self.engine.bundle
+        self.model_version = f"{bundle.config['dataset']}-{self.bundle_sha256[:12]}"
+        metrics.MODEL_INFO.labels(
+            self.model_version,
+            bundle.config["encoder"],
+            bundle.config["dataset"],
+            s.variant,
+            self.engine.providers[0],
+        ).set(1)
+        self.batcher = BatchQueue(
+            self.engine, s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size
+        )
+        self.batcher.start()
+        log.info(
+            "model loaded",
+            extra={"model_version": self.model_version, "providers": self.engine.providers},
+        )
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    def validate(self, request: ParseInput, position: str = "") -> None:
+        where = f"{position}: " if position else ""
+        if not request.text.strip():
+            raise InvalidArgument(f"{where}text is empty or whitespace-only")
+        if len(request.text) > self.settings.max_text_chars:
+            raise InvalidArgument(
+                f"{where}text has {len(request.text)} characters; the limit is "
+                f"{self.settings.max_text_chars}"
+            )
+        if request.threshold is not None and not (
+            math.isfinite(request.threshold) and 0.0 <= request.threshold <= 1.0
+        ):
+            raise InvalidArgument(
+                f"{where}confidence_threshold {request.threshold} is outside [0, 1]"
+            )
+
+    def check_batch(self, count: int) -> None:
+        if count == 0:
+            raise InvalidArgument("requests is empty")
+        if count > self.settings.max_batch_items:
+            raise InvalidArgument(
+                f"{count} requests in one batch; the limit is {self.settings.max_batch_items}"
+            )
+
+    async def parse(
+        self, requests: list[ParseInput], timeout_s: float | None = None
+    ) -> list[ParseResult]:
+        """Answer every request (order kept); validation fails the call before anything runs."""
+        if not self.ready or self.batcher is None:
+            raise Unavailable("draining" if self.draining else "model is not loaded yet")
+        for i, request in enumerate(requests):
+            self.validate(request, f"request {i}" if len(requests) > 1 else "")
+        top_ks = [r.top_k or self.settings.default_top_k for r in requests]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s if timeout_s is not None else None
+        futures = self.batcher.submit([r.text for r in requests], max(top_ks), deadline)
+        answers = await asyncio.gather(*futures, return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        encoded: list[Encoded] = answers  # type: ignore[assignment]
+        results = []
+        for request, enc, top_k in zip(requests, encoded, top_ks, strict=True):
+            reason = ""
+            if request.policy is Policy.GENERATOR_ONLY:
+                reason = "generator_disabled"
+            metrics.ROUTES.labels(Source.ENCODER.value).inc()
+            results.append(ParseResult(request.request_id, enc, Source.ENCODER, reason, top_k))
+        return results
+
+    def model_info(self) -> dict:
+        if self.engine is None:
+            raise Unavailable("model is not loaded yet")
+        bundle = self.engine.bundle
+        return {
+            "model_version": self.model_version,
+            "bundle_sha256": self.bundle_sha256,
+            "encoder": bundle.config["encoder"],
+            "dataset": bundle.config["dataset"],
+            "intents": list(bundle.intents),
+            "slot_tags": list(bundle.slot_tags),
+            "max_seq_len": bundle.max_seq_len,
+            "quantization": self.settings.variant,
+            "execution_providers": list(self.engine.providers),
+            "confidence_threshold": self.settings.confidence_threshold,
+            "max_batch_size": self.settings.max_batch_size,
+            "max_text_chars": self.settings.max_text_chars,
+            "max_batch_items": self.settings.max_batch_items,
+        }

@@ -1,0 +1,75 @@
+"""Every Prometheus metric of the service, `nlu_` prefixed, in one registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry()
+# Sub-millisecond to seconds: the encoder path lives around 1 ms, the generator around 1 s.
+LATENCY_BUCKETS = (
+    0.0002,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+REQUESTS = Counter(
+    "nlu_requests_total",
+    "RPCs answered, by method and status code",
+    ["method", "code"],
+    registry=REGISTRY,
+)
+REQUEST_DURATION = Histogram(
+    "nlu_request_duration_seconds",
+    "RPC wall-clock time",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+STAGE_DURATION = Histogram(
+    "nlu_stage_duration_seconds",
+    "Time per pipeline stage (tokenize, queue, inference, decode, generator); batch stages once "
+    "per batch, queue once per utterance",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "nlu_batch_size",
+    "Utterances per inference batch",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge("nlu_queue_depth", "Utterances waiting for a batch", registry=REGISTRY)
+ROUTES = Counter("nlu_route_total", "Answers by source", ["source"], registry=REGISTRY)
+FAILURES = Counter(
+    "nlu_request_failure_total",
+    "Failed utterances or RPCs by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+MODEL_INFO = Gauge(
+    "nlu_model_info",
+    "Always 1; labels describe the bundle being served",
+    ["model_version", "encoder", "dataset", "variant", "provider"],
+    registry=REGISTRY,
+)
+
+
+def serve_metrics(port: int) -> None:
+    """Expose /metrics on its own HTTP port (a daemon thread)."""
+    if port:
+        start_http_server(port, registry=REGISTRY)

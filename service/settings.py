@@ -1,0 +1,86 @@
+"""Every serving setting in one place: environment (`NLU_*`) first, CLI flags override.
+
+Nothing here runs at import time; `load_settings(argv)` is called by the server's `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NLU_", extra="forbid")
+
+    bundle: Path = Field(Path("bundles/atis"), description="model bundle folder to serve")
+    variant: Literal["int8", "fp32"] = Field("int8", description="which ONNX graph to run")
+    host: str = Field("0.0.0.0", description="gRPC listen address")
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: pick a free one)")
+    metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Prometheus /metrics HTTP port (0: disabled)"
+    )
+    provider: Literal["cpu", "cuda"] = Field(
+        "cpu", description="ONNX Runtime execution provider; cuda falls back to cpu if absent"
+    )
+    intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads (0: all cores)")
+    inter_op_threads: int = Field(1, ge=0, description="ORT inter-op threads")
+    warmup_batches: int = Field(3, ge=1, description="batches run before health reports SERVING")
+    max_batch_size: int = Field(32, ge=1, description="utterances per inference batch")
+    max_queue_delay_ms: float = Field(
+        0.0,
+        ge=0.0,
+        description="longest a batch waits to fill once its first item arrived (0: take what "
+        "queued while the previous batch ran, never wait)",
+    )
+    max_queue_size: int = Field(
+        1024, ge=1, description="queued utterances before RESOURCE_EXHAUSTED is answered"
+    )
+    max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
+    max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")
+    default_top_k: int = Field(3, ge=1, description="top_intents returned when top_k is 0")
+    drain_grace_s: float = Field(
+        10.0, ge=0.0, description="on SIGTERM, how long in-flight RPCs may take to finish"
+    )
+    grpc_max_message_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="largest gRPC message sent or received"
+    )
+    keepalive_time_ms: int = Field(
+        30_000, ge=1000, description="interval of server keepalive pings"
+    )
+    keepalive_timeout_ms: int = Field(
+        10_000, ge=1000, description="how long to wait for a keepalive ack"
+    )
+    confidence_threshold: float = Field(
+        0.0, ge=0.0, le=1.0, description="route to the generator below this confidence"
+    )
+    log_level: str = Field("INFO", description="logging level")
+    log_text: bool = Field(False, description="include request text in logs (privacy: off)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One --flag per setting, documented with the field's description and env variable."""
+    parser = argparse.ArgumentParser(
+        prog="python -m service.server",
+        description="Serve a model bundle over gRPC (nlu.v1).",
+    )
+    for name, field in Settings.model_fields.items():
+        flag = f"--{name.replace('_', '-')}"
+        help_text = f"{field.description} (env NLU_{name.upper()}, default {field.default})"
+        if field.annotation is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(flag, default=None, help=help_text)
+    return parser
+
+
+def load_settings(argv: list[str] | None = None) -> Settings:
+    """Environment and defaults, overridden by any flag given on the command line."""
+    args = build_parser().parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings(**overrides)
