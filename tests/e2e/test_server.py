@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import math
+import time
+
+import grpc
+import httpx
+import pytest
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from service.client import main as client_main
+from service.client import request
+from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
+
+from .conftest import launch, wait_serving
+
+UTTERANCES = ["show me flights from boston to denver", "list airlines", "what is fare code h"]
+
+
+def test_parse(client):
+    response = client.parse(UTTERANCES[0], request_id="r-1", top_k=2)
+    assert response.request_id == "r-1"
+    assert response.source == nlu_pb2.SOURCE_ENCODER
+    assert len(response.top_intents) == 2 and response.intent == response.top_intents[0].label
+    assert 0 < response.intent_confidence <= 1
+    assert response.model_version.startswith("atis-small-")
+    assert response.timings.total_ms > 0 and response.timings.inference_ms > 0
+    for slot in response.slots:
+        assert UTTERANCES[0][slot.start : slot.end] == slot.value
+
+
+def test_parse_batch_keeps_order(client):
+    responses = client.parse_batch(UTTERANCES)
+    single = [client.parse(u) for u in UTTERANCES]
+    assert [r.intent for r in responses] == [r.intent for r in single]
+    # int8 dynamic quantisation scales activations per batch: batch-mates shift the last digits.
+    assert [r.intent_confidence for r in responses] == pytest.approx(
+        [r.intent_confidence for r in single], abs=0.01
+    )
+
+
+def test_stream_answers_in_request_order(client):
+    texts = [f"flights from boston to city number {i}" for i in range(40)]
+    responses = list(client.parse_stream(texts))
+    assert [r.request_id for r in responses] == [str(i) for i in range(40)]
+
+
+def test_model_info(client):
+    info = client.info()
+    assert info.quantization == "int8" and info.max_seq_len == 64
+    assert info.execution_providers == ["CPUExecutionProvider"]
+    assert "O" in info.slot_tags and len(info.intents) > 1
+    assert len(info.bundle_sha256) == 64 and info.max_batch_items == 5
+
+
+def test_cli_parse_and_health(server, capsys):
+    assert client_main(["--target", server.target, "parse", "list airlines"]) == 0
+    assert '"intent"' in capsys.readouterr().out
+    assert client_main(["--target", server.target, "health"]) == 0
+    assert capsys.readouterr().out.strip() == "SERVING"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.parse(""), "text is empty"),
+        (lambda c: c.parse(" \t\n "), "text is empty or whitespace-only"),
+        (lambda c: c.parse("x" * 201), "text has 201 characters; the limit is 200"),
+        (lambda c: c.parse_batch(["ok"] * 6), "6 requests in one batch; the limit is 5"),
+        (lambda c: c.parse_batch([]), "requests is empty"),
+        (lambda c: c.parse_batch(["ok", ""]), "request 1: text is empty"),
+        (lambda c: c.parse("ok", threshold=1.5), "confidence_threshold 1.5 is outside [0, 1]"),
+        (lambda c: c.parse("ok", threshold=math.nan), "confidence_threshold nan is outside"),
+    ],
+)
+def test_invalid_arguments_name_the_problem_and_the_server_keeps_serving(client, call, message):
+    with pytest.raises(grpc.RpcError) as err:
+        call(client)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+    assert client.parse("list airlines").intent
+
+
+def test_invalid_message_in_a_stream_aborts_it_with_its_reason(client):
+    with pytest.raises(grpc.RpcError) as err:
+        list(client.parse_stream(["list airlines", ""]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_reflection_lists_the_service(server):
+    with grpc.insecure_channel(server.target) as channel:
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert "nlu.v1.NluService" in services and "grpc.health.v1.Health" in services
+
+
+def test_metrics_move(server, client):
+    def scrape() -> str:
+        return httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+
+    def value(text: str, prefix: str) -> float:
+        lines = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    before = scrape()
+    client.parse("list airlines")
+    with pytest.raises(grpc.RpcError):
+        client.parse("")
+    after = scrape()
+    ok = 'nlu_requests_total{code="OK",method="Parse"}'
+    bad = 'nlu_requests_total{code="INVALID_ARGUMENT",method="Parse"}'
+    assert value(after, ok) == value(before, ok) + 1
+    assert value(after, bad) == value(before, bad) + 1
+    assert value(after, 'nlu_route_total{source="encoder"}') >= 1
+    for name in (
+        "nlu_batch_size_count",
+        'nlu_stage_duration_seconds_count{stage="inference"}',
+        "nlu_queue_depth",
+        "nlu_model_info{",
+        "nlu_request_duration_seconds_bucket",
+        'nlu_request_failure_total{reason="invalid_argument"}',
+    ):
+        assert name in after
+
+
+def test_request_text_is_not_logged(server, client):
+    client.parse("my secret utterance about denver")
+    time.sleep(0.1)
+    assert "secret utterance" not in server.log()
+
+
+def test_health_goes_from_not_serving_to_serving(tiny_bundle, tmp_path):
+    srv = launch(tiny_bundle, tmp_path / "log", "--warmup-batches", "400", "--max-batch-size", "16")
+    try:
+        seen = wait_serving(srv)
+    finally:
+        assert srv.stop() == 0
+    assert seen == ["NOT_SERVING", "SERVING"]
+
+
+def test_sigterm_answers_every_in_flight_request_and_exits_zero(tiny_bundle, tmp_path):
+    srv = launch(
+        tiny_bundle,
+        tmp_path / "log",
+        "--max-batch-items",
+        "200",
+        "--max-queue-size",
+        "5000",
+        "--drain-grace-s",
+        "30",
+    )
+    wait_serving(srv)
+    channel = grpc.insecure_channel(srv.target)
+    stub = nlu_pb2_grpc.NluServiceStub(channel)
+    batch = nlu_pb2.ParseBatchRequest(
+        requests=[request(f"flights from boston to denver number {i}") for i in range(200)]
+    )
+    futures = [stub.ParseBatch.future(batch, timeout=60) for _ in range(10)]
+    time.sleep(0.2)
+    in_flight = sum(not f.done() for f in futures)
+    code = srv.stop()
+    results = [f.result() for f in futures]
+    channel.close()
+    assert in_flight > 0, "nothing was in flight at SIGTERM; the test proves nothing"
+    assert all(len(r.responses) == 200 for r in results)
+    assert code == 0
+    assert '"msg": "draining"' in srv.log() and '"msg": "stopped"' in srv.log()

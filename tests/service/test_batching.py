@@ -1,0 +1,133 @@
+"""Batching logic with a recording pipeline (the real engine is exercised by the e2e tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batching import BatchQueue
+from service.errors import DeadlineExceeded, Overloaded, Unavailable
+from service.runtime import Frame
+
+
+class RecordingPipeline:
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def encode(self, texts):
+        self.gate.wait(5)
+        self.batches.append(list(texts))
+        return texts
+
+    def infer(self, enc):
+        return enc
+
+    def decode(self, texts, enc, raw, top_k):
+        return [Frame(t, "intent", 1.0, [], [], [], np.zeros(1), 0) for t in texts]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_batch_closes_at_max_batch_size():
+    async def scenario():
+        pipeline = RecordingPipeline()
+        queue = BatchQueue(pipeline, max_batch_size=4, max_queue_delay_s=5.0, max_queue_size=100)
+        queue.start()
+        started = time.perf_counter()
+        results = await asyncio.gather(*queue.submit(list("abcd"), 3, None))
+        elapsed = time.perf_counter() - started
+        await queue.stop()
+        return pipeline.batches, results, elapsed
+
+    batches, results, elapsed = run(scenario())
+    assert batches == [list("abcd")]
+    assert [r.frame.text for r in results] == list("abcd")
+    assert elapsed < 2.0  # did not wait for the 5 s delay
+
+
+def test_batch_closes_after_max_queue_delay():
+    async def scenario():
+        pipeline = RecordingPipeline()
+        queue = BatchQueue(pipeline, max_batch_size=100, max_queue_delay_s=0.2, max_queue_size=100)
+        queue.start()
+        first = queue.submit(["a"], 3, None)
+        await asyncio.sleep(0.05)
+        second = queue.submit(["b"], 3, None)
+        started = time.perf_counter()
+        results = await asyncio.gather(*first, *second)
+        await queue.stop()
+        return pipeline.batches, results, time.perf_counter() - started
+
+    batches, results, waited = run(scenario())
+    assert batches == [["a", "b"]]  # the second arrived within the delay and joined
+    assert results[0].queue_ms >= 150
+    assert waited >= 0.1
+
+
+def test_full_queue_is_refused_at_once_and_all_or_nothing():
+    async def scenario():
+        pipeline = RecordingPipeline()
+        pipeline.gate.clear()  # the worker blocks on the first batch
+        queue = BatchQueue(pipeline, max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=3)
+        queue.start()
+        first = queue.submit(["busy"], 3, None)
+        await asyncio.sleep(0.05)  # the worker took it and is blocked
+        queued = queue.submit(["a", "b"], 3, None)
+        with pytest.raises(Overloaded, match="queue full"):
+            queue.submit(["c", "d"], 3, None)  # 2 + 2 > 3: none of them is queued
+        queued += queue.submit(["c"], 3, None)
+        pipeline.gate.set()
+        results = await asyncio.gather(*first, *queued)
+        await queue.stop()
+        return [r.frame.text for r in results]
+
+    assert run(scenario()) == ["busy", "a", "b", "c"]
+
+
+def test_expired_requests_are_dropped_before_inference():
+    async def scenario():
+        pipeline = RecordingPipeline()
+        pipeline.gate.clear()
+        queue = BatchQueue(pipeline, max_batch_size=8, max_queue_delay_s=0.0, max_queue_size=10)
+        queue.start()
+        blocker = queue.submit(["busy"], 3, None)
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        expired = queue.submit(["late"], 3, loop.time() + 0.01)
+        alive = queue.submit(["fine"], 3, loop.time() + 30)
+        await asyncio.sleep(0.05)
+        pipeline.gate.set()
+        await asyncio.gather(*blocker, *alive)
+        with pytest.raises(DeadlineExceeded, match="dropped before inference"):
+            await expired[0]
+        await queue.stop()
+        return pipeline.batches
+
+    assert run(scenario()) == [["busy"], ["fine"]]
+
+
+def test_stop_fails_what_is_still_queued():
+    async def scenario():
+        pipeline = RecordingPipeline()
+        pipeline.gate.clear()
+        queue = BatchQueue(pipeline, max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=10)
+        queue.start()
+        queue.submit(["busy"], 3, None)
+        await asyncio.sleep(0.05)
+        waiting = queue.submit(["queued"], 3, None)
+        threading.Timer(0.1, pipeline.gate.set).start()
+        await queue.stop()
+        with pytest.raises(Unavailable):
+            await waiting[0]
+        with pytest.raises(Unavailable):
+            queue.submit(["after"], 3, None)
+
+    run(scenario())

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import grpc
+import pytest
+from pydantic import ValidationError
+
+from service.errors import (
+    INTERNAL_MESSAGE,
+    DeadlineExceeded,
+    InvalidArgument,
+    Overloaded,
+    Unavailable,
+    grpc_status,
+)
+from service.settings import Settings, build_parser, load_settings
+
+
+def test_env_then_cli_override(monkeypatch):
+    monkeypatch.setenv("NLU_PORT", "6000")
+    monkeypatch.setenv("NLU_MAX_BATCH_SIZE", "8")
+    assert load_settings([]).port == 6000
+    settings = load_settings(["--port", "7000", "--log-text"])
+    assert settings.port == 7000 and settings.max_batch_size == 8 and settings.log_text
+
+
+def test_bad_values_are_rejected():
+    with pytest.raises(ValidationError, match="max_batch_size"):
+        load_settings(["--max-batch-size", "0"])
+    with pytest.raises(ValidationError, match="variant"):
+        load_settings(["--variant", "int4"])
+    with pytest.raises(ValidationError):
+        Settings(confidence_threshold=1.5)
+
+
+def test_every_setting_is_documented_with_its_env_variable():
+    for name, field in Settings.model_fields.items():
+        assert field.description, name
+    help_text = build_parser().format_help()
+    assert "NLU_MAX_QUEUE_DELAY_MS" in help_text and "NLU_BUNDLE" in help_text
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "reason"),
+    [
+        (InvalidArgument("text is empty"), grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
+        (Overloaded("queue full"), grpc.StatusCode.RESOURCE_EXHAUSTED, "queue_full"),
+        (DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED, "deadline"),
+        (Unavailable("draining"), grpc.StatusCode.UNAVAILABLE, "unavailable"),
+    ],
+)
+def test_typed_errors_map_to_status_codes(exc, code, reason):
+    assert grpc_status(exc) == (code, str(exc), reason)
+
+
+def test_unexpected_errors_become_internal_without_detail(caplog):
+    code, message, reason = grpc_status(KeyError("secret internals"))
+    assert code == grpc.StatusCode.INTERNAL and message == INTERNAL_MESSAGE
+    assert "secret" not in message and reason == "internal"
+    assert "secret internals" in caplog.text
