@@ -9,7 +9,7 @@ SPLIT ?= test
 BUNDLE ?= bundles/$(DATA)
 
 
-.PHONY: setup proto run test lint train eval export bench bench-accuracy bench-engine report clean
+.PHONY: setup proto run serve test lint train eval export bench bench-accuracy bench-engine bench-serve report clean
 
 setup: $(STAMP)
 
@@ -29,10 +29,20 @@ proto:
 	sed -i 's/^from nlu\.v1 import/from service.gen.nlu.v1 import/' $(GEN)/nlu/v1/nlu_pb2_grpc.py
 	touch $(GEN)/__init__.py $(GEN)/nlu/__init__.py $(GEN)/nlu/v1/__init__.py
 
-# Train a model if none exists, then score it on the test split.
+PORT ?= 50051
+METRICS_PORT ?= 9090
+
+# The whole job on a fresh machine: set up, train + export a bundle if none exists, serve.
 run: setup
 	test -f $(MODEL)/model.safetensors || $(PY) -m export.train --data $(DATA) --out $(MODEL)
-	$(PY) -m export.evaluate --model $(MODEL) --data $(DATA) --split $(SPLIT)
+	test -f $(BUNDLE)/config.json || $(PY) -m export.onnx --model $(MODEL) --out $(BUNDLE)
+	$(MAKE) --no-print-directory serve
+
+# Serve an existing bundle in the foreground (Ctrl-C drains and exits).
+serve: setup
+	@echo "serving $(BUNDLE) on localhost:$(PORT) (metrics: http://localhost:$(METRICS_PORT)/metrics)"
+	@echo "try:  $(PY) -m service.client --target localhost:$(PORT) parse \"book a flight from boston to denver tomorrow\""
+	$(PY) -m service.server --bundle $(BUNDLE) --port $(PORT) --metrics-port $(METRICS_PORT)
 
 test: setup
 	$(PY) -m pytest
@@ -64,6 +74,11 @@ bench: setup
 # Latency/throughput of torch eager vs ONNX fp32/int8 (needs `make export` or bench-accuracy).
 bench-engine: setup
 	$(PY) -m benchmarks engine --bundle $(BUNDLE) --model $(MODEL) --data $(DATA)
+	$(PY) -m benchmarks report
+
+# gRPC closed-loop sweep against the in-process engine (needs a bundle).
+bench-serve: setup
+	$(PY) -m benchmarks serve --bundle $(BUNDLE) --data $(DATA)
 	$(PY) -m benchmarks report
 
 report: setup

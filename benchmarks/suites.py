@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from benchmarks import accuracy, engine, experiments
+from benchmarks import accuracy, engine, experiments, serve
 from benchmarks.suite import Suite
 
-SUITES: dict[str, Suite] = {s.name: s for s in (accuracy.SUITE, engine.SUITE, experiments.SUITE)}
+SUITES: dict[str, Suite] = {
+    s.name: s for s in (accuracy.SUITE, engine.SUITE, serve.SUITE, experiments.SUITE)
+}

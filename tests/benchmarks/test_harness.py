@@ -32,6 +32,15 @@ def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0
     assert "onnx_int8" in capsys.readouterr().out
 
+    assert main(["serve", "--quick", "--out-dir", str(tmp_path), "--server-threads", "1"]) == 0
+    serve = json.loads((tmp_path / "serve.json").read_text())
+    assert [r["concurrency"] for r in serve["rows"]] == [1, 4]
+    for row in serve["rows"]:
+        assert row["throughput_rps"] > 0 and row["p50_ms"] <= row["p99_ms"]
+        assert row["server_stages"]["inference_ms"] > 0
+    assert serve["in_process_p50_ms"] > 0
+    assert (tmp_path / "serve.png").stat().st_size > 0
+
 
 def test_engine_is_skipped_without_a_bundle(tmp_path, capsys):
     assert main(["engine", "--quick", "--out-dir", str(tmp_path)]) == 0
@@ -40,7 +49,7 @@ def test_engine_is_skipped_without_a_bundle(tmp_path, capsys):
 
 def test_every_suite_runs_with_defaults_only():
     parser = build_parser()
-    for name in ("accuracy", "engine", "experiments"):
+    for name in ("accuracy", "engine", "serve", "experiments"):
         parser.parse_args([name])
 
 

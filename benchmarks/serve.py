@@ -1,0 +1,295 @@
+"""Suite `serve`: the gRPC server under closed-loop load, against the same engine in-process.
+
+    python -m benchmarks serve [--bundle bundles/atis]
+
+Starts the real server as a subprocess on 127.0.0.1, then for each concurrency level runs that
+many grpc.aio callers, each sending the next ATIS test utterance as soon as its previous answer
+arrives, in windows repeated until throughput and p50 are stable (10 % over the last three) or a
+cap. The per-stage split (queue, tokenize, inference, decode) comes from the server's own
+Prometheus histograms. The load generator shares the machine's cores with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+from matplotlib.figure import Figure
+from tqdm import tqdm
+
+from benchmarks.measure import STABLE_WINDOWS, is_stable, latency_stats
+from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.suite import Suite, save_figure, write_csv, write_json
+from export.data import read_dataset
+from export.fetch import resolve_dataset
+from service.client import NluClient, request
+from service.gen.nlu.v1 import nlu_pb2_grpc
+from service.runtime import Engine
+
+CONCURRENCY = (1, 4, 16, 64)
+STAGES = ("queue", "tokenize", "inference", "decode")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(bundle: Path, log_path: Path, threads: int) -> tuple[subprocess.Popen, int, int]:
+    port, metrics_port = free_port(), free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.server",
+        "--bundle",
+        str(bundle),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        "--intra-op-threads",
+        str(threads),
+        "--max-queue-size",
+        "4096",
+    ]
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            cmd, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ}
+        )
+    client = NluClient(f"127.0.0.1:{port}", timeout_s=1.0)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {log_path.read_text()}")
+            try:
+                if client.health() == "SERVING":
+                    return process, port, metrics_port
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    finally:
+        client.close()
+    process.kill()
+    raise TimeoutError("server did not become SERVING in 120 s")
+
+
+def stage_totals(metrics_port: int) -> dict[str, tuple[float, float]]:
+    """(sum seconds, count) per stage, plus batch-size sum/count, from /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    totals: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for stage in STAGES:
+            for suffix, slot in (("_sum", 0), ("_count", 1)):
+                if line.startswith(f'nlu_stage_duration_seconds{suffix}{{stage="{stage}"}}'):
+                    totals.setdefault(stage, [0.0, 0.0])[slot] = float(line.rsplit(" ", 1)[1])
+        for suffix, slot in (("_sum", 0), ("_count", 1)):
+            if line.startswith(f"nlu_batch_size{suffix} "):
+                totals.setdefault("batch_size", [0.0, 0.0])[slot] = float(line.rsplit(" ", 1)[1])
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+async def closed_loop(
+    target: str, texts: list[str], concurrency: int, seconds: float
+) -> list[float]:
+    """Latencies (s) of `concurrency` callers each sending back-to-back for `seconds`."""
+    cycle = itertools.cycle(texts)
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = nlu_pb2_grpc.NluServiceStub(channel)
+        stop_at = time.perf_counter() + seconds
+
+        async def caller() -> None:
+            while time.perf_counter() < stop_at:
+                t0 = time.perf_counter()
+                await stub.Parse(request(next(cycle)), timeout=30)
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+    return latencies
+
+
+def measure_level(
+    target: str,
+    metrics_port: int,
+    texts: list[str],
+    concurrency: int,
+    window_s: float,
+    max_windows: int,
+) -> dict:
+    asyncio.run(closed_loop(target, texts, concurrency, window_s / 2))  # warm-up
+    before = stage_totals(metrics_port)
+    windows, samples = [], []
+    while len(windows) < max_windows and not is_stable(windows, 0.10):
+        latencies = asyncio.run(closed_loop(target, texts, concurrency, window_s))
+        samples.append(latencies)
+        stats = latency_stats(latencies, 1)
+        stats["utterances_per_s"] = len(latencies) / window_s
+        windows.append(stats)
+    after = stage_totals(metrics_port)
+    stable = is_stable(windows, 0.10)
+    used = samples[-STABLE_WINDOWS:] if stable else samples
+    latencies = list(itertools.chain(*used))
+    stats = latency_stats(latencies, 1)
+    split = {}
+    for stage in (*STAGES, "batch_size"):
+        total = after.get(stage, (0.0, 0.0))
+        start = before.get(stage, (0.0, 0.0))
+        count = total[1] - start[1]
+        mean = (total[0] - start[0]) / count if count else 0.0
+        split[f"{stage}_mean" if stage == "batch_size" else f"{stage}_ms"] = round(
+            mean if stage == "batch_size" else mean * 1000, 3
+        )
+    return {
+        "concurrency": concurrency,
+        "throughput_rps": round(len(latencies) / (window_s * len(used)), 1),
+        **{k: stats[k] for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")},
+        "server_stages": split,
+        "windows": len(windows),
+        "stable": stable,
+        "requests": len(latencies),
+    }
+
+
+def in_process_p50_ms(bundle: Path, texts: list[str], threads: int) -> float:
+    engine = Engine(bundle, variant="int8", intra_op_threads=threads, inter_op_threads=1)
+    for text in texts[:20]:
+        engine.parse([text])
+    times = []
+    for text in texts[:300]:
+        t0 = time.perf_counter()
+        engine.parse([text])
+        times.append(time.perf_counter() - t0)
+    return round(1000 * statistics.median(times), 3)
+
+
+class ServeSuite(Suite):
+    name = "serve"
+    help = "gRPC closed-loop concurrency sweep against the in-process engine"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", default="atis")
+        parser.add_argument("--bundle", type=Path, help="default: bundles/DATA")
+        parser.add_argument(
+            "--server-threads",
+            type=int,
+            default=0,
+            help="ORT intra-op threads in the server (0: all cores)",
+        )
+
+    def bundle(self, args: argparse.Namespace, out_dir: Path) -> Path:
+        root = out_dir if args.quick else PROJECT_ROOT
+        return args.bundle or root / "bundles" / args.data
+
+    def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
+        bundle = self.bundle(args, out_dir)
+        if not (bundle / "config.json").is_file():
+            return f"needs a bundle at {bundle} (make export, or the accuracy suite)"
+        return None
+
+    def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
+        bundle = self.bundle(args, out_dir)
+        texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]
+        levels = CONCURRENCY[:2] if args.quick else CONCURRENCY
+        window_s, max_windows = (0.3, 3) if args.quick else (3.0, 8)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        process, port, metrics_port = start_server(
+            bundle, out_dir / "serve-server.log", args.server_threads
+        )
+        try:
+            rows = [
+                measure_level(f"127.0.0.1:{port}", metrics_port, texts, c, window_s, max_windows)
+                for c in tqdm(levels, desc="serve", unit="level")
+            ]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        (out_dir / "serve-server.log").unlink(missing_ok=True)
+        in_process = in_process_p50_ms(bundle, texts, args.server_threads)
+        report = {
+            "rows": rows,
+            "in_process_p50_ms": in_process,
+            "p50_c1_over_in_process": round(rows[0]["p50_ms"] / in_process, 2),
+            "meta": {
+                **run_meta(),
+                "bundle": str(bundle),
+                "variant": "int8",
+                "dataset": args.data,
+                "utterances": len(texts),
+                "server_intra_op_threads": args.server_threads,
+                "client": "grpc.aio closed loop in this process, sharing the cores",
+                "window_s": window_s,
+                "quick": args.quick,
+            },
+        }
+        write_json(out_dir / "serve.json", report)
+        write_csv(
+            out_dir / "serve.csv",
+            [
+                {k: v for k, v in r.items() if k != "server_stages"} | r["server_stages"]
+                for r in rows
+            ],
+        )
+        save_figure(plot(rows), out_dir / "serve.png")
+        return report
+
+    def summary(self, result: dict) -> str:
+        lines = [
+            "| concurrency | req/s | p50 ms | p90 ms | p95 ms | p99 ms | mean batch | "
+            "queue ms | tokenize ms | inference ms | decode ms |",
+            "|---" * 11 + "|",
+        ]
+        for r in result["rows"]:
+            s = r["server_stages"]
+            lines.append(
+                f"| {r['concurrency']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.2f} | "
+                f"{r['p90_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
+                f"{s['batch_size_mean']:.1f} | {s['queue_ms']:.2f} | {s['tokenize_ms']:.2f} | "
+                f"{s['inference_ms']:.2f} | {s['decode_ms']:.2f} |"
+            )
+        meta = result["meta"]
+        lines += [
+            "",
+            f"In-process engine p50 (batch 1): {result['in_process_p50_ms']:.2f} ms; "
+            f"gRPC p50 at concurrency 1 is {result['p50_c1_over_in_process']}× that. "
+            f"Client and server share {meta['cores']} cores ({meta['cpu']}); commit "
+            f"{meta['git_commit'][:12]}. Stage times are per batch (queue: per request).",
+        ]
+        return "\n".join(lines)
+
+
+def plot(rows: list[dict]) -> Figure:
+    fig = Figure(figsize=(10, 4))
+    conc = [r["concurrency"] for r in rows]
+    ax = fig.add_subplot(1, 2, 1)
+    for key in ("p50_ms", "p90_ms", "p99_ms"):
+        ax.plot(conc, [r[key] for r in rows], marker="o", label=key.replace("_ms", ""))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent callers")
+    ax.set_ylabel("latency (ms)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax2 = fig.add_subplot(1, 2, 2)
+    ax2.plot(conc, [r["throughput_rps"] for r in rows], marker="o")
+    ax2.set_xscale("log", base=2)
+    ax2.set_xlabel("concurrent callers")
+    ax2.set_ylabel("requests/s")
+    ax2.grid(alpha=0.3)
+    return fig
+
+
+SUITE = ServeSuite()
