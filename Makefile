@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
+GEN := service/gen
 DATA ?= atis
 MODEL ?= artifacts/$(DATA)
 SPLIT ?= test
@@ -11,18 +12,20 @@ BUNDLE ?= bundles/$(DATA)
 
 .PHONY: setup proto run serve test lint train eval export bench bench-accuracy bench-engine bench-serve report clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[train,dev]"
-	$(MAKE) proto
 	touch $(STAMP)
 
 # Python stubs (+ .pyi) for proto/nlu/v1/nlu.proto into service/gen (not committed).
-GEN := service/gen
-proto:
+proto: $(STAMP)
+	rm -f $(GEN)/nlu/v1/nlu_pb2.py
+	$(MAKE) --no-print-directory $(GEN)/nlu/v1/nlu_pb2.py
+
+$(GEN)/nlu/v1/nlu_pb2.py: proto/nlu/v1/nlu.proto $(STAMP)
 	rm -rf $(GEN) && mkdir -p $(GEN)
 	$(PY) -m grpc_tools.protoc -I proto --python_out=$(GEN) --pyi_out=$(GEN) \
 		--grpc_python_out=$(GEN) proto/nlu/v1/nlu.proto
