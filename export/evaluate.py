@@ -16,7 +16,7 @@ import torch
 from export.artifacts import load_artifacts, write_json
 from export.calibration import expected_calibration_error, softmax
 from export.data import read_dataset
-from export.fetch import resolve_dataset
+from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import evaluate_examples
 
 
@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = evaluate(args.model, args.data, args.split, args.batch_size)
+    try:
+        result = evaluate(args.model, args.data, args.split, args.batch_size)
+    except INPUT_ERRORS as e:
+        raise SystemExit(f"error: {e}") from e
     out = args.out or args.model / f"eval-{result['dataset']}-{args.split}.json"
     write_json(out, result)
     print(summary(result))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from export.data import DataError
+
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +50,10 @@ class DatasetNotFound(FileNotFoundError):
 
 class ChecksumMismatch(ValueError):
     pass
+
+
+INPUT_ERRORS = (DataError, DatasetNotFound, ChecksumMismatch, FileNotFoundError, httpx.HTTPError)
+"""Problems with what the user pointed a command at: reported in one line, no traceback."""
 
 
 def sha256_of(path: Path) -> str:

@@ -32,7 +32,7 @@ from torch import nn
 
 from export.artifacts import Artifacts, load_artifacts
 from export.data import Example, read_dataset
-from export.fetch import resolve_dataset
+from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import Outputs, run_model, score
 from export.model import JointModel, mean_pool
 from service.bundle import (
@@ -333,6 +333,8 @@ def main(argv: list[str] | None = None) -> None:
         config = build_bundle(args.model, args.out, args.data, args.max_int8_drop)
     except ParityError as e:
         raise SystemExit(f"export failed: {e}") from e
+    except INPUT_ERRORS as e:
+        raise SystemExit(f"error: {e}") from e
     variants = config["variants"]
     print(
         f"wrote {args.out}: fp32 = {variants['fp32']['graph']} "

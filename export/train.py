@@ -27,7 +27,7 @@ from export.artifacts import TRAIN_LOG, save_artifacts
 from export.calibration import calibration_report
 from export.crf import gather_words
 from export.data import Dataset, Example, LabelSet, read_dataset
-from export.fetch import resolve_dataset
+from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import evaluate_examples
 from export.model import JointModel, default_encoder_path, load_pretrained_encoder
 from service.text import (
@@ -322,7 +322,11 @@ def main(argv: list[str] | None = None) -> None:
         level=os.environ.get("LOGLEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    train(parse_args(argv))
+    cfg = parse_args(argv)
+    try:
+        train(cfg)
+    except INPUT_ERRORS as e:
+        raise SystemExit(f"error: {e}") from e
 
 
 if __name__ == "__main__":

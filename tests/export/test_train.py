@@ -103,3 +103,16 @@ def test_cli_rejects_bad_alpha(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--data", "atis", "--out", "x", "--alpha", "1.5"])
     assert "--alpha must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_reports_bad_data_in_one_line(tmp_path, capsys):
+    from export.train import main
+
+    bad = tmp_path / "bad"
+    (bad / "train").mkdir(parents=True)
+    (bad / "train" / "seq.in").write_text("fly to boston\n")
+    (bad / "train" / "seq.out").write_text("O O\n")
+    (bad / "train" / "label").write_text("flight\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--data", str(bad), "--out", str(tmp_path / "out")])
+    assert str(exit_info.value) == f"error: {bad}/train/seq.out:1: 2 tags for 3 words"
