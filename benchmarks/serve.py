@@ -14,12 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -33,59 +28,13 @@ from benchmarks.meta import PROJECT_ROOT, run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
-from service.client import NluClient, request
+from service.client import request
 from service.gen.nlu.v1 import nlu_pb2_grpc
+from service.process import ServerProcess
 from service.runtime import Engine
 
 CONCURRENCY = (1, 4, 16, 64)
 STAGES = ("queue", "tokenize", "inference", "decode")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(bundle: Path, log_path: Path, threads: int) -> tuple[subprocess.Popen, int, int]:
-    port, metrics_port = free_port(), free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.server",
-        "--bundle",
-        str(bundle),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port),
-        "--intra-op-threads",
-        str(threads),
-        "--max-queue-size",
-        "4096",
-    ]
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            cmd, cwd=PROJECT_ROOT, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ}
-        )
-    client = NluClient(f"127.0.0.1:{port}", timeout_s=1.0)
-    deadline = time.monotonic() + 120
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {log_path.read_text()}")
-            try:
-                if client.health() == "SERVING":
-                    return process, port, metrics_port
-            except grpc.RpcError:
-                pass
-            time.sleep(0.05)
-    finally:
-        client.close()
-    process.kill()
-    raise TimeoutError("server did not become SERVING in 120 s")
 
 
 def stage_totals(metrics_port: int) -> dict[str, tuple[float, float]]:
@@ -207,17 +156,22 @@ class ServeSuite(Suite):
         levels = CONCURRENCY[:2] if args.quick else CONCURRENCY
         window_s, max_windows = (0.3, 3) if args.quick else (3.0, 8)
         out_dir.mkdir(parents=True, exist_ok=True)
-        process, port, metrics_port = start_server(
-            bundle, out_dir / "serve-server.log", args.server_threads
+        server = ServerProcess.launch(
+            bundle,
+            out_dir / "serve-server.log",
+            "--intra-op-threads",
+            str(args.server_threads),
+            "--max-queue-size",
+            "4096",
         )
         try:
+            server.wait_serving()
             rows = [
-                measure_level(f"127.0.0.1:{port}", metrics_port, texts, c, window_s, max_windows)
+                measure_level(server.target, server.metrics_port, texts, c, window_s, max_windows)
                 for c in tqdm(levels, desc="serve", unit="level")
             ]
         finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=60)
+            server.stop()
         (out_dir / "serve-server.log").unlink(missing_ok=True)
         in_process = in_process_p50_ms(bundle, texts, args.server_threads)
         report = {

@@ -7,7 +7,6 @@ Resolution order: an existing path → `NLU_DATA_DIR/<name>` → `<project>/../s
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from export.data import DataError
+from service.bundle import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,6 @@ INPUT_ERRORS = (DataError, DatasetNotFound, ChecksumMismatch, FileNotFoundError,
 """Problems with what the user pointed a command at: reported in one line, no traceback."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_dataset(name: str, target_root: Path, base_url: str = DEFAULT_BASE_URL) -> Path:
     """Download every file of a known dataset, verifying each before it is moved into place."""
     if name not in KNOWN:
@@ -76,7 +68,7 @@ def download_dataset(name: str, target_root: Path, base_url: str = DEFAULT_BASE_
             if not rel.startswith(f"{name}/"):
                 continue
             dest = target_root / rel
-            if dest.is_file() and sha256_of(dest) == expected:
+            if dest.is_file() and sha256_file(dest) == expected:
                 continue
             url = f"{base_url.rstrip('/')}/{rel}"
             log.info("downloading %s", url)
@@ -85,7 +77,7 @@ def download_dataset(name: str, target_root: Path, base_url: str = DEFAULT_BASE_
             dest.parent.mkdir(parents=True, exist_ok=True)
             partial = dest.with_name(dest.name + ".part")
             partial.write_bytes(response.content)
-            actual = sha256_of(partial)
+            actual = sha256_file(partial)
             if actual != expected:
                 partial.unlink()
                 raise ChecksumMismatch(

@@ -70,26 +70,40 @@ def to_response(result: ParseResult, model_version: str, total_ms: float) -> nlu
     )
 
 
+class Observation:
+    """Status code and duration of one RPC; `fail` is the single error-mapping point."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.started = time.perf_counter()
+        self.code = grpc.StatusCode.OK
+
+    async def fail(self, exc: Exception, context: grpc.aio.ServicerContext) -> None:
+        self.code, message, reason = grpc_status(exc)
+        metrics.FAILURES.labels(reason).inc()
+        await context.abort(self.code, message)
+
+    def finish(self) -> None:
+        metrics.REQUESTS.labels(self.method, self.code.name).inc()
+        metrics.REQUEST_DURATION.labels(self.method).observe(time.perf_counter() - self.started)
+
+
 def observed(method: str) -> Callable:
-    """Count, time and map errors of a unary RPC: the single error-mapping point."""
+    """Count, time and map the errors of a unary RPC."""
 
     def wrap(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         @functools.wraps(handler)
         async def run(self: NluServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
+            observation = Observation(method)
             try:
                 return await handler(self, request, context)
             except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
+                observation.code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:
-                code, message, reason = grpc_status(exc)
-                metrics.FAILURES.labels(reason).inc()
-                await context.abort(code, message)
+                await observation.fail(exc, context)
             finally:
-                metrics.REQUESTS.labels(method, code.name).inc()
-                metrics.REQUEST_DURATION.labels(method).observe(time.perf_counter() - started)
+                observation.finish()
 
         return run
 
@@ -135,8 +149,7 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[nlu_pb2.ParseResponse]:
         """Requests are parsed concurrently (they batch together); answers keep request order."""
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
+        observation = Observation("ParseStream")
         pending: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()
 
         async def read() -> None:
@@ -151,17 +164,14 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
                 yield response
             await reader
         except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
+            observation.code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
-            code, message, reason = grpc_status(exc)
-            metrics.FAILURES.labels(reason).inc()
-            await context.abort(code, message)
+            await observation.fail(exc, context)
         finally:
             reader.cancel()
             while not pending.empty():
                 task = pending.get_nowait()
                 if task is not None:
                     task.cancel()
-            metrics.REQUESTS.labels("ParseStream", code.name).inc()
-            metrics.REQUEST_DURATION.labels("ParseStream").observe(time.perf_counter() - started)
+            observation.finish()

@@ -13,8 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from service.client import main as client_main
 from service.client import request
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
-
-from .conftest import launch, wait_serving
+from service.process import ServerProcess
 
 UTTERANCES = ["show me flights from boston to denver", "list airlines", "what is fare code h"]
 
@@ -131,16 +130,18 @@ def test_request_text_is_not_logged(server, client):
 
 
 def test_health_goes_from_not_serving_to_serving(tiny_bundle, tmp_path):
-    srv = launch(tiny_bundle, tmp_path / "log", "--warmup-batches", "400", "--max-batch-size", "16")
+    srv = ServerProcess.launch(
+        tiny_bundle, tmp_path / "log", "--warmup-batches", "400", "--max-batch-size", "16"
+    )
     try:
-        seen = wait_serving(srv)
+        seen = srv.wait_serving()
     finally:
         assert srv.stop() == 0
     assert seen == ["NOT_SERVING", "SERVING"]
 
 
 def test_sigterm_answers_every_in_flight_request_and_exits_zero(tiny_bundle, tmp_path):
-    srv = launch(
+    srv = ServerProcess.launch(
         tiny_bundle,
         tmp_path / "log",
         "--max-batch-items",
@@ -150,7 +151,7 @@ def test_sigterm_answers_every_in_flight_request_and_exits_zero(tiny_bundle, tmp
         "--drain-grace-s",
         "30",
     )
-    wait_serving(srv)
+    srv.wait_serving()
     channel = grpc.insecure_channel(srv.target)
     stub = nlu_pb2_grpc.NluServiceStub(channel)
     batch = nlu_pb2.ParseBatchRequest(

@@ -35,7 +35,7 @@ def test_download_verifies_every_file(mirror, tmp_path):
     assert path == tmp_path / "cache" / "atis"
     for rel, digest in fetch.SHA256.items():
         if rel.startswith("atis/"):
-            assert fetch.sha256_of(tmp_path / "cache" / rel) == digest
+            assert fetch.sha256_file(tmp_path / "cache" / rel) == digest
 
 
 def test_checksum_mismatch_names_the_file(mirror, tmp_path):

@@ -1,0 +1,98 @@
+"""Run the server as a child process and wait until it serves: for benchmarks, tests and scripts
+that need a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from service.client import NluClient
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    port: int
+    metrics_port: int
+    log_path: Path
+
+    @classmethod
+    def launch(cls, bundle: Path, log_path: Path, *flags: str) -> ServerProcess:
+        """Start `python -m service.server` on free ports; output goes to log_path."""
+        port, metrics_port = free_port(), free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "service.server",
+            "--bundle",
+            str(bundle),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--metrics-port",
+            str(metrics_port),
+            *flags,
+        ]
+        with log_path.open("w") as log_file:
+            process = subprocess.Popen(
+                cmd,
+                cwd=PROJECT_ROOT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return cls(process, port, metrics_port, log_path)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_serving(self, timeout_s: float = 120.0) -> list[str]:
+        """Poll grpc.health.v1 until SERVING; returns each distinct status seen, in order."""
+        client = NluClient(self.target, timeout_s=1.0)
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited early:\n{self.log()}")
+                try:
+                    status = client.health()
+                except grpc.RpcError:
+                    time.sleep(0.02)
+                    continue
+                if not seen or seen[-1] != status:
+                    seen.append(status)
+                if status == "SERVING":
+                    return seen
+                time.sleep(0.02)
+        finally:
+            client.close()
+        self.process.kill()
+        raise TimeoutError(f"server not SERVING after {timeout_s} s:\n{self.log()}")
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (graceful drain), then the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout_s)
