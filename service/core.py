@@ -152,7 +152,22 @@ class NluCore:
                 reason = "generator_disabled"
             metrics.ROUTES.labels(Source.ENCODER.value).inc()
             results.append(ParseResult(request.request_id, enc, Source.ENCODER, reason, top_k))
+        if log.isEnabledFor(logging.DEBUG):
+            self.log_results(requests, results)
         return results
+
+    def log_results(self, requests: list[ParseInput], results: list[ParseResult]) -> None:
+        """Per-utterance access log (DEBUG); the text only when `log_text` allows it."""
+        for request, result in zip(requests, results, strict=True):
+            fields = {
+                "request_id": result.request_id,
+                "intent": result.encoded.frame.intent,
+                "confidence": round(result.encoded.frame.confidence, 4),
+                "source": result.source.value,
+            }
+            if self.settings.log_text:
+                fields["text"] = request.text
+            log.debug("parsed", extra=fields)
 
     def model_info(self) -> dict:
         if self.engine is None:

@@ -10,8 +10,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from service.client import NluClient, request
 from service.client import main as client_main
-from service.client import request
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.process import ServerProcess
 
@@ -127,6 +127,21 @@ def test_request_text_is_not_logged(server, client):
     client.parse("my secret utterance about denver")
     time.sleep(0.1)
     assert "secret utterance" not in server.log()
+
+
+@pytest.mark.parametrize("log_text", [False, True])
+def test_debug_access_log_includes_text_only_when_allowed(tiny_bundle, tmp_path, log_text):
+    flags = ["--log-level", "DEBUG", "--log-text" if log_text else "--no-log-text"]
+    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", *flags)
+    try:
+        srv.wait_serving()
+        client = NluClient(srv.target)
+        client.parse("my private utterance about denver", request_id="req-7")
+        client.close()
+    finally:
+        assert srv.stop() == 0
+    assert '"request_id": "req-7"' in srv.log()
+    assert ("my private utterance" in srv.log()) is log_text
 
 
 def test_health_goes_from_not_serving_to_serving(tiny_bundle, tmp_path):
