@@ -86,7 +86,7 @@ class Engine:
 
     def __init__(
         self,
-        bundle_dir: Path,
+        bundle_dir: str | Path,
         variant: str = "int8",
         provider: Provider = "cpu",
         intra_op_threads: int = 0,
@@ -94,6 +94,7 @@ class Engine:
         graph_optimization: str = "all",
         warmup: bool = True,
     ) -> None:
+        bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = load_bundle(bundle_dir)
         self.variant = variant
         self.tokenizer = load_tokenizer(bundle_dir / TOKENIZER, self.bundle.max_seq_len)

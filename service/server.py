@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot serve the bundle", extra={"error": str(e)})
         print(f"cannot serve {settings.bundle}: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a port already taken, an address that does not exist
+        log.error("cannot start", extra={"error": str(e)})
+        print(f"cannot start the server: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import time
 
 import grpc
@@ -182,3 +183,18 @@ def test_sigterm_answers_every_in_flight_request_and_exits_zero(tiny_bundle, tmp
     assert all(len(r.responses) == 200 for r in results)
     assert code == 0
     assert '"msg": "draining"' in srv.log() and '"msg": "stopped"' in srv.log()
+
+
+def test_a_tampered_bundle_is_refused_with_the_file_named(tiny_bundle, tmp_path):
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    with (bundle / "labels.json").open("a") as f:
+        f.write(" ")
+    srv = ServerProcess.launch(bundle, tmp_path / "log")
+    assert srv.process.wait(timeout=60) == 1
+    assert "labels.json: sha256 does not match" in srv.log()
+
+
+def test_bad_settings_exit_2_naming_the_field(tiny_bundle, tmp_path):
+    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--max-batch-size", "0")
+    assert srv.process.wait(timeout=60) == 2
+    assert "max_batch_size" in srv.log()
