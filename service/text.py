@@ -183,11 +183,13 @@ def viterbi(
     """Best tag sequence of a linear-chain CRF: emissions (W, S), start/end (S,), transitions
     (S, S) indexed [from, to]. Runs outside the exported graph, in numpy."""
     score = start + emissions[0]  # (S,)
+    columns = np.arange(len(score))
     backpointers = []
     for row in emissions[1:]:
         candidates = score[:, None] + transitions  # (S_from, S_to)
-        backpointers.append(candidates.argmax(axis=0))
-        score = candidates.max(axis=0) + row
+        best_from = candidates.argmax(axis=0)  # (S_to,)
+        backpointers.append(best_from)
+        score = candidates[best_from, columns] + row
     best = [int((score + end).argmax())]
     for pointers in reversed(backpointers):
         best.append(int(pointers[best[-1]]))
