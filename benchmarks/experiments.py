@@ -46,6 +46,7 @@ def run_variant(data: str, variant: str, threads: int | None, results: Path) -> 
         "dataset": data,
         "variant": variant,
         "overrides": VARIANTS[variant],
+        "train_config": config["train"],
         "dev": config["dev"],
         "test": {k: test[k] for k in HEADLINE},
         "best_epoch": config["best_epoch"],
