@@ -16,6 +16,8 @@ from service import metrics
 from service.batching import BatchQueue, Encoded
 from service.bundle import CONFIG
 from service.errors import InvalidArgument, Unavailable
+from service.generators.factory import build_backend
+from service.router import Routed, Router
 from service.runtime import Engine
 from service.settings import Settings
 
@@ -46,9 +48,21 @@ class ParseInput:
 class ParseResult:
     request_id: str
     encoded: Encoded
-    source: Source
-    fallback_reason: str
+    routed: Routed
     top_k: int
+    intents: tuple[str, ...]  # the bundle's, to look up the answered intent's probability
+
+    @property
+    def source(self) -> Source:
+        return Source.GENERATOR if self.routed.from_generator else Source.ENCODER
+
+    @property
+    def confidence(self) -> float:
+        """The encoder's calibrated probability of the intent finally answered."""
+        frame = self.encoded.frame
+        if not self.routed.from_generator:
+            return frame.confidence
+        return float(frame.probabilities[self.intents.index(self.routed.intent)])
 
 
 class NluCore:
@@ -57,6 +71,7 @@ class NluCore:
         self.engine: Engine | None = None
         self.batcher: BatchQueue | None = None
         self.draining = False
+        self.router: Router | None = None
         self.model_version = ""
         self.bundle_sha256 = ""
 
@@ -91,6 +106,9 @@ class NluCore:
             s.variant,
             self.engine.providers[0],
         ).set(1)
+        self.router = Router(
+            build_backend(s), bundle.intents, bundle.slot_tags, s.generator_timeout_s
+        )
         self.batcher = BatchQueue(
             self.engine, s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size
         )
@@ -103,6 +121,8 @@ class NluCore:
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.stop()
+        if self.router is not None and self.router.backend is not None:
+            await self.router.backend.close()
 
     def validate(self, request: ParseInput, position: str = "") -> None:
         where = f"{position}: " if position else ""
@@ -145,24 +165,49 @@ class NluCore:
             if isinstance(answer, BaseException):
                 raise answer
         encoded: list[Encoded] = answers  # type: ignore[assignment]
+        routed = await asyncio.gather(
+            *(
+                self.route(request, enc, deadline)
+                for request, enc in zip(requests, encoded, strict=True)
+            )
+        )
         results = []
-        for request, enc, top_k in zip(requests, encoded, top_ks, strict=True):
-            reason = ""
-            if request.policy is Policy.GENERATOR_ONLY:
-                reason = "generator_disabled"
-            metrics.ROUTES.labels(Source.ENCODER.value).inc()
-            results.append(ParseResult(request.request_id, enc, Source.ENCODER, reason, top_k))
+        for request, enc, top_k, answer in zip(requests, encoded, top_ks, routed, strict=True):
+            result = ParseResult(
+                request.request_id,
+                enc,
+                answer,
+                top_k,
+                self.engine.bundle.intents if self.engine else (),
+            )
+            metrics.ROUTES.labels(result.source.value).inc()
+            results.append(result)
         if log.isEnabledFor(logging.DEBUG):
             self.log_results(requests, results)
         return results
+
+    async def route(self, request: ParseInput, enc: Encoded, deadline: float | None) -> Routed:
+        """Encoder-only requests skip the router; the rest may go to the generator."""
+        if request.policy is Policy.ENCODER_ONLY or self.router is None:
+            return Routed(False, enc.frame.intent, enc.frame.slots)
+        threshold = (
+            request.threshold
+            if request.threshold is not None
+            else self.settings.confidence_threshold
+        )
+        remaining = deadline - asyncio.get_running_loop().time() if deadline else None
+        return await self.router.route(
+            enc.frame, request.policy is Policy.GENERATOR_ONLY, threshold, remaining
+        )
 
     def log_results(self, requests: list[ParseInput], results: list[ParseResult]) -> None:
         """Per-utterance access log (DEBUG); the text only when `log_text` allows it."""
         for request, result in zip(requests, results, strict=True):
             fields = {
                 "request_id": result.request_id,
-                "intent": result.encoded.frame.intent,
-                "confidence": round(result.encoded.frame.confidence, 4),
+                "intent": result.routed.intent,
+                "encoder_confidence": round(result.encoded.frame.confidence, 4),
+                "fallback_reason": result.routed.fallback_reason,
                 "source": result.source.value,
             }
             if self.settings.log_text:
@@ -184,6 +229,8 @@ class NluCore:
             "quantization": self.settings.variant,
             "execution_providers": list(self.engine.providers),
             "confidence_threshold": self.settings.confidence_threshold,
+            "generator_backend": self.settings.generator_backend,
+            "generator_model": self.settings.generator_model,
             "max_batch_size": self.settings.max_batch_size,
             "max_text_chars": self.settings.max_text_chars,
             "max_batch_items": self.settings.max_batch_items,

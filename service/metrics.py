@@ -73,3 +73,17 @@ def serve_metrics(port: int) -> None:
     """Expose /metrics on its own HTTP port (a daemon thread)."""
     if port:
         start_http_server(port, registry=REGISTRY)
+
+
+GENERATOR_DURATION = Histogram(
+    "nlu_generator_duration_seconds",
+    "Generator backend call time (answers only)",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+GENERATOR_FAILURES = Counter(
+    "nlu_generator_failure_total",
+    "Routed utterances answered by the encoder instead, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -52,6 +52,7 @@ class Frame:
     intent: str
     confidence: float  # calibrated probability of `intent`
     top_intents: list[IntentScore]
+    probabilities: np.ndarray  # (I,) calibrated, in bundle intent order
     slots: list[Slot]
     word_tags: list[str]
     embedding: np.ndarray  # (H,) L2-normalised
@@ -142,6 +143,7 @@ class Engine:
                     intent=top[0].label,
                     confidence=top[0].probability,
                     top_intents=top,
+                    probabilities=probs[b],
                     slots=decode_bio(text, words, tags, confidences),
                     word_tags=tags,
                     embedding=raw.embedding[b],

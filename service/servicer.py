@@ -39,12 +39,14 @@ def to_input(request: nlu_pb2.ParseRequest) -> ParseInput:
     )
 
 
-def to_response(result: ParseResult, model_version: str, total_ms: float) -> nlu_pb2.ParseResponse:
-    enc = result.encoded
+def to_response(
+    result: ParseResult, model_version: str, total_ms: float, with_text: bool
+) -> nlu_pb2.ParseResponse:
+    enc, routed = result.encoded, result.routed
     frame = enc.frame
     return nlu_pb2.ParseResponse(
-        intent=frame.intent,
-        intent_confidence=frame.confidence,
+        intent=routed.intent,
+        intent_confidence=result.confidence,
         top_intents=[
             nlu_pb2.IntentScore(label=s.label, probability=s.probability)
             for s in frame.top_intents[: result.top_k]
@@ -53,20 +55,24 @@ def to_response(result: ParseResult, model_version: str, total_ms: float) -> nlu
             nlu_pb2.Slot(
                 name=s.name, value=s.value, start=s.start, end=s.end, confidence=s.confidence
             )
-            for s in frame.slots
+            for s in routed.slots
         ],
         source=SOURCES[result.source],
-        fallback_reason=result.fallback_reason,
+        fallback_reason=routed.fallback_reason,
         timings=nlu_pb2.StageTimings(
             queue_ms=enc.queue_ms,
             tokenize_ms=enc.tokenize_ms,
             inference_ms=enc.inference_ms,
             decode_ms=enc.decode_ms,
+            generator_ms=routed.generator_ms,
             total_ms=total_ms,
         ),
         model_version=model_version,
         request_id=result.request_id,
         truncated_words=frame.truncated_words,
+        encoder_intent=frame.intent,
+        encoder_confidence=frame.confidence,
+        generated_text=routed.generated_text if with_text else "",
     )
 
 
@@ -120,7 +126,8 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         started = time.perf_counter()
         results = await self.core.parse([to_input(r) for r in requests], context.time_remaining())
         total_ms = (time.perf_counter() - started) * 1000
-        return [to_response(r, self.core.model_version, total_ms) for r in results]
+        with_text = self.core.settings.return_generated_text
+        return [to_response(r, self.core.model_version, total_ms, with_text) for r in results]
 
     @observed("Parse")
     async def Parse(self, request, context):
@@ -137,11 +144,13 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
     @observed("GetModelInfo")
     async def GetModelInfo(self, request, context):
         info = self.core.model_info()
-        threshold = info.pop("confidence_threshold")
-        return nlu_pb2.ModelInfo(
-            **info,
-            routing=nlu_pb2.RoutingInfo(generator_enabled=False, confidence_threshold=threshold),
+        routing = nlu_pb2.RoutingInfo(
+            generator_enabled=info["generator_backend"] != "none",
+            generator_backend=info.pop("generator_backend"),
+            generator_model=info.pop("generator_model"),
+            confidence_threshold=info.pop("confidence_threshold"),
         )
+        return nlu_pb2.ModelInfo(**info, routing=routing)
 
     async def ParseStream(
         self,

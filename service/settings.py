@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -56,6 +56,30 @@ class Settings(BaseSettings):
     )
     confidence_threshold: float = Field(
         0.0, ge=0.0, le=1.0, description="route to the generator below this confidence"
+    )
+    generator_backend: Literal["none", "openai"] = Field(
+        "none", description="generator for unsure utterances: none or an OpenAI-compatible server"
+    )
+    generator_base_url: str = Field(
+        "http://127.0.0.1:8000", description="base URL of the OpenAI-compatible server"
+    )
+    generator_model: str = Field("", description="model name sent to the generator server")
+    generator_api_key: SecretStr | None = Field(None, description="bearer token, if needed")
+    generator_timeout_s: float = Field(
+        2.0, gt=0.0, description="longest one generator answer may take (capped by deadline)"
+    )
+    generator_max_retries: int = Field(
+        1, ge=0, description="retries on transport errors, 5xx and 429"
+    )
+    generator_max_tokens: int = Field(96, ge=8, description="longest generated answer (tokens)")
+    breaker_failures: int = Field(
+        5, ge=1, description="consecutive generator failures that open the circuit"
+    )
+    breaker_reset_s: float = Field(
+        30.0, gt=0.0, description="how long an open circuit waits before one probe call"
+    )
+    return_generated_text: bool = Field(
+        False, description="include the raw generated text in responses (debugging)"
     )
     log_level: str = Field("INFO", description="logging level")
     log_text: bool = Field(False, description="include request text in logs (privacy: off)")

@@ -15,6 +15,7 @@ from service.client import NluClient, request
 from service.client import main as client_main
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.process import ServerProcess
+from tests.service.chat_stub import Script, chat_server
 
 UTTERANCES = ["show me flights from boston to denver", "list airlines", "what is fare code h"]
 
@@ -198,3 +199,45 @@ def test_bad_settings_exit_2_naming_the_field(tiny_bundle, tmp_path):
     srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--max-batch-size", "0")
     assert srv.process.wait(timeout=60) == 2
     assert "max_batch_size" in srv.log()
+
+
+def test_generator_fallback_through_an_openai_compatible_server(tiny_bundle, tmp_path):
+    good = '{"intent": "atis_flight", "slots": [{"name": "toloc.city_name", "value": "denver"}]}'
+    script = Script(content=good)
+    with chat_server(script) as url:
+        srv = ServerProcess.launch(
+            tiny_bundle,
+            tmp_path / "log",
+            "--generator-backend",
+            "openai",
+            "--generator-base-url",
+            url,
+            "--generator-model",
+            "smol",
+            "--confidence-threshold",
+            "1.0",
+            "--return-generated-text",
+        )
+        try:
+            srv.wait_serving()
+            client = NluClient(srv.target)
+            routed = client.parse("show flights to denver")
+            encoder = client.parse("show flights to denver", policy="encoder")
+            script.content = "no json here"
+            rejected = client.parse("show flights to denver")
+            info = client.info()
+            client.close()
+        finally:
+            assert srv.stop() == 0
+    assert routed.source == nlu_pb2.SOURCE_GENERATOR and routed.intent == "atis_flight"
+    assert [(s.name, s.value, s.start, s.end) for s in routed.slots] == [
+        ("toloc.city_name", "denver", 16, 22)
+    ]
+    assert routed.timings.generator_ms > 0 and routed.generated_text == good
+    assert routed.encoder_intent and 0 < routed.encoder_confidence <= 1
+    assert encoder.source == nlu_pb2.SOURCE_ENCODER and encoder.fallback_reason == ""
+    assert rejected.source == nlu_pb2.SOURCE_ENCODER
+    assert rejected.fallback_reason == "malformed_json"
+    assert rejected.intent == rejected.encoder_intent
+    assert info.routing.generator_enabled and info.routing.generator_backend == "openai"
+    assert len(script.requests) == 2  # the encoder-only request never reached the generator

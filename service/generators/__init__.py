@@ -1,0 +1,1 @@
+"""Generator backends: a GPT that answers when the encoder is unsure."""

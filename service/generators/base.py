@@ -1,0 +1,28 @@
+"""What every generator backend offers the router."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+Messages = list[dict[str, str]]
+
+
+class GeneratorError(Exception):
+    """The backend gave no usable text; `reason` is the metric/fallback label."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class GeneratorBackend(ABC):
+    name: str
+    model: str
+
+    @abstractmethod
+    async def generate(self, messages: Messages, timeout_s: float) -> str:
+        """The assistant's reply to a chat, within timeout_s, or GeneratorError."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections or models."""

@@ -1,0 +1,83 @@
+"""Any OpenAI-compatible `/v1/chat/completions` server (vLLM, TGI, llama.cpp, transformers serve).
+
+Per-call timeout inside the caller's budget, bounded retries with backoff on transport errors and
+5xx/429, and a circuit breaker so a dead server costs nothing once the circuit is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from service.breaker import CircuitBreaker
+from service.generators.base import GeneratorBackend, GeneratorError, Messages
+
+RETRY_BACKOFF_S = 0.05
+
+
+class OpenAIBackend(GeneratorBackend):
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        max_retries: int,
+        max_tokens: int,
+        breaker: CircuitBreaker,
+    ) -> None:
+        self.model = model
+        self.max_retries = max_retries
+        self.max_tokens = max_tokens
+        self.breaker = breaker
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers)
+
+    async def generate(self, messages: Messages, timeout_s: float) -> str:
+        if not self.breaker.allow():
+            raise GeneratorError("breaker_open", "too many recent failures")
+        deadline = time.monotonic() + timeout_s
+        payload = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": self.max_tokens,
+            "temperature": 0.0,
+        }
+        reason, detail = "backend_error", ""
+        for attempt in range(self.max_retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                reason, detail = "timeout", f"no time left after {attempt} attempts"
+                break
+            try:
+                response = await self.client.post(
+                    "/v1/chat/completions", json=payload, timeout=remaining
+                )
+            except httpx.TimeoutException:
+                reason, detail = "timeout", f"no answer within {timeout_s:.2f} s"
+                break
+            except httpx.TransportError as e:
+                reason, detail = "backend_error", f"{type(e).__name__}: {e}"
+            else:
+                if response.status_code == 200:
+                    try:
+                        text = response.json()["choices"][0]["message"]["content"]
+                    except (ValueError, KeyError, IndexError, TypeError) as e:
+                        reason, detail = "backend_error", f"unexpected response body: {e!r}"
+                        break
+                    self.breaker.record_success()
+                    return text or ""
+                reason, detail = "backend_error", f"HTTP {response.status_code}"
+                if response.status_code < 500 and response.status_code != 429:
+                    break
+            await asyncio.sleep(
+                min(RETRY_BACKOFF_S * 2**attempt, max(0.0, deadline - time.monotonic()))
+            )
+        self.breaker.record_failure()
+        raise GeneratorError(reason, detail)
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,78 @@
+"""Confidence routing: ask the generator only when the encoder is unsure, and use its answer only
+when it fits the schema. A generator problem never fails a request: the encoder answers, with
+`fallback_reason` saying why.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from service import metrics
+from service.generators.base import GeneratorBackend, GeneratorError
+from service.prompt import build_messages
+from service.runtime import Frame
+from service.schema import InvalidAnswer, validate
+from service.text import Slot
+
+RECENT_LATENCIES = 50
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The answer chosen for one utterance."""
+
+    from_generator: bool
+    intent: str
+    slots: list[Slot]
+    fallback_reason: str = ""
+    generator_ms: float = 0.0
+    generated_text: str = ""
+
+
+@dataclass
+class Router:
+    backend: GeneratorBackend | None
+    intents: tuple[str, ...]
+    slot_tags: tuple[str, ...]
+    timeout_s: float
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_LATENCIES))
+
+    def recent_p50_s(self) -> float:
+        return statistics.median(self.latencies) if self.latencies else 0.0
+
+    async def route(
+        self, frame: Frame, force: bool, threshold: float, remaining_s: float | None
+    ) -> Routed:
+        """Encoder answer unless (forced or confidence < threshold) and the generator fits."""
+        encoder = Routed(False, frame.intent, frame.slots)
+        if not force and frame.confidence >= threshold:
+            return encoder
+        if self.backend is None:
+            return self.fallback(encoder, "generator_disabled")
+        budget = self.timeout_s if remaining_s is None else min(self.timeout_s, remaining_s)
+        if remaining_s is not None and remaining_s < self.recent_p50_s():
+            return self.fallback(encoder, "deadline")
+        messages = build_messages(frame.text, self.intents, self.slot_tags, frame.top_intents)
+        started = time.perf_counter()
+        try:
+            generated = await self.backend.generate(messages, budget)
+        except GeneratorError as e:
+            return self.fallback(encoder, e.reason, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.latencies.append(elapsed)
+        metrics.GENERATOR_DURATION.observe(elapsed)
+        try:
+            answer = validate(generated, frame.text, self.intents, self.slot_tags)
+        except InvalidAnswer as e:
+            return self.fallback(encoder, e.reason, elapsed, generated)
+        return Routed(True, answer.intent, answer.slots, "", elapsed * 1000, generated)
+
+    @staticmethod
+    def fallback(
+        encoder: Routed, reason: str, elapsed_s: float = 0.0, generated: str = ""
+    ) -> Routed:
+        metrics.GENERATOR_FAILURES.labels(reason).inc()
+        return Routed(False, encoder.intent, encoder.slots, reason, elapsed_s * 1000, generated)

@@ -1,0 +1,56 @@
+"""A minimal OpenAI-compatible chat server on 127.0.0.1 whose behaviour a test scripts:
+a fixed answer, slowness, garbage, server errors. For fault tests of the HTTP backend."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Script:
+    content: str = '{"intent": "atis_flight", "slots": []}'
+    delay_s: float = 0.0
+    status: list[int] = field(default_factory=list)  # consumed first: e.g. [500] then 200
+    raw_body: str | None = None
+    requests: list[dict] = field(default_factory=list)
+
+
+@contextmanager
+def chat_server(script: Script) -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            script.requests.append(body)
+            time.sleep(script.delay_s)
+            status = script.status.pop(0) if script.status else 200
+            payload = (
+                script.raw_body
+                if script.raw_body is not None
+                else json.dumps(
+                    {"choices": [{"message": {"role": "assistant", "content": script.content}}]}
+                )
+            )
+            data = payload.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
