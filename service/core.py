@@ -107,7 +107,12 @@ class NluCore:
             self.engine.providers[0],
         ).set(1)
         self.router = Router(
-            build_backend(s), bundle.intents, bundle.slot_tags, s.generator_timeout_s
+            build_backend(s),
+            bundle.intents,
+            bundle.slot_tags,
+            s.generator_timeout_s,
+            s.margin_threshold,
+            s.tag_confidence_threshold,
         )
         self.batcher = BatchQueue(
             self.engine, s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size

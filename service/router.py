@@ -10,6 +10,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from service import metrics
 from service.generators.base import GeneratorBackend, GeneratorError
 from service.prompt import build_messages
@@ -32,13 +34,29 @@ class Routed:
     generated_text: str = ""
 
 
+def margin(frame: Frame) -> float:
+    """Probability gap between the encoder's two best intents."""
+    top = np.partition(frame.probabilities, -2)[-2:] if len(frame.probabilities) > 1 else [0, 1]
+    return float(top[1] - top[0])
+
+
 @dataclass
 class Router:
     backend: GeneratorBackend | None
     intents: tuple[str, ...]
     slot_tags: tuple[str, ...]
     timeout_s: float
+    margin_threshold: float = 0.0
+    tag_confidence_threshold: float = 0.0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_LATENCIES))
+
+    def unsure(self, frame: Frame, threshold: float) -> bool:
+        """Any signal below its threshold: intent confidence, top-2 margin, weakest word tag."""
+        return (
+            frame.confidence < threshold
+            or margin(frame) < self.margin_threshold
+            or frame.min_tag_confidence < self.tag_confidence_threshold
+        )
 
     def recent_p50_s(self) -> float:
         return statistics.median(self.latencies) if self.latencies else 0.0
@@ -46,9 +64,9 @@ class Router:
     async def route(
         self, frame: Frame, force: bool, threshold: float, remaining_s: float | None
     ) -> Routed:
-        """Encoder answer unless (forced or confidence < threshold) and the generator fits."""
+        """Encoder answer unless (forced or unsure) and the generator's answer fits the schema."""
         encoder = Routed(False, frame.intent, frame.slots)
-        if not force and frame.confidence >= threshold:
+        if not force and not self.unsure(frame, threshold):
             return encoder
         if self.backend is None:
             return self.fallback(encoder, "generator_disabled")

@@ -55,6 +55,7 @@ class Frame:
     probabilities: np.ndarray  # (I,) calibrated, in bundle intent order
     slots: list[Slot]
     word_tags: list[str]
+    min_tag_confidence: float  # lowest per-word probability of the chosen tag
     embedding: np.ndarray  # (H,) L2-normalised
     truncated_words: int
 
@@ -146,6 +147,7 @@ class Engine:
                     probabilities=probs[b],
                     slots=decode_bio(text, words, tags, confidences),
                     word_tags=tags,
+                    min_tag_confidence=min(confidences, default=1.0),
                     embedding=raw.embedding[b],
                     truncated_words=enc.truncated_words[b],
                 )

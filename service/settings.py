@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     confidence_threshold: float = Field(
         0.0, ge=0.0, le=1.0, description="route to the generator below this confidence"
     )
+    margin_threshold: float = Field(
+        0.0, ge=0.0, le=1.0, description="also route when the top-2 intent gap is below this"
+    )
+    tag_confidence_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="also route when some word's tag probability is below this",
+    )
     generator_backend: Literal["none", "openai"] = Field(
         "none", description="generator for unsure utterances: none or an OpenAI-compatible server"
     )

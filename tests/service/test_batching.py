@@ -29,7 +29,7 @@ class RecordingPipeline:
         return enc
 
     def decode(self, texts, enc, raw, top_k):
-        return [Frame(t, "intent", 1.0, [], np.ones(1), [], [], np.zeros(1), 0) for t in texts]
+        return [Frame(t, "intent", 1.0, [], np.ones(1), [], [], 1.0, np.zeros(1), 0) for t in texts]
 
 
 def run(coro):

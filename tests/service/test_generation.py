@@ -150,7 +150,7 @@ class Scripted(GeneratorBackend):
         pass
 
 
-def frame(confidence: float, text: str = TEXT) -> Frame:
+def frame(confidence: float, text: str = TEXT, tag_confidence: float = 1.0) -> Frame:
     return Frame(
         text,
         "atis_airfare",
@@ -159,6 +159,7 @@ def frame(confidence: float, text: str = TEXT) -> Frame:
         np.array([confidence, 1 - confidence]),
         [Slot("x", "y", 0, 1, 1.0)],
         [],
+        tag_confidence,
         np.zeros(2),
         0,
     )
@@ -204,3 +205,14 @@ def test_router_skips_the_generator_when_the_deadline_is_shorter_than_its_p50():
     result = route(router, 0.1, remaining=0.2)
     assert result.fallback_reason == "deadline" and generator.calls == 0
     assert route(router, 0.1, remaining=5.0).from_generator
+
+
+def test_margin_and_tag_confidence_signals():
+    generator = Scripted(answer("atis_flight"))
+    router = Router(
+        generator, INTENTS, TAGS, 1.0, margin_threshold=0.3, tag_confidence_threshold=0.6
+    )
+    assert not router.unsure(frame(0.9), threshold=0.5)  # margin 0.8, tags 1.0
+    assert router.unsure(frame(0.6), threshold=0.5)  # margin 0.2 < 0.3
+    assert router.unsure(frame(0.9, tag_confidence=0.5), threshold=0.5)
+    assert route(router, 0.6).from_generator
