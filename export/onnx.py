@@ -43,7 +43,10 @@ from service.bundle import (
     TOKENIZER,
     file_checksums,
 )
-from service.text import encode_words, split_words, word_scores
+from service.retrieval import Example as RetrievalExample
+from service.retrieval import write_index
+from service.runtime import onnx_feeds
+from service.text import decode_bio, encode_words, split_words, word_scores
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +89,10 @@ def input_names(model: JointModel) -> list[str]:
 
 
 def export_fp32(artifacts: Artifacts, path: Path, names: list[str]) -> None:
+    """TorchScript export (dynamo=False): its graph is the one onnxruntime's transformer
+    optimizer knows how to fuse (Attention, SkipLayerNorm, BiasGelu)."""
     enc = encode_words(artifacts.tokenizer, [split_words("book a flight to denver")] * 2)
-    feeds = {
-        "input_ids": enc.input_ids,
-        "attention_mask": enc.attention_mask,
-        "token_type_ids": enc.token_type_ids,
-    }
+    feeds = onnx_feeds(enc, names)
     dynamic = {name: {0: "batch", 1: "sequence"} for name in names}
     dynamic |= {
         "intent_logits": {0: "batch"},
@@ -100,7 +101,7 @@ def export_fp32(artifacts: Artifacts, path: Path, names: list[str]) -> None:
     }
     torch.onnx.export(
         OnnxGraph(artifacts.model).eval(),
-        tuple(torch.from_numpy(feeds[n]) for n in names),
+        tuple(torch.from_numpy(feeds[n]) for n in names),  # the wrapper passes them by keyword
         str(path),
         input_names=names,
         output_names=OUTPUTS,
@@ -150,18 +151,34 @@ def run_onnx(
     intent_rows, word_rows = [], []
     for i in range(0, len(examples), batch_size):
         enc = encode_words(artifacts.tokenizer, [ex.words for ex in examples[i : i + batch_size]])
-        feeds = {
-            "input_ids": enc.input_ids,
-            "attention_mask": enc.attention_mask,
-            "token_type_ids": enc.token_type_ids,
-        }
-        intent, slots, _ = sess.run(OUTPUTS, {n: feeds[n] for n in names})
+        intent, slots, _ = sess.run(OUTPUTS, onnx_feeds(enc, names))
         intent_rows.append(intent)
         word_rows += [
             word_scores(enc.word_index[b], slots[b], len(w)) for b, w in enumerate(enc.words)
         ]
     crf = artifacts.model.crf.numpy_params() if artifacts.model.crf is not None else None
     return Outputs(np.concatenate(intent_rows), word_rows, crf)
+
+
+def embed(
+    sess: ort.InferenceSession,
+    artifacts: Artifacts,
+    examples: Sequence[Example],
+    names: list[str],
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Sentence embeddings (N, H) from the graph's `embedding` output."""
+    rows = []
+    for i in range(0, len(examples), batch_size):
+        enc = encode_words(artifacts.tokenizer, [ex.words for ex in examples[i : i + batch_size]])
+        (embedding,) = sess.run(["embedding"], onnx_feeds(enc, names))
+        rows.append(embedding)
+    return np.concatenate(rows)
+
+
+def retrieval_example(ex: Example) -> RetrievalExample:
+    slots = decode_bio(ex.text, ex.words, ex.tags)
+    return RetrievalExample(ex.text, ex.intent, [{"name": s.name, "value": s.value} for s in slots])
 
 
 def parity(reference: Outputs, candidate: Outputs) -> dict[str, float]:
@@ -222,6 +239,7 @@ def build_bundle(
         seed=artifacts.config["train"]["seed"],
     )
     dev, test = dataset.splits["dev"][:limit_eval], dataset.splits["test"][:limit_eval]
+    train = dataset.splits["train"][:limit_eval]
     work = out / ".build"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -278,6 +296,11 @@ def build_bundle(
             "transitions": transitions.tolist(),
         }
     (out / LABELS).write_text(json.dumps(labels, indent=2) + "\n")
+    write_index(
+        out,
+        embed(session(out / FP32_MODEL), artifacts, train, names),
+        [retrieval_example(ex) for ex in train],
+    )
     shutil.rmtree(work)
     trained = artifacts.config
     config = {
@@ -296,6 +319,7 @@ def build_bundle(
         },
         "candidates": report,
         "evaluated_examples": {"dev": len(dev), "test": len(test)},
+        "retrieval_examples": len(train),
         "fused_operators": fused,
         "metrics": {
             "torch": torch_metrics,

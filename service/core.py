@@ -17,6 +17,7 @@ from service.batching import BatchQueue, Encoded
 from service.bundle import CONFIG
 from service.errors import InvalidArgument, Unavailable
 from service.generators.factory import build_backend
+from service.retrieval import load_index
 from service.router import Routed, Router
 from service.runtime import Engine
 from service.settings import Settings
@@ -106,13 +107,16 @@ class NluCore:
             s.variant,
             self.engine.providers[0],
         ).set(1)
+        backend = build_backend(s)
         self.router = Router(
-            build_backend(s),
+            backend,
             bundle.intents,
             bundle.slot_tags,
             s.generator_timeout_s,
             s.margin_threshold,
             s.tag_confidence_threshold,
+            load_index(s.bundle) if backend is not None else None,
+            s.retrieval_k,
         )
         self.batcher = BatchQueue(
             self.engine, s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size

@@ -1,4 +1,5 @@
-"""The generator's prompt: the label schema, the encoder's candidates and the utterance.
+"""The generator's prompt: the label schema, the nearest training examples as solved turns, the
+encoder's candidate intents and the utterance.
 
 The utterance is quoted as data; the instructions say to ignore any instructions inside it (the
 schema check after generation is what actually guarantees nothing outside the labels is used).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 
 from service.generators.base import Messages
+from service.retrieval import Example
 from service.runtime import IntentScore
 from service.schema import slot_types
 
@@ -21,12 +23,29 @@ SYSTEM = (
 )
 
 
+def user_turn(text: str, candidates: list[IntentScore] | None = None) -> str:
+    if not candidates:
+        return f"Utterance: {json.dumps(text)}"
+    hint = ", ".join(f"{c.label} ({c.probability:.2f})" for c in candidates)
+    return f"Likely intents: {hint}\nUtterance: {json.dumps(text)}"
+
+
 def build_messages(
-    text: str, intents: tuple[str, ...], slot_tags: tuple[str, ...], candidates: list[IntentScore]
+    text: str,
+    intents: tuple[str, ...],
+    slot_tags: tuple[str, ...],
+    candidates: list[IntentScore],
+    examples: list[Example],
 ) -> Messages:
+    """System schema, then each nearest training example as a solved turn, then the utterance."""
     system = SYSTEM.format(
         intents=", ".join(intents), slots=", ".join(sorted(slot_types(slot_tags)))
     )
-    hint = ", ".join(f"{c.label} ({c.probability:.2f})" for c in candidates)
-    user = f"Likely intents: {hint}\nUtterance: {json.dumps(text)}"
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    messages = [{"role": "system", "content": system}]
+    for ex in examples:
+        messages.append({"role": "user", "content": user_turn(ex.text)})
+        messages.append(
+            {"role": "assistant", "content": json.dumps({"intent": ex.intent, "slots": ex.slots})}
+        )
+    messages.append({"role": "user", "content": user_turn(text, candidates)})
+    return messages

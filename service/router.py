@@ -15,6 +15,7 @@ import numpy as np
 from service import metrics
 from service.generators.base import GeneratorBackend, GeneratorError
 from service.prompt import build_messages
+from service.retrieval import RetrievalIndex
 from service.runtime import Frame
 from service.schema import InvalidAnswer, validate
 from service.text import Slot
@@ -48,6 +49,8 @@ class Router:
     timeout_s: float
     margin_threshold: float = 0.0
     tag_confidence_threshold: float = 0.0
+    index: RetrievalIndex | None = None
+    examples_k: int = 0
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_LATENCIES))
 
     def unsure(self, frame: Frame, threshold: float) -> bool:
@@ -73,7 +76,10 @@ class Router:
         budget = self.timeout_s if remaining_s is None else min(self.timeout_s, remaining_s)
         if remaining_s is not None and remaining_s < self.recent_p50_s():
             return self.fallback(encoder, "deadline")
-        messages = build_messages(frame.text, self.intents, self.slot_tags, frame.top_intents)
+        examples = self.index.nearest(frame.embedding, self.examples_k) if self.index else []
+        messages = build_messages(
+            frame.text, self.intents, self.slot_tags, frame.top_intents, examples
+        )
         started = time.perf_counter()
         try:
             generated = await self.backend.generate(messages, budget)

@@ -74,6 +74,16 @@ def softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def onnx_feeds(enc: EncodedBatch, input_names: list[str]) -> dict[str, np.ndarray]:
+    """The graph's inputs (it may not take token_type_ids) from an encoded batch."""
+    feeds = {
+        "input_ids": enc.input_ids,
+        "attention_mask": enc.attention_mask,
+        "token_type_ids": enc.token_type_ids,
+    }
+    return {name: feeds[name] for name in input_names}
+
+
 def select_providers(provider: Provider) -> list[str]:
     """CUDA when asked for and available (onnxruntime-gpu + a GPU), else CPU with a warning."""
     if provider == "cuda":
@@ -115,14 +125,8 @@ class Engine:
         return encode_texts(self.tokenizer, texts)
 
     def infer(self, enc: EncodedBatch) -> RawOutputs:
-        feeds = {
-            "input_ids": enc.input_ids,
-            "attention_mask": enc.attention_mask,
-            "token_type_ids": enc.token_type_ids,
-        }
         intent, slots, embedding = self.session.run(
-            ["intent_logits", "slot_logits", "embedding"],
-            {name: feeds[name] for name in self.bundle.input_names},
+            ["intent_logits", "slot_logits", "embedding"], onnx_feeds(enc, self.bundle.input_names)
         )
         return RawOutputs(intent, slots, embedding)
 

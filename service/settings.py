@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         le=1.0,
         description="also route when some word's tag probability is below this",
     )
+    retrieval_k: int = Field(
+        8, ge=0, description="nearest training examples shown to the generator (bundle index)"
+    )
     generator_backend: Literal["none", "openai"] = Field(
         "none", description="generator for unsure utterances: none or an OpenAI-compatible server"
     )

@@ -18,6 +18,8 @@ def test_bundle_holds_every_file_with_checksums(tiny_bundle):
         "model.int8.onnx",
         "tokenizer.json",
         "labels.json",
+        "index/embeddings.npy",
+        "index/examples.jsonl",
     }
     assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert config["outputs"] == ["intent_logits", "slot_logits", "embedding"]
@@ -94,3 +96,20 @@ def test_bundle_crf_parameters_round_trip(tiny_encoder, small_atis, tmp_path):
     assert bundle.crf is not None
     for got, want in zip(bundle.crf, expected, strict=True):
         np.testing.assert_allclose(got, want)
+
+
+def test_retrieval_index_finds_each_training_utterance_first(tiny_bundle, small_atis):
+    from export.data import read_dataset
+    from service.retrieval import load_index
+
+    index = load_index(tiny_bundle)
+    train = read_dataset(small_atis).splits["train"]
+    assert index is not None and len(index.examples) == len(train) == len(index.embeddings)
+    assert np.allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-2)
+    first = index.examples[0]
+    assert first.text == train[0].text and first.intent == train[0].intent
+    assert {s["name"] for s in first.slots} <= {t[2:] for t in train[0].tags if t != "O"}
+    hits = index.nearest(index.embeddings[5], k=3)
+    assert (len(hits) == 3 and hits[0].text == train[5].text) or np.allclose(
+        index.embeddings[index.examples.index(hits[0])], index.embeddings[5], atol=1e-3
+    )

@@ -1,0 +1,65 @@
+"""The bundle's retrieval index: training utterances, their frames and sentence embeddings, so the
+generator's prompt can show the k training examples nearest to an utterance.
+
+Layout inside a bundle: `index/embeddings.npy` (N, H) float16, L2-normalised rows, and
+`index/examples.jsonl` (one `{"text", "intent", "slots": [{"name", "value"}]}` per row).
+Written by the exporter, read by the server; both through this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+INDEX_DIR = "index"
+EMBEDDINGS = f"{INDEX_DIR}/embeddings.npy"
+EXAMPLES = f"{INDEX_DIR}/examples.jsonl"
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    intent: str
+    slots: list[dict[str, str]]  # [{"name": ..., "value": ...}]
+
+
+@dataclass(frozen=True)
+class RetrievalIndex:
+    embeddings: np.ndarray  # (N, H) float32, L2-normalised
+    examples: list[Example]
+
+    def nearest(self, query: np.ndarray, k: int) -> list[Example]:
+        """The k examples with the highest cosine similarity to `query` (H,), best first."""
+        if k <= 0 or not self.examples:
+            return []
+        scores = self.embeddings @ query.astype(np.float32)  # (N,)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        return [self.examples[i] for i in top[np.argsort(-scores[top])]]
+
+
+def write_index(bundle_dir: Path, embeddings: np.ndarray, examples: list[Example]) -> None:
+    if len(embeddings) != len(examples):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(examples)} examples")
+    (bundle_dir / INDEX_DIR).mkdir(parents=True, exist_ok=True)
+    np.save(bundle_dir / EMBEDDINGS, embeddings.astype(np.float16), allow_pickle=False)
+    with (bundle_dir / EXAMPLES).open("w", encoding="utf-8") as f:
+        for ex in examples:
+            f.write(json.dumps({"text": ex.text, "intent": ex.intent, "slots": ex.slots}) + "\n")
+
+
+def load_index(bundle_dir: Path) -> RetrievalIndex | None:
+    """The index of a bundle, or None for a bundle exported without one."""
+    if not (bundle_dir / EMBEDDINGS).is_file():
+        return None
+    embeddings = np.load(bundle_dir / EMBEDDINGS, allow_pickle=False).astype(np.float32)
+    lines = (bundle_dir / EXAMPLES).read_text(encoding="utf-8").splitlines()
+    examples = [Example(**json.loads(line)) for line in lines]
+    if len(examples) != len(embeddings):
+        raise ValueError(
+            f"{bundle_dir / EXAMPLES}: {len(examples)} examples for {len(embeddings)} embeddings"
+        )
+    return RetrievalIndex(embeddings, examples)
