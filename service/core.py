@@ -108,6 +108,8 @@ class NluCore:
             self.engine.providers[0],
         ).set(1)
         backend = build_backend(s)
+        if backend is not None:
+            await asyncio.to_thread(backend.load)
         self.router = Router(
             backend,
             bundle.intents,

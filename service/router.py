@@ -5,6 +5,7 @@ when it fits the schema. A generator problem never fails a request: the encoder 
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from service.runtime import Frame
 from service.schema import InvalidAnswer, validate
 from service.text import Slot
 
+log = logging.getLogger(__name__)
 RECENT_LATENCIES = 50
 
 
@@ -85,6 +87,9 @@ class Router:
             generated = await self.backend.generate(messages, budget)
         except GeneratorError as e:
             return self.fallback(encoder, e.reason, time.perf_counter() - started)
+        except Exception:  # a generator bug must not fail the request either
+            log.exception("generator backend failed")
+            return self.fallback(encoder, "backend_error", time.perf_counter() - started)
         elapsed = time.perf_counter() - started
         self.latencies.append(elapsed)
         metrics.GENERATOR_DURATION.observe(elapsed)

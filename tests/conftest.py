@@ -75,3 +75,27 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> P
     out = tmp_path_factory.mktemp("bundle")
     build_bundle(tiny_model, out, max_int8_drop=100.0)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from service.generators.local import packaged_smollm2
+
+    folder, gguf = packaged_smollm2()
+    out = tmp_path_factory.mktemp("tiny-lm")
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    tokenizer.save_pretrained(out)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out

@@ -20,6 +20,10 @@ class GeneratorBackend(ABC):
     model: str
 
     @abstractmethod
+    def load(self) -> None:
+        """Prepare to answer (may take seconds; the server calls it off the event loop)."""
+
+    @abstractmethod
     async def generate(self, messages: Messages, timeout_s: float) -> str:
         """The assistant's reply to a chat, within timeout_s, or GeneratorError."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from service.breaker import CircuitBreaker
 from service.generators.base import GeneratorBackend
+from service.generators.local import LocalBackend
 from service.generators.openai import OpenAIBackend
 from service.settings import Settings
 
@@ -18,5 +19,12 @@ def build_backend(settings: Settings) -> GeneratorBackend | None:
             settings.generator_max_retries,
             settings.generator_max_tokens,
             CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s),
+        )
+    if settings.generator_backend == "local":
+        return LocalBackend(
+            settings.generator_model,
+            settings.generator_gguf_file or None,
+            settings.generator_threads,
+            settings.generator_max_tokens,
         )
     return None

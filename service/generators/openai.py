@@ -36,6 +36,9 @@ class OpenAIBackend(GeneratorBackend):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers)
 
+    def load(self) -> None:
+        """Nothing to load: the model lives in the remote server."""
+
     async def generate(self, messages: Messages, timeout_s: float) -> str:
         if not self.breaker.allow():
             raise GeneratorError("breaker_open", "too many recent failures")

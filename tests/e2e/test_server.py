@@ -245,3 +245,36 @@ def test_generator_fallback_through_an_openai_compatible_server(tiny_bundle, tmp
     assert messages[0]["role"] == "system" and "atis_flight" in messages[0]["content"]
     assert len(messages) == 2 + 2 * 8  # 8 retrieved training examples as solved turns
     assert messages[-1]["content"].endswith('Utterance: "show flights to denver"')
+
+
+def test_in_process_generator_never_fails_a_request(tiny_bundle, tiny_lm, tmp_path):
+    srv = ServerProcess.launch(
+        tiny_bundle,
+        tmp_path / "log",
+        "--generator-backend",
+        "local",
+        "--generator-model",
+        str(tiny_lm),
+        "--generator-max-tokens",
+        "8",
+        "--confidence-threshold",
+        "1.0",
+    )
+    try:
+        srv.wait_serving()
+        client = NluClient(srv.target, timeout_s=30)
+        responses = [client.parse(t) for t in UTTERANCES]
+        info = client.info()
+        client.close()
+    finally:
+        assert srv.stop() == 0
+    for response in responses:  # a random LM writes no valid frame: the encoder answers
+        assert response.source == nlu_pb2.SOURCE_ENCODER
+        assert response.fallback_reason in {
+            "malformed_json",
+            "unknown_intent",
+            "unknown_slot",
+            "invented_value",
+        }
+        assert response.timings.generator_ms > 0
+    assert info.routing.generator_backend == "local"

@@ -146,6 +146,9 @@ class Scripted(GeneratorBackend):
         await asyncio.sleep(self.delay_s)
         return self.text
 
+    def load(self):
+        pass
+
     async def close(self):
         pass
 
