@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
+
+# Before torch loads OpenMP: idle OpenMP threads must sleep, not spin, while the engine suite
+# measures another runtime interleaved in this process.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from benchmarks.meta import PROJECT_ROOT
 from benchmarks.report import write_reports

@@ -4,7 +4,10 @@
 
 For each (batch, threads) setting the three runtimes run interleaved, request by request, on real
 ATIS test utterances (tokenisation + forward pass), in windows repeated until stable
-(benchmarks.measure). Ratios against PyTorch eager come from the same windows.
+(benchmarks.measure). Ratios against PyTorch eager come from the same windows. Interleaving puts
+three thread pools in one process: idle ones must not spin-wait on the cores the measured one
+needs, so ORT spinning is off here and the CLI runs torch's OpenMP with OMP_WAIT_POLICY=PASSIVE.
+A lone ORT session with spinning on is somewhat faster at batch 1 (the server keeps it on).
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ def torch_runner(model_dir: Path) -> Callable[[list[str]], object]:
 
 
 def onnx_runner(bundle: Path, variant: str, threads: int) -> Callable[[list[str]], object]:
-    engine = Engine(bundle, variant=variant, intra_op_threads=threads, inter_op_threads=1)
+    engine = Engine(
+        bundle, variant=variant, intra_op_threads=threads, inter_op_threads=1, allow_spinning=False
+    )
     return lambda texts: engine.infer(engine.encode(texts))
 
 

@@ -92,6 +92,7 @@ class NluCore:
             s.inter_op_threads,
             "all",
             False,
+            s.ort_allow_spinning,
         )
         texts = ["show me flights from boston to denver tomorrow morning"] * s.max_batch_size
         for _ in range(s.warmup_batches):

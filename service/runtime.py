@@ -105,6 +105,7 @@ class Engine:
         inter_op_threads: int = 0,
         graph_optimization: str = "all",
         warmup: bool = True,
+        allow_spinning: bool = True,
     ) -> None:
         bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = load_bundle(bundle_dir)
@@ -114,6 +115,11 @@ class Engine:
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
+        # Idle ORT threads spin-wait by default: lower latency, but they burn the cores that
+        # anything else in the process (a gRPC loop, another runtime) needs.
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if allow_spinning else "0"
+        )
         self.session = ort.InferenceSession(
             str(self.bundle.model_file(variant)), options, providers=select_providers(provider)
         )

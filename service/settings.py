@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads (0: all cores)")
     inter_op_threads: int = Field(1, ge=0, description="ORT inter-op threads")
+    ort_allow_spinning: bool = Field(
+        True, description="ORT idle threads spin-wait (lower latency, more CPU burnt)"
+    )
     warmup_batches: int = Field(3, ge=1, description="batches run before health reports SERVING")
     max_batch_size: int = Field(32, ge=1, description="utterances per inference batch")
     max_queue_delay_ms: float = Field(
