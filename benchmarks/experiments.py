@@ -75,7 +75,11 @@ class ExperimentsSuite(Suite):
         for variant in args.variants:
             record = run_variant(args.data, variant, args.threads, out_dir / "experiments")
             print(f"{args.data} {variant}: dev {record['dev']}  test {record['test']}")
-        return collect(out_dir / "experiments")
+        return self.load_result(out_dir)
+
+    def load_result(self, results: Path) -> dict | None:
+        folder = results / "experiments"
+        return collect(folder) if folder.is_dir() and any(folder.glob("*.json")) else None
 
     def summary(self, result: dict) -> str:
         lines = [

@@ -37,6 +37,11 @@ class Suite(ABC):
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         """Measure, write the result files into out_dir, return the JSON written."""
 
+    def load_result(self, results: Path) -> dict | None:
+        """This suite's committed result in `results`, or None when it has not run."""
+        path = results / f"{self.name}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     @abstractmethod
     def summary(self, result: dict) -> str:
         """Markdown for benchmarks/README.md, rendered from the JSON alone."""

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("bundle", type=Path)
     args = p.parse_args(argv)
     try:
-        config = verify(args.bundle)
+        config, _ = verify(args.bundle)
     except BundleError as e:
         print(f"bundle verification failed: {e}", file=sys.stderr)
         return 1

@@ -5,14 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from service.text import softmax
+
 ECE_BINS = 15
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature  # (N, I)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def expected_calibration_error(

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.text import CrfParams
+
 
 class CRF(nn.Module):
     def __init__(self, n_tags: int) -> None:
@@ -33,7 +35,7 @@ class CRF(nn.Module):
         log_z = torch.logsumexp(alpha + self.end, dim=1)  # (B,)
         return (log_z - gold).sum() / mask_f.sum()
 
-    def numpy_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def numpy_params(self) -> CrfParams:
         """(start, end, transitions) as float64 arrays for `service.text.viterbi`."""
         return tuple(p.detach().double().numpy() for p in (self.start, self.end, self.transitions))
 

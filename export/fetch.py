@@ -52,7 +52,7 @@ class ChecksumMismatch(ValueError):
     pass
 
 
-INPUT_ERRORS = (DataError, DatasetNotFound, ChecksumMismatch, FileNotFoundError, httpx.HTTPError)
+INPUT_ERRORS = (DataError, ChecksumMismatch, FileNotFoundError, httpx.HTTPError)
 """Problems with what the user pointed a command at: reported in one line, no traceback."""
 
 

@@ -12,14 +12,14 @@ from tokenizers import Tokenizer
 from export.data import Example, LabelSet
 from export.metrics import frame_metrics
 from export.model import JointModel
-from service.text import OUTSIDE_TAG, Word, encode_words, viterbi, word_scores
+from service.text import CrfParams, Word, decode_word_tags, encode_words, word_scores
 
 
 @dataclass(frozen=True)
 class Outputs:
     intent_logits: np.ndarray  # (N, I)
     word_logits: list[np.ndarray]  # N × (W, S); NaN rows for truncated words
-    crf: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (start, end, transitions)
+    crf: CrfParams | None
 
 
 @torch.no_grad()
@@ -45,19 +45,10 @@ def run_model(
 
 
 def predicted_tags(
-    word_logits: np.ndarray,
-    labels: LabelSet,
-    crf: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    word_logits: np.ndarray, labels: LabelSet, crf: CrfParams | None = None
 ) -> list[str]:
-    """Argmax (or CRF Viterbi) tag per word; truncated words (NaN rows, always last) are O."""
-    kept = int((~np.isnan(word_logits).any(axis=-1)).sum())
-    if kept == 0:
-        ids: list[int] = []
-    elif crf is None:
-        ids = word_logits[:kept].argmax(axis=-1).tolist()
-    else:
-        ids = viterbi(word_logits[:kept], *crf)
-    return [labels.slot_tags[i] for i in ids] + [OUTSIDE_TAG] * (len(word_logits) - kept)
+    """Argmax (or CRF Viterbi) tag per word, decoded exactly as the service decodes."""
+    return decode_word_tags(word_logits, labels.slot_tags, crf)[0]
 
 
 def score(outputs: Outputs, examples: Sequence[Example], labels: LabelSet) -> dict:

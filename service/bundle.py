@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from service.text import CrfParams
+
 CONFIG = "config.json"
 FP32_MODEL = "model.onnx"
 INT8_MODEL = "model.int8.onnx"
@@ -31,9 +33,10 @@ class BundleError(ValueError):
 class Bundle:
     path: Path
     config: dict
+    config_sha256: str  # identifies the bundle: config.json records every other file's sha256
     intents: tuple[str, ...]
     slot_tags: tuple[str, ...]
-    crf: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # (start, end, transitions)
+    crf: CrfParams | None
 
     @property
     def temperature(self) -> float:
@@ -70,19 +73,21 @@ def file_checksums(bundle_dir: Path) -> dict[str, str]:
     }
 
 
-def read_config(bundle_dir: Path) -> dict:
+def read_config(bundle_dir: Path) -> tuple[dict, str]:
+    """The parsed config.json and the sha256 of its bytes (the bundle's identity)."""
     path = bundle_dir / CONFIG
     if not path.is_file():
         raise BundleError(f"{path}: missing; is {bundle_dir} a model bundle?")
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(data), hashlib.sha256(data).hexdigest()
     except json.JSONDecodeError as e:
         raise BundleError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from e
 
 
-def verify(bundle_dir: Path) -> dict:
-    """Check every recorded file exists and matches its sha256; returns the config."""
-    config = read_config(bundle_dir)
+def verify(bundle_dir: Path) -> tuple[dict, str]:
+    """Check every recorded file exists and matches its sha256; returns read_config's pair."""
+    config, config_sha256 = read_config(bundle_dir)
     recorded: dict[str, str] = config.get("files", {})
     for required in (FP32_MODEL, INT8_MODEL, TOKENIZER, LABELS):
         if required not in recorded:
@@ -93,12 +98,12 @@ def verify(bundle_dir: Path) -> dict:
             raise BundleError(f"{path}: missing from the bundle")
         if sha256_file(path) != expected:
             raise BundleError(f"{path}: sha256 does not match config.json (altered or corrupt)")
-    return config
+    return config, config_sha256
 
 
 def load_bundle(bundle_dir: Path) -> Bundle:
     """Verify, then read the label maps (and CRF parameters when the model has a CRF)."""
-    config = verify(bundle_dir)
+    config, config_sha256 = verify(bundle_dir)
     labels = json.loads((bundle_dir / LABELS).read_text(encoding="utf-8"))
     crf = labels.get("crf")
     crf_params = (
@@ -107,5 +112,10 @@ def load_bundle(bundle_dir: Path) -> Bundle:
         else None
     )
     return Bundle(
-        bundle_dir, config, tuple(labels["intents"]), tuple(labels["slot_tags"]), crf_params
+        bundle_dir,
+        config,
+        config_sha256,
+        tuple(labels["intents"]),
+        tuple(labels["slot_tags"]),
+        crf_params,
     )

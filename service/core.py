@@ -6,7 +6,6 @@ The gRPC servicer only converts between protobuf and these types.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -14,7 +13,6 @@ from enum import Enum
 
 from service import metrics
 from service.batching import BatchQueue, Encoded
-from service.bundle import CONFIG
 from service.errors import InvalidArgument, Unavailable
 from service.generators.factory import build_backend
 from service.retrieval import load_index
@@ -94,12 +92,9 @@ class NluCore:
             False,
             s.ort_allow_spinning,
         )
-        texts = ["show me flights from boston to denver tomorrow morning"] * s.max_batch_size
-        for _ in range(s.warmup_batches):
-            await asyncio.to_thread(self.engine.parse, texts)
-        config_bytes = (s.bundle / CONFIG).read_bytes()
-        self.bundle_sha256 = hashlib.sha256(config_bytes).hexdigest()
+        await asyncio.to_thread(self.engine.warm_up, s.warmup_batches, s.max_batch_size)
         bundle = self.engine.bundle
+        self.bundle_sha256 = bundle.config_sha256
         self.model_version = f"{bundle.config['dataset']}-{self.bundle_sha256[:12]}"
         metrics.MODEL_INFO.labels(
             self.model_version,

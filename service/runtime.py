@@ -16,13 +16,13 @@ import onnxruntime as ort
 
 from service.bundle import TOKENIZER, Bundle, load_bundle
 from service.text import (
-    OUTSIDE_TAG,
     EncodedBatch,
     Slot,
     decode_bio,
+    decode_word_tags,
     encode_texts,
     load_tokenizer,
-    viterbi,
+    softmax,
     word_scores,
 )
 
@@ -65,13 +65,6 @@ class RawOutputs:
     intent_logits: np.ndarray  # (B, I)
     slot_logits: np.ndarray  # (B, T, S)
     embedding: np.ndarray  # (B, H)
-
-
-def softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = x / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def onnx_feeds(enc: EncodedBatch, input_names: list[str]) -> dict[str, np.ndarray]:
@@ -125,7 +118,12 @@ class Engine:
         )
         self.providers = self.session.get_providers()
         if warmup:
-            self.parse([WARMUP_TEXT] * 2)
+            self.warm_up()
+
+    def warm_up(self, batches: int = 1, batch_size: int = 2) -> None:
+        """Run a few full batches so the first real request does not pay for lazy set-up."""
+        for _ in range(batches):
+            self.parse([WARMUP_TEXT] * batch_size)
 
     def encode(self, texts: Sequence[str]) -> EncodedBatch:
         return encode_texts(self.tokenizer, texts)
@@ -147,7 +145,7 @@ class Engine:
             top = [IntentScore(self.bundle.intents[i], float(probs[b, i])) for i in order]
             words = enc.words[b]
             logits = word_scores(enc.word_index[b], raw.slot_logits[b], len(words))  # (W, S)
-            tags, confidences = self.word_tags(logits)
+            tags, confidences = decode_word_tags(logits, self.bundle.slot_tags, self.bundle.crf)
             frames.append(
                 Frame(
                     text=text,
@@ -163,23 +161,6 @@ class Engine:
                 )
             )
         return frames
-
-    def word_tags(self, word_logits: np.ndarray) -> tuple[list[str], list[float]]:
-        """Per-word tag (argmax, or Viterbi with a CRF) and its softmax probability.
-
-        Words past max_seq_len (NaN rows, always last) are tagged O.
-        """
-        kept = int((~np.isnan(word_logits).any(axis=-1)).sum())
-        probs = softmax(word_logits[:kept])  # (W_kept, S)
-        if kept == 0:
-            ids: list[int] = []
-        elif self.bundle.crf is None:
-            ids = probs.argmax(axis=-1).tolist()
-        else:
-            ids = viterbi(word_logits[:kept], *self.bundle.crf)
-        tags = [self.bundle.slot_tags[i] for i in ids] + [OUTSIDE_TAG] * (len(word_logits) - kept)
-        confidences = [float(probs[w, i]) for w, i in enumerate(ids)]
-        return tags, confidences + [1.0] * (len(word_logits) - kept)
 
     def parse(self, texts: Sequence[str], top_k: int = 3) -> list[Frame]:
         enc = self.encode(texts)

@@ -194,3 +194,33 @@ def viterbi(
     for pointers in reversed(backpointers):
         best.append(int(pointers[best[-1]]))
     return best[::-1]
+
+
+CrfParams = tuple[np.ndarray, np.ndarray, np.ndarray]  # (start, end, transitions)
+
+
+def softmax(x: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = x / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def decode_word_tags(
+    word_logits: np.ndarray, slot_tags: Sequence[str], crf: CrfParams | None = None
+) -> tuple[list[str], list[float]]:
+    """Per-word tag (argmax, or Viterbi with a CRF) and its softmax probability.
+
+    Words past max_seq_len (NaN rows of `word_scores`, always last) are tagged O, probability 1.
+    """
+    kept = int((~np.isnan(word_logits).any(axis=-1)).sum())
+    probs = softmax(word_logits[:kept])  # (W_kept, S)
+    if kept == 0:
+        ids: list[int] = []
+    elif crf is None:
+        ids = probs.argmax(axis=-1).tolist()
+    else:
+        ids = viterbi(word_logits[:kept], *crf)
+    truncated = len(word_logits) - kept
+    tags = [slot_tags[i] for i in ids] + [OUTSIDE_TAG] * truncated
+    return tags, [float(probs[w, i]) for w, i in enumerate(ids)] + [1.0] * truncated

@@ -58,11 +58,15 @@ def test_int8_variant_loads_and_answers(tiny_bundle):
     assert int8.providers == ["CPUExecutionProvider"]
 
 
-@pytest.mark.skipif(
-    "CUDAExecutionProvider" in ort.get_available_providers(),
-    reason="a GPU is present: the fallback path is not taken",
-)
-def test_cuda_request_falls_back_to_cpu_with_a_warning(caplog):
+def test_cuda_request_falls_back_to_cpu_with_a_warning(caplog, monkeypatch):
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     with caplog.at_level(logging.WARNING):
         assert select_providers("cuda") == ["CPUExecutionProvider"]
     assert "falling back to CPU" in caplog.text
+
+
+def test_cuda_is_used_when_onnxruntime_offers_it(monkeypatch):
+    offered = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: offered)
+    assert select_providers("cuda") == offered
+    assert select_providers("cpu") == ["CPUExecutionProvider"]
