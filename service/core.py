@@ -49,19 +49,10 @@ class ParseResult:
     encoded: Encoded
     routed: Routed
     top_k: int
-    intents: tuple[str, ...]  # the bundle's, to look up the answered intent's probability
 
     @property
     def source(self) -> Source:
         return Source.GENERATOR if self.routed.from_generator else Source.ENCODER
-
-    @property
-    def confidence(self) -> float:
-        """The encoder's calibrated probability of the intent finally answered."""
-        frame = self.encoded.frame
-        if not self.routed.from_generator:
-            return frame.confidence
-        return float(frame.probabilities[self.intents.index(self.routed.intent)])
 
 
 class NluCore:
@@ -180,13 +171,7 @@ class NluCore:
         )
         results = []
         for request, enc, top_k, answer in zip(requests, encoded, top_ks, routed, strict=True):
-            result = ParseResult(
-                request.request_id,
-                enc,
-                answer,
-                top_k,
-                self.engine.bundle.intents if self.engine else (),
-            )
+            result = ParseResult(request.request_id, enc, answer, top_k)
             metrics.ROUTES.labels(result.source.value).inc()
             results.append(result)
         if log.isEnabledFor(logging.DEBUG):
@@ -196,13 +181,13 @@ class NluCore:
     async def route(self, request: ParseInput, enc: Encoded, deadline: float | None) -> Routed:
         """Encoder-only requests skip the router; the rest may go to the generator."""
         if request.policy is Policy.ENCODER_ONLY or self.router is None:
-            return Routed(False, enc.frame.intent, enc.frame.slots)
+            return Routed.from_encoder(enc.frame)
         threshold = (
             request.threshold
             if request.threshold is not None
             else self.settings.confidence_threshold
         )
-        remaining = deadline - asyncio.get_running_loop().time() if deadline else None
+        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
         return await self.router.route(
             enc.frame, request.policy is Policy.GENERATOR_ONLY, threshold, remaining
         )

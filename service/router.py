@@ -31,10 +31,15 @@ class Routed:
 
     from_generator: bool
     intent: str
+    confidence: float  # the encoder's calibrated probability of `intent`
     slots: list[Slot]
     fallback_reason: str = ""
     generator_ms: float = 0.0
     generated_text: str = ""
+
+    @classmethod
+    def from_encoder(cls, frame: Frame) -> Routed:
+        return cls(False, frame.intent, frame.confidence, frame.slots)
 
 
 def margin(frame: Frame) -> float:
@@ -70,7 +75,7 @@ class Router:
         self, frame: Frame, force: bool, threshold: float, remaining_s: float | None
     ) -> Routed:
         """Encoder answer unless (forced or unsure) and the generator's answer fits the schema."""
-        encoder = Routed(False, frame.intent, frame.slots)
+        encoder = Routed.from_encoder(frame)
         if not force and not self.unsure(frame, threshold):
             return encoder
         if self.backend is None:
@@ -97,11 +102,20 @@ class Router:
             answer = validate(generated, frame.text, self.intents, self.slot_tags)
         except InvalidAnswer as e:
             return self.fallback(encoder, e.reason, elapsed, generated)
-        return Routed(True, answer.intent, answer.slots, "", elapsed * 1000, generated)
+        confidence = float(frame.probabilities[self.intents.index(answer.intent)])
+        return Routed(True, answer.intent, confidence, answer.slots, "", elapsed * 1000, generated)
 
     @staticmethod
     def fallback(
         encoder: Routed, reason: str, elapsed_s: float = 0.0, generated: str = ""
     ) -> Routed:
         metrics.GENERATOR_FAILURES.labels(reason).inc()
-        return Routed(False, encoder.intent, encoder.slots, reason, elapsed_s * 1000, generated)
+        return Routed(
+            False,
+            encoder.intent,
+            encoder.confidence,
+            encoder.slots,
+            reason,
+            elapsed_s * 1000,
+            generated,
+        )

@@ -46,7 +46,7 @@ def to_response(
     frame = enc.frame
     return nlu_pb2.ParseResponse(
         intent=routed.intent,
-        intent_confidence=result.confidence,
+        intent_confidence=routed.confidence,
         top_intents=[
             nlu_pb2.IntentScore(label=s.label, probability=s.probability)
             for s in frame.top_intents[: result.top_k]
