@@ -10,7 +10,7 @@ SPLIT ?= test
 BUNDLE ?= bundles/$(DATA)
 
 
-.PHONY: setup proto run serve test lint train eval export bench bench-accuracy bench-engine bench-serve report clean
+.PHONY: setup proto run serve test lint train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
 
 setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 
@@ -63,6 +63,11 @@ eval: setup
 
 export: setup
 	$(PY) -m export.onnx --model $(MODEL) --out $(BUNDLE)
+
+# Fine-tune the default GPT (SmolLM2-135M) to write the JSON frame (~10 min on 2 CPU cores).
+GENERATOR ?= artifacts/generator-$(DATA)
+train-generator: setup
+	$(PY) -m export.train_generator --data $(DATA) --out $(GENERATOR)
 
 # Trains and exports ATIS and SNIPS with the defaults (about an hour on 2 CPU cores), writes
 # benchmarks/results/accuracy.json, then regenerates the README results table.

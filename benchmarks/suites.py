@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from benchmarks import accuracy, engine, experiments, serve
+from benchmarks import accuracy, classify_vs_generate, engine, experiments, serve, tradeoff
 from benchmarks.suite import Suite
 
 SUITES: dict[str, Suite] = {
-    s.name: s for s in (accuracy.SUITE, engine.SUITE, serve.SUITE, experiments.SUITE)
+    s.name: s
+    for s in (
+        accuracy.SUITE,
+        engine.SUITE,
+        serve.SUITE,
+        experiments.SUITE,
+        classify_vs_generate.SUITE,
+        tradeoff.SUITE,
+    )
 }

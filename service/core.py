@@ -106,6 +106,9 @@ class NluCore:
             s.tag_confidence_threshold,
             load_index(s.bundle) if backend is not None else None,
             s.retrieval_k,
+            s.generator_mode,
+            s.score_candidates,
+            s.generator_prompt,
         )
         self.batcher = BatchQueue(
             self.engine, s.max_batch_size, s.max_queue_delay_ms / 1000, s.max_queue_size

@@ -30,6 +30,27 @@ def user_turn(text: str, candidates: list[IntentScore] | None = None) -> str:
     return f"Likely intents: {hint}\nUtterance: {json.dumps(text)}"
 
 
+PLAIN_SYSTEM = "Label the utterance: answer with its JSON frame (intent and slots)."
+
+
+def build_plain_messages(text: str) -> Messages:
+    """The short prompt a fine-tuned generator was trained on: no schema, no examples."""
+    return [
+        {"role": "system", "content": PLAIN_SYSTEM},
+        {"role": "user", "content": user_turn(text)},
+    ]
+
+
+def answer_json(intent: str, slots: list[dict[str, str]]) -> str:
+    """An assistant answer as the examples show it (and as the scoring mode continues it)."""
+    return json.dumps({"intent": intent, "slots": slots})
+
+
+def answer_start(intent: str) -> str:
+    """The start of `answer_json(intent, ...)` up to the intent's closing quote and comma."""
+    return answer_json(intent, [])[: -len(' "slots": []}')]
+
+
 def build_messages(
     text: str,
     intents: tuple[str, ...],
@@ -44,8 +65,6 @@ def build_messages(
     messages = [{"role": "system", "content": system}]
     for ex in examples:
         messages.append({"role": "user", "content": user_turn(ex.text)})
-        messages.append(
-            {"role": "assistant", "content": json.dumps({"intent": ex.intent, "slots": ex.slots})}
-        )
+        messages.append({"role": "assistant", "content": answer_json(ex.intent, ex.slots)})
     messages.append({"role": "user", "content": user_turn(text, candidates)})
     return messages

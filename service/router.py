@@ -5,24 +5,28 @@ when it fits the schema. A generator problem never fails a request: the encoder 
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from service import metrics
 from service.generators.base import GeneratorBackend, GeneratorError
-from service.prompt import build_messages
+from service.prompt import answer_start, build_messages, build_plain_messages
 from service.retrieval import RetrievalIndex
 from service.runtime import Frame
-from service.schema import InvalidAnswer, validate
+from service.schema import GeneratedFrame, InvalidAnswer, validate
 from service.text import Slot
 
 log = logging.getLogger(__name__)
 RECENT_LATENCIES = 50
+Mode = Literal["generate", "score"]
+PromptStyle = Literal["few_shot", "plain"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,13 @@ class Router:
     tag_confidence_threshold: float = 0.0
     index: RetrievalIndex | None = None
     examples_k: int = 0
+    mode: Mode = "generate"
+    """generate: the LM writes the JSON frame; score: the LM picks one of the encoder's top
+    `score_candidates` intents by log-likelihood (one forward pass) and the encoder's slots stay."""
+    score_candidates: int = 3
+    prompt: PromptStyle = "few_shot"
+    """few_shot: schema + retrieved examples + candidates; plain: the utterance alone (the
+    prompt `make train-generator` fine-tunes on)."""
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_LATENCIES))
 
     def unsure(self, frame: Frame, threshold: float) -> bool:
@@ -83,13 +94,13 @@ class Router:
         budget = self.timeout_s if remaining_s is None else min(self.timeout_s, remaining_s)
         if remaining_s is not None and remaining_s < self.recent_p50_s():
             return self.fallback(encoder, "deadline")
-        examples = self.index.nearest(frame.embedding, self.examples_k) if self.index else []
-        messages = build_messages(
-            frame.text, self.intents, self.slot_tags, frame.top_intents, examples
-        )
+        messages = self.messages(frame)
         started = time.perf_counter()
         try:
-            generated = await self.backend.generate(messages, budget)
+            if self.mode == "score":
+                answer, generated = await self.pick_intent(frame, messages, budget)
+            else:
+                generated = await self.backend.generate(messages, budget)
         except GeneratorError as e:
             return self.fallback(encoder, e.reason, time.perf_counter() - started)
         except Exception:  # a generator bug must not fail the request either
@@ -98,12 +109,33 @@ class Router:
         elapsed = time.perf_counter() - started
         self.latencies.append(elapsed)
         metrics.GENERATOR_DURATION.observe(elapsed)
-        try:
-            answer = validate(generated, frame.text, self.intents, self.slot_tags)
-        except InvalidAnswer as e:
-            return self.fallback(encoder, e.reason, elapsed, generated)
+        if self.mode == "generate":
+            try:
+                answer = validate(generated, frame.text, self.intents, self.slot_tags)
+            except InvalidAnswer as e:
+                return self.fallback(encoder, e.reason, elapsed, generated)
         confidence = float(frame.probabilities[self.intents.index(answer.intent)])
         return Routed(True, answer.intent, confidence, answer.slots, "", elapsed * 1000, generated)
+
+    def messages(self, frame: Frame) -> list[dict[str, str]]:
+        if self.prompt == "plain":
+            return build_plain_messages(frame.text)
+        examples = self.index.nearest(frame.embedding, self.examples_k) if self.index else []
+        return build_messages(frame.text, self.intents, self.slot_tags, frame.top_intents, examples)
+
+    async def pick_intent(
+        self, frame: Frame, messages: list[dict[str, str]], budget: float
+    ) -> tuple[GeneratedFrame, str]:
+        """The encoder's top candidate intent the LM finds most likely, with the encoder's slots;
+        the text is the scores as JSON (for debugging)."""
+        top = np.argsort(-frame.probabilities)[: self.score_candidates]
+        candidates = [self.intents[i] for i in top]
+        if len(candidates) == 1:
+            return GeneratedFrame(candidates[0], frame.slots), "{}"
+        scores = await self.backend.score(messages, [answer_start(c) for c in candidates], budget)
+        best = candidates[int(np.argmax(scores))]
+        text = json.dumps({c: round(v, 3) for c, v in zip(candidates, scores, strict=True)})
+        return GeneratedFrame(best, frame.slots), text
 
     @staticmethod
     def fallback(

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -70,12 +70,26 @@ class Settings(BaseSettings):
         description="also route when some word's tag probability is below this",
     )
     retrieval_k: int = Field(
-        8, ge=0, description="nearest training examples shown to the generator (bundle index)"
+        4, ge=0, description="nearest training examples shown to the generator (bundle index)"
     )
     generator_backend: Literal["none", "openai", "local"] = Field(
         "none",
         description="generator for unsure utterances: none, an OpenAI-compatible server, or a "
         "transformers causal LM in this process (needs the `generate` extra)",
+    )
+    generator_mode: Literal["generate", "score"] = Field(
+        "generate",
+        description="generate: the LM writes the JSON frame; score: the LM picks one of the "
+        "encoder's top intents by log-likelihood in one forward pass (local backend only) and "
+        "the encoder's slots are kept",
+    )
+    generator_prompt: Literal["few_shot", "plain"] = Field(
+        "few_shot",
+        description="few_shot: schema + retrieved examples; plain: the utterance alone (for a "
+        "model fine-tuned by `make train-generator`)",
+    )
+    score_candidates: int = Field(
+        3, ge=2, description="score mode: the encoder's top intents the LM chooses among"
     )
     generator_base_url: str = Field(
         "http://127.0.0.1:8000", description="base URL of the OpenAI-compatible server"
@@ -108,6 +122,15 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="logging level")
     log_text: bool = Field(False, description="include request text in logs (privacy: off)")
+
+    @model_validator(mode="after")
+    def scoring_needs_local_backend(self) -> Settings:
+        if self.generator_mode == "score" and self.generator_backend == "openai":
+            raise ValueError(
+                "generator_mode=score needs generator_backend=local (an HTTP server does not "
+                "return the log-probabilities of a given answer)"
+            )
+        return self
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -177,6 +177,17 @@ def decode_bio(
     return slots
 
 
+def slots_to_tags(words: Sequence[Word], slots: Sequence[Slot]) -> list[str]:
+    """Per-word BIO tags of character-offset slots (the inverse of `decode_bio`): every word a
+    slot touches gets its type, B- on the first."""
+    tags = [OUTSIDE_TAG] * len(words)
+    for slot in slots:
+        covered = [i for i, w in enumerate(words) if w.start < slot.end and slot.start < w.end]
+        for k, i in enumerate(covered):
+            tags[i] = ("B-" if k == 0 else "I-") + slot.name
+    return tags
+
+
 def viterbi(
     emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray
 ) -> list[int]:

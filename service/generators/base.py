@@ -27,6 +27,12 @@ class GeneratorBackend(ABC):
     async def generate(self, messages: Messages, timeout_s: float) -> str:
         """The assistant's reply to a chat, within timeout_s, or GeneratorError."""
 
+    async def score(self, messages: Messages, answers: list[str], timeout_s: float) -> list[float]:
+        """Log-likelihood of each candidate start of the assistant's reply (the scoring mode).
+
+        Only an in-process model exposes its token probabilities; HTTP backends do not."""
+        raise GeneratorError("unsupported", f"the {self.name} backend cannot score answers")
+
     @abstractmethod
     async def close(self) -> None:
         """Release connections or models."""

