@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     generator_threads: int = Field(
         1, ge=1, description="local: torch threads, so generation cannot starve the encoder"
     )
+    generator_max_concurrency: int = Field(
+        4, ge=1, description="openai: most generator calls in flight (the rest wait, then fail)"
+    )
     generator_api_key: SecretStr | None = Field(None, description="bearer token, if needed")
     generator_timeout_s: float = Field(
         2.0, gt=0.0, description="longest one generator answer may take (capped by deadline)"

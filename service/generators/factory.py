@@ -19,6 +19,7 @@ def build_backend(settings: Settings) -> GeneratorBackend | None:
             settings.generator_max_retries,
             settings.generator_max_tokens,
             CircuitBreaker(settings.breaker_failures, settings.breaker_reset_s),
+            settings.generator_max_concurrency,
         )
     if settings.generator_backend == "local":
         return LocalBackend(

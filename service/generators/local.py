@@ -128,8 +128,9 @@ class LocalBackend(GeneratorBackend):
         return self.tokenizer.decode(output[0, len(ids) :], skip_special_tokens=True)
 
     def _score(self, messages: Messages, answers: list[str], deadline: float) -> list[float]:
-        """Sum of token log-probabilities of each answer after the prompt: one pass over the
-        shared prefix (after the cached system turn), one batched pass over the K suffixes."""
+        """Log-likelihood of each answer's tokens from where the answers start to differ (the
+        shared start would add the same constant to every score): one pass over the shared
+        prefix (after the cached system turn), one batched pass over the K suffixes."""
         import torch
 
         if deadline - time.monotonic() <= 0:

@@ -28,8 +28,10 @@ class OpenAIBackend(GeneratorBackend):
         max_retries: int,
         max_tokens: int,
         breaker: CircuitBreaker,
+        max_concurrency: int,
     ) -> None:
         self.model = model
+        self.slots = asyncio.Semaphore(max_concurrency)
         self.max_retries = max_retries
         self.max_tokens = max_tokens
         self.breaker = breaker
@@ -40,9 +42,22 @@ class OpenAIBackend(GeneratorBackend):
         """Nothing to load: the model lives in the remote server."""
 
     async def generate(self, messages: Messages, timeout_s: float) -> str:
+        """At most `max_concurrency` calls in flight; a call that cannot get a slot within its
+        budget fails with reason `busy` instead of piling onto a saturated server."""
         if not self.breaker.allow():
             raise GeneratorError("breaker_open", "too many recent failures")
         deadline = time.monotonic() + timeout_s
+        try:
+            await asyncio.wait_for(self.slots.acquire(), timeout_s)
+        except TimeoutError as e:
+            raise GeneratorError("busy", "every generator slot stayed in use") from e
+        try:
+            return await self._generate(messages, deadline)
+        finally:
+            self.slots.release()
+
+    async def _generate(self, messages: Messages, deadline: float) -> str:
+        timeout_s = deadline - time.monotonic()
         payload = {
             "model": self.model,
             "messages": messages,

@@ -81,7 +81,7 @@ def test_breaker_opens_probes_and_closes():
 
 
 def backend(url: str, retries: int = 1, failures: int = 3) -> OpenAIBackend:
-    return OpenAIBackend(url, "smol", "k", retries, 32, CircuitBreaker(failures, 60))
+    return OpenAIBackend(url, "smol", "k", retries, 32, CircuitBreaker(failures, 60), 4)
 
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -219,3 +219,52 @@ def test_margin_and_tag_confidence_signals():
     assert router.unsure(frame(0.6), threshold=0.5)  # margin 0.2 < 0.3
     assert router.unsure(frame(0.9, tag_confidence=0.5), threshold=0.5)
     assert route(router, 0.6).from_generator
+
+
+def test_openai_backend_limits_calls_in_flight():
+    async def scenario(url: str) -> list[str]:
+        limited = OpenAIBackend(url, "smol", None, 0, 32, CircuitBreaker(5, 60), 1)
+        results = await asyncio.gather(
+            limited.generate(MESSAGES, 2.0), limited.generate(MESSAGES, 0.2), return_exceptions=True
+        )
+        await limited.close()
+        return [r if isinstance(r, str) else r.reason for r in results]
+
+    with chat_server(Script(content="slow", delay_s=0.5)) as url:
+        assert asyncio.run(scenario(url)) == ["slow", "busy"]
+
+
+class Scoring(Scripted):
+    """Scores answers by a fixed preference: the router's scoring mode without a model."""
+
+    def __init__(self, preferred: str) -> None:
+        super().__init__()
+        self.preferred = preferred
+        self.answers: list[str] = []
+
+    async def score(self, messages, answers, timeout_s):
+        self.answers = answers
+        return [0.0 if self.preferred in a else -5.0 for a in answers]
+
+
+def test_scoring_mode_picks_among_the_encoder_candidates_and_keeps_its_slots():
+    scorer = Scoring("atis_flight")
+    router = Router(scorer, INTENTS, TAGS, 1.0, mode="score", score_candidates=2)
+    result = route(router, 0.6, threshold=0.9)
+    assert result.from_generator and result.intent == "atis_flight"
+    assert result.slots == frame(0.6).slots
+    assert scorer.answers == ['{"intent": "atis_airfare",', '{"intent": "atis_flight",']
+    assert json.loads(result.generated_text) == {"atis_airfare": -5.0, "atis_flight": 0.0}
+
+
+def test_scoring_mode_on_a_backend_that_cannot_score_falls_back():
+    router = Router(Scripted(answer("atis_flight")), INTENTS, TAGS, 1.0, mode="score")
+    assert route(router, 0.1).fallback_reason == "unsupported"
+
+
+def test_plain_prompt_holds_only_the_utterance():
+    generator = Scripted(answer("atis_flight"))
+    router = Router(generator, INTENTS, TAGS, 1.0, prompt="plain")
+    messages = router.messages(frame(0.1))
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert json.dumps(TEXT) in messages[1]["content"] and "atis_flight" not in str(messages)

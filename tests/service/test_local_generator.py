@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from service.generators.base import GeneratorError
-from service.generators.local import LocalBackend
+from service.generators.local import LocalBackend, common_prefix_length
 
 MESSAGES = [
     {"role": "system", "content": 'Answer with JSON {"intent": ...}. Intents: atis_flight'},
@@ -43,3 +43,36 @@ def test_real_smollm2_answers():
     backend.load()
     text = asyncio.run(backend.generate(MESSAGES, timeout_s=60.0))
     assert text.strip()
+
+
+def full_sequence_logprob(backend: LocalBackend, messages, answer: str, start: int) -> float:
+    """Reference: log-likelihood of the answer's tokens from position `start` on (where the
+    candidates start to differ), from one uncached forward pass."""
+    import torch
+
+    ids = backend._prompt_ids(messages, answer)
+    with torch.inference_mode():
+        logits = backend.lm(input_ids=torch.tensor([ids])).logits[0]  # (T, V)
+    logp = logits.log_softmax(-1)
+    return float(sum(logp[t - 1, ids[t]] for t in range(start, len(ids))))
+
+
+def test_scores_match_an_uncached_forward_pass(tiny_lm):
+    backend = LocalBackend(str(tiny_lm), None, threads=1, max_new_tokens=8)
+    backend.load()
+    answers = ['{"intent": "atis_flight",', '{"intent": "atis_airfare",', '{"intent": "x",']
+    for _ in range(2):  # the second call reuses the cached system turn
+        scores = asyncio.run(backend.score(MESSAGES, answers, timeout_s=30.0))
+        shared = common_prefix_length([backend._prompt_ids(MESSAGES, a) for a in answers])
+        expected = [full_sequence_logprob(backend, MESSAGES, a, shared) for a in answers]
+        assert scores == pytest.approx(expected, abs=1e-3)
+    assert len(backend.prefix_cache) == 1
+
+
+def test_generation_is_the_same_with_the_cached_system_turn(tiny_lm):
+    backend = LocalBackend(str(tiny_lm), None, threads=1, max_new_tokens=8)
+    backend.load()
+    first = asyncio.run(backend.generate(MESSAGES, timeout_s=30.0))  # fills the cache
+    assert asyncio.run(backend.generate(MESSAGES, timeout_s=30.0)) == first
+    backend.prefix_cache.clear()
+    assert asyncio.run(backend.generate(MESSAGES, timeout_s=30.0)) == first

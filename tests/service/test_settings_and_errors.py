@@ -30,6 +30,8 @@ def test_bad_values_are_rejected():
         load_settings(["--variant", "int4"])
     with pytest.raises(ValidationError):
         Settings(confidence_threshold=1.5)
+    with pytest.raises(ValidationError, match="generator_mode=score needs"):
+        load_settings(["--generator-mode", "score", "--generator-backend", "openai"])
 
 
 def test_every_setting_is_documented_with_its_env_variable():

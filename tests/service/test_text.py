@@ -15,6 +15,7 @@ from service.text import (
     encode_texts,
     encode_words,
     load_tokenizer,
+    slots_to_tags,
     split_words,
     token_labels,
     word_scores,
@@ -119,3 +120,15 @@ def test_encoding_any_text_aligns_every_kept_word_once(text):
     assert len(set(kept.tolist())) == len(kept)
     assert all(0 <= k < len(words) for k in kept)
     assert 0 <= enc.truncated_words[0] <= len(words)
+
+
+@given(st.lists(st.sampled_from(["O", "B-a", "I-a", "B-b", "I-b"]), min_size=1, max_size=8))
+def test_slots_to_tags_inverts_decode_bio(tags):
+    words = split_words(" ".join(f"w{i}" for i in range(len(tags))))
+    text = " ".join(w.text for w in words)
+    slots = decode_bio(text, words, tags)
+    # decode_bio reads an orphan I- as a new span: the round trip gives its B- form.
+    assert decode_bio(text, words, slots_to_tags(words, slots)) == slots
+    assert slots_to_tags(words, decode_bio(text, words, slots_to_tags(words, slots))) == (
+        slots_to_tags(words, slots)
+    )
