@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from benchmarks import accuracy, classify_vs_generate, engine, experiments, serve, tradeoff
+from benchmarks import (
+    accuracy,
+    classify_vs_generate,
+    contention,
+    engine,
+    experiments,
+    serve,
+    tradeoff,
+)
 from benchmarks.suite import Suite
 
 SUITES: dict[str, Suite] = {
@@ -14,5 +22,6 @@ SUITES: dict[str, Suite] = {
         experiments.SUITE,
         classify_vs_generate.SUITE,
         tradeoff.SUITE,
+        contention.SUITE,
     )
 }
