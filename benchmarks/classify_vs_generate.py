@@ -21,6 +21,9 @@ from matplotlib.figure import Figure
 
 from benchmarks.generation import (
     VARIANTS,
+    add_generator_arguments,
+    cache_dir,
+    chosen_variants,
     encoder_answers,
     generator_frames,
     headline,
@@ -31,7 +34,7 @@ from benchmarks.generation import (
     score,
 )
 from benchmarks.generation import GeneratorRunner as Runner
-from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 
 METRICS = ("intent_acc", "slot_f1", "sentence_acc")
@@ -45,10 +48,9 @@ class ClassifyVsGenerateSuite(Suite):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--datasets", nargs="+", default=["atis", "snips"])
-        parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
         parser.add_argument("--sample", type=int, default=30, help="generator utterances")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--bundles", type=Path, default=PROJECT_ROOT / "bundles")
+
+        add_generator_arguments(parser)
 
     def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
         missing = [d for d in args.datasets if not (args.bundles / d / "config.json").is_file()]
@@ -58,7 +60,9 @@ class ClassifyVsGenerateSuite(Suite):
         size = QUICK_SAMPLE if args.quick else args.sample
         datasets = {}
         for dataset in args.datasets[:1] if args.quick else args.datasets:
-            datasets[dataset] = compare(dataset, args.bundles / dataset, args, size)
+            datasets[dataset] = compare(
+                dataset, args.bundles / dataset, args, size, cache_dir(args, out_dir)
+            )
         path = out_dir / "classify_vs_generate.json"
         report = json.loads(path.read_text()) if path.is_file() else {}
         report |= datasets
@@ -76,7 +80,9 @@ class ClassifyVsGenerateSuite(Suite):
         return table(result)
 
 
-def compare(dataset: str, bundle_dir: Path, args: argparse.Namespace, size: int) -> dict:
+def compare(
+    dataset: str, bundle_dir: Path, args: argparse.Namespace, size: int, cache: Path
+) -> dict:
     examples = load_split(dataset, "test")
     if args.quick:
         examples = examples[:20]
@@ -99,13 +105,13 @@ def compare(dataset: str, bundle_dir: Path, args: argparse.Namespace, size: int)
             **latency([enc[i].ms for i in picked]),
         },
     }
-    for name in args.variants:
-        variant = VARIANTS[name]
+    for variant in chosen_variants(args):
+        name = variant.name
         if reason := variant.missing(dataset):
             result[name] = {"skipped": reason}
             print(f"[classify-vs-generate] {dataset} {name}: skipped, {reason}")
             continue
-        answers = Runner(variant, dataset, bundle_dir, engine).answers(
+        answers = Runner(variant, dataset, bundle_dir, engine, cache).answers(
             "test", examples, frames, picked
         )
         ordered = [answers[i] for i in picked]

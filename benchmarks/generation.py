@@ -9,12 +9,13 @@ checkpoint gets a new key.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from service.runtime import Engine, Frame
 from service.text import OUTSIDE_TAG, slots_to_tags
 
 CACHE_DIR = PROJECT_ROOT / "artifacts" / "generator-cache"
+QUICK_CACHE = "generator-cache"  # under the output folder in --quick mode
 INVALID = "<no valid answer>"
 GENERATOR_TIMEOUT_S = 120.0  # offline: measure the generator, never cut it short
 MAX_NEW_TOKENS = 96
@@ -51,9 +53,26 @@ class Variant:
     def missing(self, dataset: str) -> str | None:
         """Why this variant cannot run for `dataset`, or None."""
         path = self.model_path(dataset)
-        if path and not (PROJECT_ROOT / path / "config.json").is_file():
+        if path and not (PROJECT_ROOT / path / "config.json").is_file():  # absolute stays
             return f"{path} does not exist (make train-generator DATA={dataset})"
         return None
+
+
+def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument(
+        "--lm", default="", help="causal LM folder for every variant (default: each one's own)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bundles", type=Path, default=PROJECT_ROOT / "bundles")
+
+
+def chosen_variants(args: argparse.Namespace) -> list[Variant]:
+    return [replace(VARIANTS[n], model=args.lm) if args.lm else VARIANTS[n] for n in args.variants]
+
+
+def cache_dir(args: argparse.Namespace, out_dir: Path) -> Path:
+    return out_dir / QUICK_CACHE if args.quick else CACHE_DIR
 
 
 VARIANTS = {
@@ -131,8 +150,10 @@ def encoder_answers(
 class GeneratorRunner:
     """Answers of one variant on one dataset, computed on demand and cached per utterance."""
 
-    def __init__(self, variant: Variant, dataset: str, bundle_dir: Path, engine: Engine) -> None:
-        self.variant, self.dataset = variant, dataset
+    def __init__(
+        self, variant: Variant, dataset: str, bundle_dir: Path, engine: Engine, cache: Path
+    ) -> None:
+        self.variant, self.dataset, self.cache = variant, dataset, cache
         self.bundle_dir, self.engine = bundle_dir, engine
         self.router: Router | None = None
         model = variant.model_path(dataset)
@@ -147,7 +168,7 @@ class GeneratorRunner:
         self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def cache_path(self, split: str) -> Path:
-        return CACHE_DIR / f"{self.variant.name}-{self.dataset}-{split}-{self.key}.jsonl"
+        return self.cache / f"{self.variant.name}-{self.dataset}-{split}-{self.key}.jsonl"
 
     def start(self) -> Router:
         if self.router is None:

@@ -26,10 +26,12 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from benchmarks.generation import (
-    VARIANTS,
     EncoderAnswer,
     GeneratorAnswer,
     GeneratorRunner,
+    add_generator_arguments,
+    cache_dir,
+    chosen_variants,
     encoder_answers,
     generator_frames,
     headline,
@@ -39,7 +41,7 @@ from benchmarks.generation import (
     sample_indices,
     score,
 )
-from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.data import Example
 
@@ -55,13 +57,12 @@ class TradeoffSuite(Suite):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--datasets", nargs="+", default=["atis", "snips"])
-        parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
         parser.add_argument(
             "--max-routed", type=float, default=0.06, help="fraction of a split answered"
         )
         parser.add_argument("--sample", type=int, default=30, help="generator_only sample")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--bundles", type=Path, default=PROJECT_ROOT / "bundles")
+
+        add_generator_arguments(parser)
 
     def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
         missing = [d for d in args.datasets if not (args.bundles / d / "config.json").is_file()]
@@ -70,7 +71,9 @@ class TradeoffSuite(Suite):
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         results = {}
         for dataset in args.datasets[:1] if args.quick else args.datasets:
-            results[dataset] = sweep_dataset(dataset, args.bundles / dataset, args)
+            results[dataset] = sweep_dataset(
+                dataset, args.bundles / dataset, args, cache_dir(args, out_dir)
+            )
         path = out_dir / "tradeoff.json"
         report = json.loads(path.read_text()) if path.is_file() else {}
         report |= results
@@ -129,7 +132,7 @@ class Split:
         return all(i in answered for i, a in enumerate(self.enc) if a.confidence < threshold)
 
 
-def sweep_dataset(dataset: str, bundle_dir: Path, args: argparse.Namespace) -> dict:
+def sweep_dataset(dataset: str, bundle_dir: Path, args: argparse.Namespace, cache: Path) -> dict:
     engine = open_engine(bundle_dir)
     splits: dict[str, Split] = {}
     frames = {}
@@ -144,12 +147,12 @@ def sweep_dataset(dataset: str, bundle_dir: Path, args: argparse.Namespace) -> d
         "variants": {},
     }
     runners = {}
-    for name in args.variants:
-        variant = VARIANTS[name]
+    for variant in chosen_variants(args):
+        name = variant.name
         if reason := variant.missing(dataset):
             result["variants"][name] = {"skipped": reason}
             continue
-        runners[name] = GeneratorRunner(variant, dataset, bundle_dir, engine)
+        runners[name] = GeneratorRunner(variant, dataset, bundle_dir, engine, cache)
         for split_name, split in splits.items():
             cap = QUICK_ROUTED if args.quick else round(args.max_routed * len(split.enc))
             routed = [int(i) for i in split.order[:cap]]

@@ -100,7 +100,7 @@ class LocalBackend(GeneratorBackend):
                 out = self.lm(input_ids=torch.tensor([system_ids]), use_cache=True)
             while len(self.prefix_cache) >= PREFIX_CACHE_ENTRIES:
                 self.prefix_cache.pop(next(iter(self.prefix_cache)))
-            self.prefix_cache[key] = (system_ids, out.past_key_values)
+            self.prefix_cache[key] = (system_ids, out.cache)
         system_ids, cache = self.prefix_cache[key]
         if len(ids) <= len(system_ids) or ids[: len(system_ids)] != system_ids:
             return None, 0
@@ -119,7 +119,7 @@ class LocalBackend(GeneratorBackend):
             output = self.lm.generate(
                 input_ids=input_ids,
                 attention_mask=torch.ones_like(input_ids),
-                past_key_values=cache,
+                cache=cache,
                 max_new_tokens=self.max_new_tokens,
                 do_sample=False,
                 max_time=max(deadline - time.monotonic(), 1e-3),
@@ -147,12 +147,12 @@ class LocalBackend(GeneratorBackend):
         with torch.inference_mode():
             prefix = self.lm(
                 input_ids=torch.tensor([sequences[0][cached:shared]]),
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
-            cache = prefix.past_key_values
+            cache = prefix.cache
             cache.batch_repeat_interleave(len(answers))
-            rest = self.lm(input_ids=suffix_ids, past_key_values=cache)
+            rest = self.lm(input_ids=suffix_ids, cache=cache)
             first = prefix.logits[:, -1:].expand(len(answers), -1, -1)  # (K, 1, V)
             logits = torch.cat([first, rest.logits[:, :-1]], dim=1)  # (K, L, V)
             token_logp = logits.log_softmax(-1).gather(-1, suffix_ids[..., None])[..., 0]
