@@ -42,11 +42,16 @@ run: setup
 	test -f $(BUNDLE)/config.json || $(PY) -m export.onnx --model $(MODEL) --out $(BUNDLE)
 	$(MAKE) --no-print-directory serve
 
-# Serve an existing bundle in the foreground (Ctrl-C drains and exits).
+# Serve an existing bundle in the foreground (Ctrl-C drains and exits), with the in-process
+# generator (SmolLM2-135M, 1 thread) behind the confidence router; GENERATOR_BACKEND=none serves
+# the encoder alone. The routing threshold is the settings default (see benchmarks/README.md).
+GENERATOR_BACKEND ?= local
 serve: setup
 	@echo "serving $(BUNDLE) on localhost:$(PORT) (metrics: http://localhost:$(METRICS_PORT)/metrics)"
 	@echo "try:  $(PY) -m service.client --target localhost:$(PORT) parse \"book a flight from boston to denver tomorrow\""
-	$(PY) -m service.server --bundle $(BUNDLE) --port $(PORT) --metrics-port $(METRICS_PORT)
+	@echo "      $(PY) -m service.client --target localhost:$(PORT) parse --policy generator \"book a flight from boston to denver tomorrow\""
+	$(PY) -m service.server --bundle $(BUNDLE) --port $(PORT) --metrics-port $(METRICS_PORT) \
+		--generator-backend $(GENERATOR_BACKEND)
 
 test: setup
 	$(PY) -m pytest
