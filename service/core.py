@@ -226,6 +226,8 @@ class NluCore:
             "confidence_threshold": self.settings.confidence_threshold,
             "generator_backend": self.settings.generator_backend,
             "generator_model": self.settings.generator_model,
+            "generator_mode": self.settings.generator_mode,
+            "generator_prompt": self.settings.generator_prompt,
             "max_batch_size": self.settings.max_batch_size,
             "max_text_chars": self.settings.max_text_chars,
             "max_batch_items": self.settings.max_batch_items,

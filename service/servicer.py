@@ -149,6 +149,8 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
             generator_backend=info.pop("generator_backend"),
             generator_model=info.pop("generator_model"),
             confidence_threshold=info.pop("confidence_threshold"),
+            generator_mode=info.pop("generator_mode"),
+            generator_prompt=info.pop("generator_prompt"),
         )
         return nlu_pb2.ModelInfo(**info, routing=routing)
 

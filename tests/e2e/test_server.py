@@ -278,3 +278,4 @@ def test_in_process_generator_never_fails_a_request(tiny_bundle, tiny_lm, tmp_pa
         }
         assert response.timings.generator_ms > 0
     assert info.routing.generator_backend == "local"
+    assert (info.routing.generator_mode, info.routing.generator_prompt) == ("generate", "few_shot")
