@@ -35,7 +35,7 @@ CACHE_DIR = PROJECT_ROOT / "artifacts" / "generator-cache"
 QUICK_CACHE = "generator-cache"  # under the output folder in --quick mode
 INVALID = "<no valid answer>"
 GENERATOR_TIMEOUT_S = 120.0  # offline: measure the generator, never cut it short
-MAX_NEW_TOKENS = 96
+MAX_NEW_TOKENS = 160  # an ATIS frame with five slots is ~110 tokens
 
 
 @dataclass(frozen=True)
@@ -161,9 +161,9 @@ class GeneratorRunner:
         record = PROJECT_ROOT / model / "nlu_generator.json" if model else None
         if record is not None and record.is_file():
             model_id += json.loads(record.read_text())["created_at"]
+        max_tokens = MAX_NEW_TOKENS if variant.mode == "generate" else None
         key = json.dumps(
-            [asdict(variant), engine.bundle.config_sha256, model_id, MAX_NEW_TOKENS],
-            sort_keys=True,
+            [asdict(variant), engine.bundle.config_sha256, model_id, max_tokens], sort_keys=True
         )
         self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
 

@@ -116,7 +116,9 @@ class Settings(BaseSettings):
     generator_max_retries: int = Field(
         1, ge=0, description="retries on transport errors, 5xx and 429"
     )
-    generator_max_tokens: int = Field(96, ge=8, description="longest generated answer (tokens)")
+    generator_max_tokens: int = Field(
+        160, ge=8, description="longest generated answer (tokens; an ATIS frame with 5 slots ~110)"
+    )
     breaker_failures: int = Field(
         5, ge=1, description="consecutive generator failures that open the circuit"
     )
