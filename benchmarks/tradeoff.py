@@ -346,6 +346,7 @@ def table(report: dict) -> str:
                 f"{gen['intent_acc']:.2f} | {gen['slot_f1']:.2f} | {gen['sentence_acc']:.2f} | "
                 f"{gen['p50_ms']:.0f} | {gen['p99_ms']:.0f} | {gen['mean_ms']:.0f} |"
             )
+    rows += ["", *failure_table(report)]
     meta = report.get("meta", {})
     rows += [
         "",
@@ -355,6 +356,24 @@ def table(report: dict) -> str:
         f"{meta.get('cores', '?')} cores.",
     ]
     return "\n".join(rows)
+
+
+def failure_table(report: dict, top: int = 4) -> list[str]:
+    """Where the generator loses: the most frequent gold intents among the routed test
+    utterances, with how many each system got right."""
+    rows = [
+        "| dataset | variant | gold intent (routed test utterances) | n | encoder right "
+        "| generator right |",
+        "|---|---|---|---|---|---|",
+    ]
+    for d in datasets_in(report):
+        for variant, intents in report[d].get("where_it_fails", {}).items():
+            for gold, c in list(intents.items())[:top]:
+                rows.append(
+                    f"| {d} | {variant} | {gold} | {c['n']} | {c['encoder_correct']} | "
+                    f"{c['generator_correct']} |"
+                )
+    return rows
 
 
 SUITE = TradeoffSuite()
