@@ -48,7 +48,7 @@ class ClassifyVsGenerateSuite(Suite):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--datasets", nargs="+", default=["atis", "snips"])
-        parser.add_argument("--sample", type=int, default=30, help="generator utterances")
+        parser.add_argument("--sample", type=int, default=50, help="generator utterances")
 
         add_generator_arguments(parser)
 

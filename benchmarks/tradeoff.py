@@ -60,7 +60,7 @@ class TradeoffSuite(Suite):
         parser.add_argument(
             "--max-routed", type=float, default=0.06, help="fraction of a split answered"
         )
-        parser.add_argument("--sample", type=int, default=30, help="generator_only sample")
+        parser.add_argument("--sample", type=int, default=50, help="generator_only sample")
 
         add_generator_arguments(parser)
 
