@@ -25,6 +25,7 @@ from benchmarks.meta import PROJECT_ROOT
 from export.data import Example, read_dataset
 from export.fetch import resolve_dataset
 from export.metrics import frame_metrics
+from export.train_generator import TRAINING_RECORD
 from service.generators.local import LocalBackend
 from service.retrieval import load_index
 from service.router import Mode, PromptStyle, Router
@@ -48,12 +49,14 @@ class Variant:
     examples_k: int
 
     def model_path(self, dataset: str) -> str:
-        return self.model.format(dataset=dataset)
+        """The checkpoint folder (relative paths are under the project root), or ""."""
+        path = self.model.format(dataset=dataset)
+        return str(PROJECT_ROOT / path) if path else ""
 
     def missing(self, dataset: str) -> str | None:
         """Why this variant cannot run for `dataset`, or None."""
         path = self.model_path(dataset)
-        if path and not (PROJECT_ROOT / path / "config.json").is_file():  # absolute stays
+        if path and not (Path(path) / "config.json").is_file():
             return f"{path} does not exist (make train-generator DATA={dataset})"
         return None
 
@@ -156,11 +159,13 @@ class GeneratorRunner:
         self.variant, self.dataset, self.cache = variant, dataset, cache
         self.bundle_dir, self.engine = bundle_dir, engine
         self.router: Router | None = None
-        model = variant.model_path(dataset)
-        model_id = model
-        record = PROJECT_ROOT / model / "nlu_generator.json" if model else None
-        if record is not None and record.is_file():
-            model_id += json.loads(record.read_text())["created_at"]
+        # A retrained checkpoint gets a new key through its training record's timestamp.
+        record = Path(variant.model_path(dataset)) / TRAINING_RECORD if variant.model else None
+        model_id = (
+            json.loads(record.read_text())["created_at"]
+            if record is not None and record.is_file()
+            else variant.model
+        )
         max_tokens = MAX_NEW_TOKENS if variant.mode == "generate" else None
         key = json.dumps(
             [asdict(variant), engine.bundle.config_sha256, model_id, max_tokens], sort_keys=True
