@@ -44,14 +44,17 @@ run: setup
 
 # Serve an existing bundle in the foreground (Ctrl-C drains and exits), with the in-process
 # generator (SmolLM2-135M, 1 thread) behind the confidence router; GENERATOR_BACKEND=none serves
-# the encoder alone. The routing threshold is the settings default (see benchmarks/README.md).
+# the encoder alone. Score mode: the variant the classify-vs-generate suite favours (an HTTP
+# backend needs GENERATOR_MODE=generate). The routing threshold is the settings default, 0, the
+# tradeoff suite's dev choice for ATIS (see benchmarks/README.md).
 GENERATOR_BACKEND ?= local
+GENERATOR_MODE ?= score
 serve: setup
 	@echo "serving $(BUNDLE) on localhost:$(PORT) (metrics: http://localhost:$(METRICS_PORT)/metrics)"
 	@echo "try:  $(PY) -m service.client --target localhost:$(PORT) parse \"book a flight from boston to denver tomorrow\""
 	@echo "      $(PY) -m service.client --target localhost:$(PORT) parse --policy generator \"book a flight from boston to denver tomorrow\""
 	$(PY) -m service.server --bundle $(BUNDLE) --port $(PORT) --metrics-port $(METRICS_PORT) \
-		--generator-backend $(GENERATOR_BACKEND)
+		--generator-backend $(GENERATOR_BACKEND) --generator-mode $(GENERATOR_MODE)
 
 test: setup
 	$(PY) -m pytest

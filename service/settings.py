@@ -58,7 +58,11 @@ class Settings(BaseSettings):
         10_000, ge=1000, description="how long to wait for a keepalive ack"
     )
     confidence_threshold: float = Field(
-        0.0, ge=0.0, le=1.0, description="route to the generator below this confidence"
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="route to the generator below this confidence; 0 (never) is the tradeoff "
+        "suite's dev choice for ATIS (no generator variant beat the encoder there)",
     )
     margin_threshold: float = Field(
         0.0, ge=0.0, le=1.0, description="also route when the top-2 intent gap is below this"
