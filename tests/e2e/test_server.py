@@ -243,7 +243,7 @@ def test_generator_fallback_through_an_openai_compatible_server(tiny_bundle, tmp
     assert len(script.requests) == 2  # the encoder-only request never reached the generator
     messages = script.requests[0]["messages"]
     assert messages[0]["role"] == "system" and "atis_flight" in messages[0]["content"]
-    assert len(messages) == 2 + 2 * 8  # 8 retrieved training examples as solved turns
+    assert len(messages) == 2 + 2 * 4  # NLU_RETRIEVAL_K=4 training examples as solved turns
     assert messages[-1]["content"].endswith('Utterance: "show flights to denver"')
 
 
