@@ -72,7 +72,7 @@ eval: setup
 export: setup
 	$(PY) -m export.onnx --model $(MODEL) --out $(BUNDLE)
 
-# Fine-tune the default GPT (SmolLM2-135M) to write the JSON frame (~10 min on 2 CPU cores).
+# Fine-tune the default GPT (SmolLM2-135M) to write the JSON frame (13-19 min on a 2-core CPU).
 GENERATOR ?= artifacts/generator-$(DATA)
 train-generator: setup
 	$(PY) -m export.train_generator --data $(DATA) --out $(GENERATOR)

@@ -7,8 +7,9 @@ Each training utterance becomes one chat: the short plain prompt (`service.promp
 assistant's turn, `{"intent": ..., "slots": [{"name": ..., "value": ...}]}`. The loss covers the
 answer tokens only. The result is a normal checkpoint: serve it with
 `--generator-backend local --generator-model DIR --generator-prompt plain`, or with any
-OpenAI-compatible server. On 2 CPU cores a batch of 16 costs ~3 s (bf16 autocast), so the default
-trains one epoch on a seeded sample of --max-examples utterances; `--max-examples 0` uses all.
+OpenAI-compatible server. A batch of 16 chats (~130 tokens each) costs 12-18 s on one CPU thread
+here (bf16 autocast), so the default trains one epoch on a seeded sample of --max-examples
+utterances (13-19 min); `--max-examples 0` uses all.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(round(float(loss), 4))
+            losses.append(round(loss.item(), 4))
             bar.update()
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
