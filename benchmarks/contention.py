@@ -2,7 +2,8 @@
 
     python -m benchmarks contention [--bundle bundles/atis] [--seconds 20]
 
-Starts the real server with the local generator (SmolLM2, 1 torch thread) and measures
+Starts the real server with the local generator (SmolLM2, 1 torch thread; generate mode, then
+the cheaper score mode that `make run` uses) and measures
 encoder-only requests (closed loop, concurrency 1 and 4) twice: alone, and while one more caller
 keeps a generator-only request in flight the whole time. Repeated for ORT intra-op threads 1 (the
 encoder keeps one core, the generator the other) and 0 (ORT takes every core).
@@ -66,6 +67,9 @@ class ContentionSuite(Suite):
         parser.add_argument("--data", default="atis")
         parser.add_argument("--bundle", type=Path, help="default: bundles/DATA")
         parser.add_argument("--seconds", type=float, default=20.0, help="per measurement")
+        parser.add_argument(
+            "--modes", nargs="+", default=["generate", "score"], choices=["generate", "score"]
+        )
 
     def bundle(self, args: argparse.Namespace) -> Path:
         return args.bundle or PROJECT_ROOT / "bundles" / args.data
@@ -80,7 +84,8 @@ class ContentionSuite(Suite):
         seconds = 2.0 if args.quick else args.seconds
         out_dir.mkdir(parents=True, exist_ok=True)
         rows = []
-        for threads in ORT_THREADS[:1] if args.quick else ORT_THREADS:
+        configs = [(m, t) for m in args.modes for t in ORT_THREADS]
+        for mode, threads in configs[:1] if args.quick else configs:
             log_path = out_dir / "contention-server.log"
             server = ServerProcess.launch(
                 self.bundle(args),
@@ -89,6 +94,8 @@ class ContentionSuite(Suite):
                 str(threads),
                 "--generator-backend",
                 "local",
+                "--generator-mode",
+                mode,
                 "--generator-timeout-s",
                 GENERATOR_TIMEOUT_S,
             )
@@ -103,6 +110,7 @@ class ContentionSuite(Suite):
                         stats = latency_stats(enc, 1)
                         rows.append(
                             {
+                                "generator_mode": mode,
                                 "ort_threads": threads,
                                 "concurrency": concurrency,
                                 "generator_in_flight": fallbacks,
@@ -127,14 +135,15 @@ class ContentionSuite(Suite):
 
     def summary(self, result: dict) -> str:
         lines = [
-            "| ORT threads | encoder callers | generator in flight | encoder p50 ms | "
-            "encoder p99 ms | encoder req/s | generator calls | generator p50 ms |",
-            "|---" * 8 + "|",
+            "| generator mode | ORT threads | encoder callers | generator in flight | "
+            "encoder p50 ms | encoder p99 ms | encoder req/s | generator calls | "
+            "generator p50 ms |",
+            "|---" * 9 + "|",
         ]
         for r in result["rows"]:
             gen_p50 = f"{r['generator_p50_ms']:.0f}" if r["generator_p50_ms"] else ""
             lines.append(
-                f"| {r['ort_threads'] or 'all'} | {r['concurrency']} | "
+                f"| {r['generator_mode']} | {r['ort_threads'] or 'all'} | {r['concurrency']} | "
                 f"{'yes' if r['generator_in_flight'] else 'no'} | {r['encoder_p50_ms']:.2f} | "
                 f"{r['encoder_p99_ms']:.2f} | {r['encoder_rps']:.0f} | {r['generator_calls']} "
                 f"| {gen_p50} |"
@@ -149,12 +158,12 @@ class ContentionSuite(Suite):
 
 
 def plot(rows: list[dict]) -> Figure:
-    fig = Figure(figsize=(8, 4))
+    fig = Figure(figsize=(12, 4))
     ax = fig.add_subplot(1, 1, 1)
     labels, p50, p99 = [], [], []
     for r in rows:
         labels.append(
-            f"ORT {r['ort_threads'] or 'all'}, c{r['concurrency']}\n"
+            f"{r['generator_mode']}, ORT {r['ort_threads'] or 'all'}\nc{r['concurrency']} "
             f"{'+gen' if r['generator_in_flight'] else 'alone'}"
         )
         p50.append(r["encoder_p50_ms"])
