@@ -70,6 +70,7 @@ class ContentionSuite(Suite):
         parser.add_argument(
             "--modes", nargs="+", default=["generate", "score"], choices=["generate", "score"]
         )
+        parser.add_argument("--lm", default="", help="generator model (default: packaged SmolLM2)")
 
     def bundle(self, args: argparse.Namespace) -> Path:
         return args.bundle or PROJECT_ROOT / "bundles" / args.data
@@ -98,6 +99,7 @@ class ContentionSuite(Suite):
                 mode,
                 "--generator-timeout-s",
                 GENERATOR_TIMEOUT_S,
+                *(["--generator-model", args.lm] if args.lm else []),
             )
             try:
                 server.wait_serving(timeout_s=300)

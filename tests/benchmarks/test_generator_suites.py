@@ -36,3 +36,17 @@ def test_classify_vs_generate_then_tradeoff(tiny_bundle: Path, tiny_lm: Path, tm
     assert chosen["dev"]["sentence_acc"] >= tradeoff["encoder_only"]["dev"]["sentence_acc"]
     for name in ("tradeoff.csv", "tradeoff.png", "classify_vs_generate.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+def test_contention_quick(tiny_bundle: Path, tiny_lm: Path, tmp_path: Path):
+    args = ["contention", "--quick", "--out-dir", str(tmp_path), "--bundle", str(tiny_bundle)]
+    assert main([*args, "--lm", str(tiny_lm)]) == 0
+    rows = json.loads((tmp_path / "contention.json").read_text())["rows"]
+    assert [(r["concurrency"], r["generator_in_flight"]) for r in rows] == [
+        (1, False),
+        (1, True),
+        (4, False),
+        (4, True),
+    ]
+    assert all(r["encoder_requests"] > 0 for r in rows)
+    assert rows[1]["generator_calls"] > 0 and rows[0]["generator_calls"] == 0
