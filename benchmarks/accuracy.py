@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from benchmarks.meta import PROJECT_ROOT, run_meta
-from benchmarks.suite import Suite, save_figure, write_csv, write_json
+from benchmarks.suite import Suite, datasets_in, save_figure, write_csv, write_json
 from export.evaluate import evaluate, summary
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
@@ -101,10 +101,6 @@ def run_record(meta: dict, config: dict, result: dict, bundle: dict) -> dict:
             "fused_operators": bundle["fused_operators"],
         },
     }
-
-
-def datasets_in(report: dict) -> list[str]:
-    return sorted(k for k in report if k != "meta")
 
 
 def csv_rows(report: dict) -> list[dict]:

@@ -1,7 +1,7 @@
 """Suite `classify-vs-generate`: the encoder against the generator alone, on the same test
 utterances (the seed's "Classification vs Generation" chart, measured).
 
-    python -m benchmarks classify-vs-generate [--datasets atis snips] [--sample 40]
+    python -m benchmarks classify-vs-generate [--datasets atis snips] [--sample 50]
 
 The encoder answers every test utterance; each generator variant (few-shot generation, few-shot
 scoring of the encoder's top-3 intents, the fine-tuned model) answers a seeded sample, because one
@@ -29,13 +29,15 @@ from benchmarks.generation import (
     headline,
     latency,
     load_split,
+    merge_report,
+    missing_bundles,
     open_engine,
     sample_indices,
     score,
 )
 from benchmarks.generation import GeneratorRunner as Runner
 from benchmarks.meta import run_meta
-from benchmarks.suite import Suite, save_figure, write_csv, write_json
+from benchmarks.suite import Suite, datasets_in, save_figure, write_csv
 
 METRICS = ("intent_acc", "slot_f1", "sentence_acc")
 QUICK_SAMPLE = 3
@@ -47,14 +49,11 @@ class ClassifyVsGenerateSuite(Suite):
     in_default_run = False
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--datasets", nargs="+", default=["atis", "snips"])
         parser.add_argument("--sample", type=int, default=50, help="generator utterances")
-
         add_generator_arguments(parser)
 
     def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
-        missing = [d for d in args.datasets if not (args.bundles / d / "config.json").is_file()]
-        return f"no bundle for {', '.join(missing)} (make export)" if missing else None
+        return missing_bundles(args)
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         size = QUICK_SAMPLE if args.quick else args.sample
@@ -63,11 +62,11 @@ class ClassifyVsGenerateSuite(Suite):
             datasets[dataset] = compare(
                 dataset, args.bundles / dataset, args, size, cache_dir(args, out_dir)
             )
-        path = out_dir / "classify_vs_generate.json"
-        report = json.loads(path.read_text()) if path.is_file() else {}
-        report |= datasets
-        report["meta"] = {**run_meta(), "sample": size, "seed": args.seed}
-        write_json(path, report)
+        report = merge_report(
+            out_dir / "classify_vs_generate.json",
+            datasets,
+            {**run_meta(), "sample": size, "seed": args.seed},
+        )
         write_csv(out_dir / "classify_vs_generate.csv", csv_rows(report))
         save_figure(chart(report), out_dir / "classify_vs_generate.png")
         return report
@@ -133,10 +132,6 @@ def compare(
 
 def systems(entry: dict) -> list[str]:
     return [k for k in ("encoder", *VARIANTS) if k in entry and "skipped" not in entry[k]]
-
-
-def datasets_in(report: dict) -> list[str]:
-    return sorted(k for k in report if k != "meta")
 
 
 def csv_rows(report: dict) -> list[dict]:

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.meta import PROJECT_ROOT
+from benchmarks.suite import write_json
 from export.data import Example, read_dataset
 from export.fetch import resolve_dataset
 from export.metrics import frame_metrics
@@ -62,12 +63,28 @@ class Variant:
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--datasets", nargs="+", default=["atis", "snips"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument(
         "--lm", default="", help="causal LM folder for every variant (default: each one's own)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bundles", type=Path, default=PROJECT_ROOT / "bundles")
+
+
+def missing_bundles(args: argparse.Namespace) -> str | None:
+    """The suites' skip reason: a dataset without a bundle under --bundles."""
+    missing = [d for d in args.datasets if not (args.bundles / d / "config.json").is_file()]
+    return f"no bundle for {', '.join(missing)} (make export)" if missing else None
+
+
+def merge_report(path: Path, results: dict, meta: dict) -> dict:
+    """Update the per-dataset result file with this run's datasets (others are kept)."""
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    report |= results
+    report["meta"] = meta
+    write_json(path, report)
+    return report
 
 
 def chosen_variants(args: argparse.Namespace) -> list[Variant]:

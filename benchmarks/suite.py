@@ -47,6 +47,11 @@ class Suite(ABC):
         """Markdown for benchmarks/README.md, rendered from the JSON alone."""
 
 
+def datasets_in(report: dict) -> list[str]:
+    """The dataset keys of a per-dataset result (everything but `meta`)."""
+    return sorted(k for k in report if k != "meta")
+
+
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,7 +1,7 @@
 """Suite `tradeoff`: route the encoder's least confident utterances to a generator and measure
 accuracy against latency as the confidence threshold moves; pick the threshold on dev.
 
-    python -m benchmarks tradeoff [--datasets atis snips] [--max-routed 0.08]
+    python -m benchmarks tradeoff [--datasets atis snips] [--max-routed 0.06]
 
 For each dataset, split (dev, test) and generator variant, the generator answers the utterances
 whose calibrated confidence is lowest, up to --max-routed of the split (each answer takes seconds
@@ -18,7 +18,6 @@ so enabling the router cannot make dev accuracy worse. Test reports what that ch
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,12 +36,14 @@ from benchmarks.generation import (
     headline,
     latency,
     load_split,
+    merge_report,
+    missing_bundles,
     open_engine,
     sample_indices,
     score,
 )
 from benchmarks.meta import run_meta
-from benchmarks.suite import Suite, save_figure, write_csv, write_json
+from benchmarks.suite import Suite, datasets_in, save_figure, write_csv
 from export.data import Example
 
 P50_BUDGET = 1.10
@@ -56,17 +57,14 @@ class TradeoffSuite(Suite):
     in_default_run = False
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--datasets", nargs="+", default=["atis", "snips"])
         parser.add_argument(
             "--max-routed", type=float, default=0.06, help="fraction of a split answered"
         )
         parser.add_argument("--sample", type=int, default=50, help="generator_only sample")
-
         add_generator_arguments(parser)
 
     def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
-        missing = [d for d in args.datasets if not (args.bundles / d / "config.json").is_file()]
-        return f"no bundle for {', '.join(missing)} (make export)" if missing else None
+        return missing_bundles(args)
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         results = {}
@@ -74,17 +72,14 @@ class TradeoffSuite(Suite):
             results[dataset] = sweep_dataset(
                 dataset, args.bundles / dataset, args, cache_dir(args, out_dir)
             )
-        path = out_dir / "tradeoff.json"
-        report = json.loads(path.read_text()) if path.is_file() else {}
-        report |= results
-        report["meta"] = {
+        meta = {
             **run_meta(),
             "max_routed": args.max_routed,
             "p50_budget": P50_BUDGET,
             "generator_only_sample": args.sample,
             "seed": args.seed,
         }
-        write_json(path, report)
+        report = merge_report(out_dir / "tradeoff.json", results, meta)
         write_csv(out_dir / "tradeoff.csv", csv_rows(report))
         save_figure(chart(report), out_dir / "tradeoff.png")
         return report
@@ -252,10 +247,6 @@ def per_intent(split: Split, runners: dict[str, GeneratorRunner]) -> dict:
             for gold, (n, e, g) in sorted(counts.items(), key=lambda kv: -kv[1][0])
         }
     return out
-
-
-def datasets_in(report: dict) -> list[str]:
-    return sorted(k for k in report if k != "meta")
 
 
 def csv_rows(report: dict) -> list[dict]:

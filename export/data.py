@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.text import OUTSIDE_TAG, Word, split_words, words_from_tokens
+from service.text import OUTSIDE_TAG, Word, decode_bio, split_words, words_from_tokens
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ class Example:
     words: tuple[Word, ...]
     tags: tuple[str, ...]
     intent: str
+
+
+def slot_values(ex: Example) -> list[dict[str, str]]:
+    """The example's slots as `[{"name", "value"}]`, the generator's answer format."""
+    return [{"name": s.name, "value": s.value} for s in decode_bio(ex.text, ex.words, ex.tags)]
 
 
 @dataclass

@@ -34,7 +34,6 @@ def load_lm(model: str = "", gguf_file: str | None = None) -> tuple[Any, Any]:
 def save_checkpoint(lm: Any, tokenizer: Any, out: Path) -> None:
     """Write safetensors weights, config and tokenizer, without GGUF quantisation metadata."""
     lm.hf_quantizer = None
-    lm.config.quantization_config = None
     if hasattr(lm.config, "quantization_config"):
         del lm.config.quantization_config
     lm.config.architectures = [type(lm).__name__]

@@ -31,7 +31,7 @@ from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
 
 from export.artifacts import Artifacts, load_artifacts
-from export.data import Example, read_dataset
+from export.data import Example, read_dataset, slot_values
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import Outputs, run_model, score
 from export.model import JointModel, mean_pool
@@ -46,7 +46,7 @@ from service.bundle import (
 from service.retrieval import Example as RetrievalExample
 from service.retrieval import write_index
 from service.runtime import onnx_feeds
-from service.text import decode_bio, encode_words, split_words, word_scores
+from service.text import encode_words, split_words, word_scores
 
 log = logging.getLogger(__name__)
 
@@ -177,8 +177,7 @@ def embed(
 
 
 def retrieval_example(ex: Example) -> RetrievalExample:
-    slots = decode_bio(ex.text, ex.words, ex.tags)
-    return RetrievalExample(ex.text, ex.intent, [{"name": s.name, "value": s.value} for s in slots])
+    return RetrievalExample(ex.text, ex.intent, slot_values(ex))
 
 
 def parity(reference: Outputs, candidate: Outputs) -> dict[str, float]:

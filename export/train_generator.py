@@ -28,10 +28,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from export.data import Example, read_dataset
+from export.data import Example, read_dataset, slot_values
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.lm_checkpoint import load_lm, save_checkpoint
-from export.onnx import retrieval_example
 from service.prompt import answer_json, build_plain_messages
 from service.text import IGNORE_INDEX
 
@@ -56,9 +55,8 @@ class GeneratorTrainConfig:
 
 def chat_tokens(tokenizer, ex: Example) -> tuple[list[int], list[int]]:
     """(input ids, labels) of one training chat; labels mask everything but the answer."""
-    retrieved = retrieval_example(ex)
     prompt = build_plain_messages(ex.text)
-    full = [*prompt, {"role": "assistant", "content": answer_json(ex.intent, retrieved.slots)}]
+    full = [*prompt, {"role": "assistant", "content": answer_json(ex.intent, slot_values(ex))}]
     prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
     full_ids = tokenizer.apply_chat_template(full, tokenize=True)
     prompt_ids = getattr(prompt_ids, "input_ids", prompt_ids)

@@ -97,6 +97,7 @@ class NluCore:
         backend = build_backend(s)
         if backend is not None:
             await asyncio.to_thread(backend.load)
+        shows_examples = backend is not None and s.generator_prompt == "few_shot"
         self.router = Router(
             backend,
             bundle.intents,
@@ -104,7 +105,7 @@ class NluCore:
             s.generator_timeout_s,
             s.margin_threshold,
             s.tag_confidence_threshold,
-            load_index(s.bundle) if backend is not None else None,
+            load_index(s.bundle) if shows_examples else None,
             s.retrieval_k,
             s.generator_mode,
             s.score_candidates,
