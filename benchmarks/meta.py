@@ -25,7 +25,8 @@ PACKAGES = (
 
 
 def git_commit() -> str:
-    """HEAD, suffixed with '-dirty' when tracked files differ from it."""
+    """HEAD, suffixed with '-dirty' when tracked code differs from it (result files written by an
+    earlier suite of the same run do not count)."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -33,7 +34,10 @@ def git_commit() -> str:
         ).stdout.strip()
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks/results"
+    )
+    return commit + ("-dirty" if changed else "")
 
 
 def cpu_model() -> str:
