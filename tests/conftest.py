@@ -11,9 +11,19 @@ SHARED_ATIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 SPLIT_SIZES = {"train": 300, "dev": 60, "test": 60}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-golden",
+        action="store_true",
+        help="rewrite tests/e2e/golden/*.json from the current code (then review the diff)",
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer BERT (hidden 32) with the packaged MiniLM tokenizer."""
+    """A randomly initialised 2-layer BERT (hidden 32) with the packaged MiniLM tokenizer; seeded,
+    so the bundles built from it, and the golden responses, are the same in every run."""
+    import torch
     from transformers import BertConfig, BertModel
 
     from export.model import default_encoder_path
@@ -27,6 +37,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         intermediate_size=64,
         max_position_embeddings=128,
     )
+    torch.manual_seed(0)
     BertModel(config, add_pooling_layer=False).save_pretrained(out)
     shutil.copyfile(default_encoder_path() / "tokenizer.json", out / "tokenizer.json")
     return out
