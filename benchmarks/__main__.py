@@ -20,9 +20,9 @@ from pathlib import Path
 # measures another runtime interleaved in this process.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from benchmarks.meta import PROJECT_ROOT
 from benchmarks.report import write_reports
 from benchmarks.suites import SUITES
+from service.contract.paths import PROJECT_ROOT
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, datasets_in, save_figure, write_csv, write_json
 from export.evaluate import evaluate, summary
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
+from service.contract.bundle import BundleConfig
+from service.contract.paths import PROJECT_ROOT
 
 HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
 VARIANTS = ("torch", "onnx_fp32", "onnx_int8")
@@ -64,8 +66,8 @@ class AccuracySuite(Suite):
             bundle = build_bundle(model_dir, bundle_dir, limit_eval=limits["limit_eval"])
             report[name] = {
                 "torch": {k: result[k] for k in HEADLINE},
-                "onnx_fp32": bundle["metrics"]["onnx_fp32"],
-                "onnx_int8": bundle["metrics"]["onnx_int8"],
+                "onnx_fp32": bundle.metrics["onnx_fp32"],
+                "onnx_int8": bundle.metrics["onnx_int8"],
             }
             runs[name] = run_record(meta, config, result, bundle)
             report["meta"] = {**meta, "runs": runs}
@@ -78,7 +80,7 @@ class AccuracySuite(Suite):
         return accuracy_table(result)
 
 
-def run_record(meta: dict, config: dict, result: dict, bundle: dict) -> dict:
+def run_record(meta: dict, config: dict, result: dict, bundle: BundleConfig) -> dict:
     return {
         "git_commit": meta["git_commit"],
         "date": config["created_at"],
@@ -94,11 +96,11 @@ def run_record(meta: dict, config: dict, result: dict, bundle: dict) -> dict:
         "calibration_test": result["calibration"],
         "train_config": config["train"],
         "bundle": {
-            "fp32_graph": bundle["variants"]["fp32"]["graph"],
-            "int8_graph": bundle["variants"]["int8"]["graph"],
-            "fp32_parity_dev_vs_torch": bundle["variants"]["fp32"]["parity_dev_vs_torch"],
-            "int8_drop_vs_fp32": bundle["variants"]["int8"]["drop_vs_fp32"],
-            "fused_operators": bundle["fused_operators"],
+            "fp32_graph": bundle.variants["fp32"].graph,
+            "int8_graph": bundle.variants["int8"].graph,
+            "fp32_parity_dev_vs_torch": bundle.variants["fp32"].parity_dev_vs_torch,
+            "int8_drop_vs_fp32": bundle.variants["int8"].drop_vs_fp32,
+            "fused_operators": bundle.fused_operators,
         },
     }
 

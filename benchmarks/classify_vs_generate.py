@@ -86,7 +86,7 @@ def compare(
     if args.quick:
         examples = examples[:20]
     engine = open_engine(bundle_dir)
-    known = engine.bundle.intents
+    known = engine.bundle.labels.intents
     enc, frames = encoder_answers(engine, examples)
     picked = sample_indices(len(examples), size, args.seed)
     sample = [examples[i] for i in picked]

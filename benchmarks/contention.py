@@ -21,11 +21,12 @@ import grpc
 from matplotlib.figure import Figure
 
 from benchmarks.measure import latency_stats
-from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
 from service.client import request
+from service.contract.paths import PROJECT_ROOT
 from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.process import ServerProcess
 

@@ -23,13 +23,15 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from benchmarks.measure import WindowPolicy, measure_interleaved
-from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.artifacts import load_artifacts
 from export.data import read_dataset
 from export.fetch import resolve_dataset
+from service.contract.paths import PROJECT_ROOT
+from service.contract.text import encode_texts
 from service.runtime import Engine
-from service.text import encode_texts
+from service.settings import EngineSettings
 
 RUNTIMES = ("torch_eager", "onnx_fp32", "onnx_int8")
 BATCHES = (1, 8, 32)
@@ -52,9 +54,10 @@ def torch_runner(model_dir: Path) -> Callable[[list[str]], object]:
 
 
 def onnx_runner(bundle: Path, variant: str, threads: int) -> Callable[[list[str]], object]:
-    engine = Engine(
-        bundle, variant=variant, intra_op_threads=threads, inter_op_threads=1, allow_spinning=False
+    settings = EngineSettings(
+        variant=variant, intra_op_threads=threads, inter_op_threads=1, ort_allow_spinning=False
     )
+    engine = Engine(bundle, settings=settings)
     return lambda texts: engine.infer(engine.encode(texts))
 
 

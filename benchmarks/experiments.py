@@ -14,10 +14,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.meta import run_meta
 from benchmarks.suite import Suite
 from export.evaluate import evaluate
 from export.train import TrainConfig, train
+from service.contract.paths import PROJECT_ROOT
 
 HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
 # Overrides of TrainConfig. The defaults were a plain joint model (no CRF, one learning rate)
@@ -35,13 +36,23 @@ VARIANTS: dict[str, dict] = {
 }
 
 
-def run_variant(data: str, variant: str, threads: int | None, results: Path) -> dict:
-    out = PROJECT_ROOT / "artifacts" / "experiments" / f"{data}-{variant}"
+QUICK = {"limit_train": 64, "epochs": 1, "limit_eval": 50}
+
+
+def run_variant(args: argparse.Namespace, variant: str, out_dir: Path) -> dict:
+    """Train one variant (a small sample with --quick, its model under out_dir), score it on
+    test, write its record to out_dir/experiments/."""
+    data, name = args.data, Path(args.data).name
+    artifacts = out_dir if args.quick else PROJECT_ROOT
+    out = artifacts / "artifacts" / "experiments" / f"{name}-{variant}"
     cfg = dataclasses.replace(
-        TrainConfig(data=data, out=str(out), threads=threads), **VARIANTS[variant]
+        TrainConfig(data=data, out=str(out), threads=args.threads, encoder=args.encoder),
+        **VARIANTS[variant],
     )
+    if args.quick:
+        cfg = dataclasses.replace(cfg, epochs=QUICK["epochs"], limit_train=QUICK["limit_train"])
     config = train(cfg)
-    test = evaluate(out, data, "test")
+    test = evaluate(out, data, "test", limit=QUICK["limit_eval"] if args.quick else None)
     record = {
         "dataset": data,
         "variant": variant,
@@ -56,8 +67,9 @@ def run_variant(data: str, variant: str, threads: int | None, results: Path) -> 
         "calibration_dev": config["calibration_dev"],
         "meta": run_meta(),
     }
+    results = out_dir / "experiments"
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{data}-{variant}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (results / f"{name}-{variant}.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
 
@@ -70,10 +82,11 @@ class ExperimentsSuite(Suite):
         parser.add_argument("--data", default="atis")
         parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["baseline"])
         parser.add_argument("--threads", type=int, help="torch threads per run (default: all)")
+        parser.add_argument("--encoder", help="encoder folder (default: packaged MiniLM)")
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         for variant in args.variants:
-            record = run_variant(args.data, variant, args.threads, out_dir / "experiments")
+            record = run_variant(args, variant, out_dir)
             print(f"{args.data} {variant}: dev {record['dev']}  test {record['test']}")
         return self.load_result(out_dir)
 

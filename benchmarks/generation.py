@@ -21,17 +21,25 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.meta import PROJECT_ROOT
 from benchmarks.suite import write_json
 from export.data import Example, read_dataset
 from export.fetch import resolve_dataset
-from export.metrics import frame_metrics
+from export.scoring import frame_metrics
 from export.train_generator import TRAINING_RECORD
-from service.generators.local import LocalBackend
-from service.retrieval import load_index
-from service.router import Mode, PromptStyle, Router
-from service.runtime import Engine, Frame
-from service.text import OUTSIDE_TAG, slots_to_tags
+from service.contract.paths import PROJECT_ROOT
+from service.contract.retrieval import load_index
+from service.contract.text import OUTSIDE_TAG, slots_to_tags
+from service.contract.types import Frame
+from service.generators.registry import BACKENDS
+from service.router import Router
+from service.runtime import Engine
+from service.settings import (
+    EngineSettings,
+    GeneratorMode,
+    GeneratorSettings,
+    PromptStyle,
+    RoutingSettings,
+)
 
 CACHE_DIR = PROJECT_ROOT / "artifacts" / "generator-cache"
 QUICK_CACHE = "generator-cache"  # under the output folder in --quick mode
@@ -44,7 +52,7 @@ MAX_NEW_TOKENS = 160  # an ATIS frame with five slots is ~110 tokens
 class Variant:
     name: str
     label: str
-    mode: Mode
+    mode: GeneratorMode
     prompt: PromptStyle
     model: str  # "" = packaged SmolLM2; may contain {dataset}
     examples_k: int
@@ -149,7 +157,10 @@ def sample_indices(n: int, size: int, seed: int) -> list[int]:
 
 def open_engine(bundle_dir: Path) -> Engine:
     """One intra-op thread: the measurements run beside a 1-thread generator on 2 cores."""
-    return Engine(bundle_dir, "int8", "cpu", 1, 1, allow_spinning=False)
+    settings = EngineSettings(
+        variant="int8", intra_op_threads=1, inter_op_threads=1, ort_allow_spinning=False
+    )
+    return Engine(bundle_dir, settings=settings)
 
 
 def encoder_answers(
@@ -195,18 +206,26 @@ class GeneratorRunner:
     def start(self) -> Router:
         if self.router is None:
             v = self.variant
-            backend = LocalBackend(v.model_path(self.dataset), None, 1, MAX_NEW_TOKENS)
+            generator = GeneratorSettings(
+                generator_backend="local",
+                generator_model=v.model_path(self.dataset),
+                generator_threads=1,
+                generator_max_tokens=MAX_NEW_TOKENS,
+            )
+            # The raw backend, without the serving breaker: every utterance is measured.
+            backend = BACKENDS["local"].from_settings(generator)
             backend.load()
-            bundle = self.engine.bundle
+            routing = RoutingSettings(
+                generator_timeout_s=GENERATOR_TIMEOUT_S,
+                retrieval_k=v.examples_k,
+                generator_mode=v.mode,
+                generator_prompt=v.prompt,
+            )
             self.router = Router(
-                backend,
-                bundle.intents,
-                bundle.slot_tags,
-                GENERATOR_TIMEOUT_S,
+                backend=backend,
+                labels=self.engine.bundle.labels,
+                routing=routing,
                 index=load_index(self.bundle_dir) if v.prompt == "few_shot" else None,
-                examples_k=v.examples_k,
-                mode=v.mode,
-                prompt=v.prompt,
             )
         return self.router
 
@@ -236,7 +255,7 @@ class GeneratorRunner:
     @staticmethod
     async def one(router: Router, ex: Example, frame: Frame) -> GeneratorAnswer:
         started = time.perf_counter()
-        routed = await router.route(frame, True, 1.0, None)
+        routed = await router.route(frame, force=True, threshold=1.0, remaining_s=None)
         ms = (time.perf_counter() - started) * 1000
         if not routed.from_generator:
             return GeneratorAnswer(None, None, routed.fallback_reason, ms, routed.generated_text)

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from service.contract.paths import PROJECT_ROOT
+
 PACKAGES = (
     "torch",
     "transformers",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.meta import PROJECT_ROOT
+from service.contract.paths import PROJECT_ROOT
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 

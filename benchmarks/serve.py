@@ -24,14 +24,16 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from benchmarks.measure import STABLE_WINDOWS, is_stable, latency_stats
-from benchmarks.meta import PROJECT_ROOT, run_meta
+from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
 from service.client import request
+from service.contract.paths import PROJECT_ROOT
 from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.process import ServerProcess
 from service.runtime import Engine
+from service.settings import EngineSettings
 
 CONCURRENCY = (1, 4, 16, 64)
 STAGES = ("queue", "tokenize", "inference", "decode")
@@ -115,7 +117,8 @@ def measure_level(
 
 
 def in_process_p50_ms(bundle: Path, texts: list[str], threads: int) -> float:
-    engine = Engine(bundle, variant="int8", intra_op_threads=threads, inter_op_threads=1)
+    settings = EngineSettings(variant="int8", intra_op_threads=threads, inter_op_threads=1)
+    engine = Engine(bundle, settings=settings)
     for text in texts[:20]:
         engine.parse([text])
     times = []

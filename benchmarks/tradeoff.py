@@ -136,7 +136,7 @@ def sweep_dataset(dataset: str, bundle_dir: Path, args: argparse.Namespace, cach
         if args.quick:
             examples = examples[:20]
         enc, frames[name] = encoder_answers(engine, examples)
-        splits[name] = Split(examples, enc, engine.bundle.intents)
+        splits[name] = Split(examples, enc, engine.bundle.labels.intents)
     result: dict = {
         # Test metrics flat (the shape the issue asks for), dev nested.
         "encoder_only": {

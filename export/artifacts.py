@@ -15,9 +15,9 @@ from pathlib import Path
 from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer
 
-from export.data import LabelSet
 from export.model import JointModel, encoder_from_config
-from service.text import load_tokenizer
+from service.contract.labels import LabelSet
+from service.contract.text import load_tokenizer
 
 WEIGHTS = "model.safetensors"
 ENCODER_CONFIG_DIR = "encoder"

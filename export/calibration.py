@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from service.text import softmax
+from service.contract.text import softmax
 
 ECE_BINS = 15
 

@@ -1,5 +1,5 @@
 """Linear-chain CRF over word-level slot emissions (training loss only; decoding is
-`service.text.viterbi`, outside the exported graph)."""
+`service.contract.text.viterbi`, outside the exported graph)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.text import CrfParams
+from service.contract.text import CrfParams
 
 
 class CRF(nn.Module):
@@ -36,7 +36,7 @@ class CRF(nn.Module):
         return (log_z - gold).sum() / mask_f.sum()
 
     def numpy_params(self) -> CrfParams:
-        """(start, end, transitions) as float64 arrays for `service.text.viterbi`."""
+        """(start, end, transitions) as float64 arrays for `service.contract.text.viterbi`."""
         return tuple(p.detach().double().numpy() for p in (self.start, self.end, self.transitions))
 
 

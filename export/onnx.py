@@ -11,13 +11,13 @@ among the candidates that pass, the fastest at batch 1 is kept and named in the 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
 import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,23 +35,24 @@ from export.data import Example, read_dataset, slot_values
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import Outputs, run_model, score
 from export.model import JointModel, mean_pool
-from service.bundle import (
-    CONFIG,
+from service.contract.bundle import (
     FP32_MODEL,
-    INT8_MODEL,
-    LABELS,
     TOKENIZER,
-    file_checksums,
+    VARIANT_FILES,
+    BundleConfig,
+    CandidateReport,
+    TrainingRecord,
+    VariantRecord,
+    write_config,
+    write_labels,
 )
-from service.retrieval import Example as RetrievalExample
-from service.retrieval import write_index
-from service.runtime import onnx_feeds
-from service.text import encode_words, split_words, word_scores
+from service.contract.graph import INPUTS, OUTPUTS, onnx_feeds
+from service.contract.retrieval import IndexEntry, write_index
+from service.contract.text import encode_words, split_words, word_scores
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-OUTPUTS = ["intent_logits", "slot_logits", "embedding"]
 MAX_ABS_LOGIT_DIFF = 1e-3
 MIN_ARGMAX_AGREEMENT = 99.9
 MAX_INT8_DROP = 0.3
@@ -82,10 +83,8 @@ class OnnxGraph(nn.Module):
 
 
 def input_names(model: JointModel) -> list[str]:
-    names = ["input_ids", "attention_mask"]
-    if getattr(model.encoder.config, "type_vocab_size", 0) > 0:
-        names.append("token_type_ids")
-    return names
+    takes_token_types = getattr(model.encoder.config, "type_vocab_size", 0) > 0
+    return list(INPUTS if takes_token_types else INPUTS[:2])
 
 
 def export_fp32(artifacts: Artifacts, path: Path, names: list[str]) -> None:
@@ -104,7 +103,7 @@ def export_fp32(artifacts: Artifacts, path: Path, names: list[str]) -> None:
         tuple(torch.from_numpy(feeds[n]) for n in names),  # the wrapper passes them by keyword
         str(path),
         input_names=names,
-        output_names=OUTPUTS,
+        output_names=list(OUTPUTS),
         dynamic_axes=dynamic,
         opset_version=OPSET,
         dynamo=False,
@@ -151,7 +150,7 @@ def run_onnx(
     intent_rows, word_rows = [], []
     for i in range(0, len(examples), batch_size):
         enc = encode_words(artifacts.tokenizer, [ex.words for ex in examples[i : i + batch_size]])
-        intent, slots, _ = sess.run(OUTPUTS, onnx_feeds(enc, names))
+        intent, slots, _ = sess.run(list(OUTPUTS), onnx_feeds(enc, names))
         intent_rows.append(intent)
         word_rows += [
             word_scores(enc.word_index[b], slots[b], len(w)) for b, w in enumerate(enc.words)
@@ -176,8 +175,8 @@ def embed(
     return np.concatenate(rows)
 
 
-def retrieval_example(ex: Example) -> RetrievalExample:
-    return RetrievalExample(ex.text, ex.intent, slot_values(ex))
+def retrieval_example(ex: Example) -> IndexEntry:
+    return IndexEntry(ex.text, ex.intent, slot_values(ex))
 
 
 def parity(reference: Outputs, candidate: Outputs) -> dict[str, float]:
@@ -220,28 +219,28 @@ def batch1_latency_ms(sess: ort.InferenceSession, artifacts: Artifacts, examples
     return round(1000 * statistics.median(times), 3)
 
 
-def build_bundle(
-    model_dir: Path,
-    out: Path,
-    data: str | None = None,
-    max_int8_drop: float = MAX_INT8_DROP,
-    limit_eval: int | None = None,
-) -> dict:
-    """Export, check parity, pick the fastest passing graphs, write and checksum the bundle.
+@dataclass(frozen=True)
+class Evaluation:
+    """The splits an export is checked on (`limit` keeps only the first N of each)."""
 
-    `limit_eval` scores only the first N dev/test utterances (smoke runs, never a real bundle).
-    """
-    artifacts = load_artifacts(model_dir, attn_implementation="eager")
-    names = input_names(artifacts.model)
+    train: list[Example]
+    dev: list[Example]
+    test: list[Example]
+
+
+def evaluation_splits(artifacts: Artifacts, data: str | None, limit: int | None) -> Evaluation:
     dataset = read_dataset(
         resolve_dataset(data or artifacts.config["dataset_source"]),
         seed=artifacts.config["train"]["seed"],
     )
-    dev, test = dataset.splits["dev"][:limit_eval], dataset.splits["test"][:limit_eval]
-    train = dataset.splits["train"][:limit_eval]
-    work = out / ".build"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    return Evaluation(*(dataset.splits[s][:limit] for s in ("train", "dev", "test")))
+
+
+def export_candidates(
+    artifacts: Artifacts, work: Path, names: list[str]
+) -> tuple[dict[str, Path], dict[str, int]]:
+    """The plain and optimised fp32 graphs and their int8 quantisations, with the optimizer's
+    fused-operator counts."""
     raw, opt = work / "plain.onnx", work / "optimized.onnx"
     export_fp32(artifacts, raw, names)
     fused = optimize(raw, opt, artifacts)
@@ -250,88 +249,137 @@ def build_bundle(
     for name in list(candidates):
         quantize(candidates[name], work / f"{name}.int8.onnx")
         candidates[f"{name}.int8"] = work / f"{name}.int8.onnx"
+    return candidates, fused
 
-    torch_dev = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in dev])
-    torch_test = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in test])
-    report: dict[str, dict] = {}
+
+def evaluate_candidates(
+    artifacts: Artifacts, candidates: dict[str, Path], splits: Evaluation, names: list[str]
+) -> tuple[dict[str, CandidateReport], dict[str, float]]:
+    """Test metrics and batch-1 latency of every candidate, fp32 parity against PyTorch on dev
+    (raises ParityError), and PyTorch's own test metrics."""
+    torch_dev = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in splits.dev])
+    torch_test = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in splits.test])
+    reports: dict[str, CandidateReport] = {}
     for name, path in candidates.items():
         sess = session(path)
-        test_out = run_onnx(sess, artifacts, test, names)
-        entry = {
-            "test": {k: score(test_out, test, artifacts.labels)[k] for k in HEADLINE},
-            "batch1_p50_ms": batch1_latency_ms(sess, artifacts, test, names),
-        }
+        test_out = run_onnx(sess, artifacts, splits.test, names)
+        parity_dev = None
         if not name.endswith(".int8"):
-            entry["parity_dev_vs_torch"] = parity(torch_dev, run_onnx(sess, artifacts, dev, names))
-            check_fp32_parity(entry["parity_dev_vs_torch"], name)
-        report[name] = entry
-        log.info("%s: %s", name, entry)
-    torch_metrics = {k: score(torch_test, test, artifacts.labels)[k] for k in HEADLINE}
+            parity_dev = parity(torch_dev, run_onnx(sess, artifacts, splits.dev, names))
+            check_fp32_parity(parity_dev, name)
+        reports[name] = CandidateReport(
+            test=headline(score(test_out, splits.test, artifacts.labels)),
+            batch1_p50_ms=batch1_latency_ms(sess, artifacts, splits.test, names),
+            parity_dev_vs_torch=parity_dev,
+        )
+        log.info("%s: %s", name, reports[name])
+    return reports, headline(score(torch_test, splits.test, artifacts.labels))
 
-    fp32_choice = min(("plain", "optimized"), key=lambda n: report[n]["batch1_p50_ms"])
-    fp32_metrics = report[fp32_choice]["test"]
-    int8_ok = []
+
+def headline(metrics: dict) -> dict[str, float]:
+    return {k: metrics[k] for k in HEADLINE}
+
+
+def choose_variants(reports: dict[str, CandidateReport], max_int8_drop: float) -> dict[str, str]:
+    """The fastest fp32 graph, and the fastest int8 graph within `max_int8_drop` points of it on
+    every headline metric (raises ParityError when none is). int8 reports gain their drops."""
+    fp32 = min(("plain", "optimized"), key=lambda n: reports[n].batch1_p50_ms)
     for name in ("plain.int8", "optimized.int8"):
-        drops = {k: round(fp32_metrics[k] - report[name]["test"][k], 2) for k in HEADLINE}
-        report[name]["drop_vs_fp32"] = drops
-        if max(drops.values()) <= max_int8_drop:
-            int8_ok.append(name)
-    if not int8_ok:
+        drops = {k: round(reports[fp32].test[k] - reports[name].test[k], 2) for k in HEADLINE}
+        reports[name] = reports[name].model_copy(update={"drop_vs_fp32": drops})
+    passing = [
+        n
+        for n in ("plain.int8", "optimized.int8")
+        if max(reports[n].drop_vs_fp32.values()) <= max_int8_drop
+    ]
+    if not passing:
         raise ParityError(
             f"int8 loses more than {max_int8_drop} points on test: "
-            + ", ".join(f"{n}: {report[n]['drop_vs_fp32']}" for n in report if n.endswith(".int8"))
+            + ", ".join(f"{n}: {reports[n].drop_vs_fp32}" for n in reports if n.endswith(".int8"))
         )
-    int8_choice = min(int8_ok, key=lambda n: report[n]["batch1_p50_ms"])
+    int8 = min(passing, key=lambda n: reports[n].batch1_p50_ms)
+    return {"fp32": fp32, "int8": int8}
 
-    shutil.copyfile(candidates[fp32_choice], out / FP32_MODEL)
-    shutil.copyfile(candidates[int8_choice], out / INT8_MODEL)
+
+def bundle_config(
+    artifacts: Artifacts,
+    model_dir: Path,
+    names: list[str],
+    reports: dict[str, CandidateReport],
+    choice: dict[str, str],
+    torch_metrics: dict[str, float],
+    splits: Evaluation,
+    fused: dict[str, int],
+) -> BundleConfig:
+    trained = artifacts.config
+    variants = {
+        variant: VariantRecord(
+            file=VARIANT_FILES[variant], graph=graph, **reports[graph].model_dump()
+        )
+        for variant, graph in choice.items()
+    }
+    return BundleConfig(
+        encoder=trained["encoder"],
+        max_seq_len=trained["max_seq_len"],
+        temperature=trained["temperature"],
+        dataset=trained["dataset"],
+        crf=artifacts.model.crf is not None,
+        inputs=names,
+        outputs=list(OUTPUTS),
+        opset=OPSET,
+        variants=variants,
+        candidates=reports,
+        evaluated_examples={"dev": len(splits.dev), "test": len(splits.test)},
+        retrieval_examples=len(splits.train),
+        fused_operators=fused,
+        metrics={
+            "torch": torch_metrics,
+            "onnx_fp32": variants["fp32"].test,
+            "onnx_int8": variants["int8"].test,
+        },
+        train=TrainingRecord(
+            **{k: trained[k] for k in ("dev", "best_epoch", "train_seconds", "created_at")}
+        ),
+        source_model=str(model_dir),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def build_bundle(
+    model_dir: Path,
+    out: Path,
+    data: str | None = None,
+    max_int8_drop: float = MAX_INT8_DROP,
+    limit_eval: int | None = None,
+) -> BundleConfig:
+    """Export, check parity, pick the fastest passing graphs, write and checksum the bundle.
+
+    `limit_eval` scores only the first N dev/test utterances (smoke runs, never a real bundle).
+    """
+    artifacts = load_artifacts(model_dir, attn_implementation="eager")
+    names = input_names(artifacts.model)
+    splits = evaluation_splits(artifacts, data, limit_eval)
+    work = out / ".build"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    candidates, fused = export_candidates(artifacts, work, names)
+    reports, torch_metrics = evaluate_candidates(artifacts, candidates, splits, names)
+    choice = choose_variants(reports, max_int8_drop)
+    for variant, graph in choice.items():
+        shutil.copyfile(candidates[graph], out / VARIANT_FILES[variant])
     shutil.copyfile(model_dir / TOKENIZER, out / TOKENIZER)
-    labels = artifacts.labels.to_json()
-    if artifacts.model.crf is not None:
-        start, end, transitions = artifacts.model.crf.numpy_params()
-        labels["crf"] = {
-            "start": start.tolist(),
-            "end": end.tolist(),
-            "transitions": transitions.tolist(),
-        }
-    (out / LABELS).write_text(json.dumps(labels, indent=2) + "\n")
+    crf = artifacts.model.crf
+    write_labels(out, artifacts.labels, crf.numpy_params() if crf is not None else None)
     write_index(
         out,
-        embed(session(out / FP32_MODEL), artifacts, train, names),
-        [retrieval_example(ex) for ex in train],
+        embed(session(out / FP32_MODEL), artifacts, splits.train, names),
+        [retrieval_example(ex) for ex in splits.train],
     )
     shutil.rmtree(work)
-    trained = artifacts.config
-    config = {
-        "format_version": 1,
-        "encoder": trained["encoder"],
-        "max_seq_len": trained["max_seq_len"],
-        "temperature": trained["temperature"],
-        "dataset": trained["dataset"],
-        "crf": artifacts.model.crf is not None,
-        "inputs": names,
-        "outputs": OUTPUTS,
-        "opset": OPSET,
-        "variants": {
-            "fp32": {"file": FP32_MODEL, "graph": fp32_choice, **report[fp32_choice]},
-            "int8": {"file": INT8_MODEL, "graph": int8_choice, **report[int8_choice]},
-        },
-        "candidates": report,
-        "evaluated_examples": {"dev": len(dev), "test": len(test)},
-        "retrieval_examples": len(train),
-        "fused_operators": fused,
-        "metrics": {
-            "torch": torch_metrics,
-            "onnx_fp32": fp32_metrics,
-            "onnx_int8": report[int8_choice]["test"],
-        },
-        "train": {k: trained[k] for k in ("dev", "best_epoch", "train_seconds", "created_at")},
-        "source_model": str(model_dir),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "files": file_checksums(out),
-    }
-    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    return config
+    config = bundle_config(
+        artifacts, model_dir, names, reports, choice, torch_metrics, splits, fused
+    )
+    return write_config(out, config)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -358,11 +406,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"export failed: {e}") from e
     except INPUT_ERRORS as e:
         raise SystemExit(f"error: {e}") from e
-    variants = config["variants"]
+    fp32, int8 = config.variants["fp32"], config.variants["int8"]
     print(
-        f"wrote {args.out}: fp32 = {variants['fp32']['graph']} "
-        f"({variants['fp32']['batch1_p50_ms']} ms), int8 = {variants['int8']['graph']} "
-        f"({variants['int8']['batch1_p50_ms']} ms); test {config['metrics']}"
+        f"wrote {args.out}: fp32 = {fp32.graph} ({fp32.batch1_p50_ms} ms), int8 = {int8.graph} "
+        f"({int8.batch1_p50_ms} ms); test {config.metrics}"
     )
 
 

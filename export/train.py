@@ -14,23 +14,26 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 from tqdm import tqdm
 
 from export.artifacts import TRAIN_LOG, save_artifacts
 from export.calibration import calibration_report
 from export.crf import gather_words
-from export.data import Dataset, Example, LabelSet, read_dataset
+from export.data import Dataset, Example, read_dataset
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import evaluate_examples
-from export.model import JointModel, default_encoder_path, load_pretrained_encoder
-from service.text import (
+from export.model import JointModel, load_pretrained_encoder
+from service.contract.labels import LabelSet
+from service.contract.packaged import default_encoder_path
+from service.contract.text import (
     IGNORE_INDEX,
     EncodedBatch,
     encode_words,
@@ -39,6 +42,7 @@ from service.text import (
 )
 
 log = logging.getLogger(__name__)
+HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
 
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -144,19 +148,58 @@ def batch_loss(
     return cfg.alpha * intent_loss(intent_logits, intent_targets) + (1 - cfg.alpha) * slot_term
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train, select the best epoch on dev, calibrate on dev, save; returns the saved config."""
+@dataclass
+class TrainingRun:
+    """Everything one training run works on, set up once by `prepare`."""
+
+    cfg: TrainConfig
+    out: Path
+    dataset: Dataset
+    train_set: list[Example]
+    dev_set: list[Example]
+    labels: LabelSet
+    encoder_name: str
+    tokenizer_path: Path
+    tokenizer: Tokenizer
+    model: JointModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    intent_loss: nn.Module
+    slot_loss: nn.Module
+    steps_per_epoch: int
+
+
+@dataclass
+class Progress:
+    """The epochs so far: each epoch's row, the best one and its weights."""
+
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    truncated_words: int = 0  # words past max_seq_len in the training set (counted in epoch 1)
+
+    def record(self, row: dict, model: JointModel) -> bool:
+        """Keep the row; True when it is the best so far (sentence, then slot F1, then intent)."""
+        self.history.append(row)
+        key = ("sentence_acc", "slot_f1", "intent_acc")
+        improved = self.best is None or tuple(row[k] for k in key) > tuple(
+            self.best[k] for k in key
+        )
+        if improved:
+            self.best, self.best_state = row, copy.deepcopy(model.state_dict())
+        return improved
+
+
+def prepare(cfg: TrainConfig) -> TrainingRun:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     dataset: Dataset = read_dataset(resolve_dataset(cfg.data), seed=cfg.seed)
     train_set = dataset.splits["train"][: cfg.limit_train]
-    dev_set = dataset.splits["dev"]
     labels = LabelSet.from_examples(train_set)
     encoder_path, encoder_name = encoder_source(cfg)
     tok_path = tokenizer_json(encoder_path, out)
-    tokenizer = load_tokenizer(tok_path, cfg.max_seq_len)
     model = JointModel(
         load_pretrained_encoder(encoder_path),
         len(labels.intents),
@@ -170,108 +213,136 @@ def train(cfg: TrainConfig) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
     )
-    intent_loss = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    slot_loss = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing)
-    log.info(
-        "train %d, dev %d examples; %d intents, %d slot tags; encoder %s",
-        len(train_set),
-        len(dev_set),
-        len(labels.intents),
-        len(labels.slot_tags),
-        encoder_name,
+    return TrainingRun(
+        cfg=cfg,
+        out=out,
+        dataset=dataset,
+        train_set=train_set,
+        dev_set=dataset.splits["dev"],
+        labels=labels,
+        encoder_name=encoder_name,
+        tokenizer_path=tok_path,
+        tokenizer=load_tokenizer(tok_path, cfg.max_seq_len),
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        intent_loss=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        slot_loss=nn.CrossEntropyLoss(
+            ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing
+        ),
+        steps_per_epoch=steps_per_epoch,
     )
 
-    best: dict | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    history: list[dict] = []
-    truncated_words = 0
-    started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    log_file = (out / TRAIN_LOG).open("w", encoding="utf-8")
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        epoch_start = time.perf_counter()
-        rng = np.random.default_rng(cfg.seed + epoch)
-        bar = tqdm(
-            batches(train_set, cfg.batch_size, rng),
-            total=steps_per_epoch,
-            desc=f"epoch {epoch}/{cfg.epochs}",
-            unit="batch",
-            leave=False,
-        )
-        losses = []
-        for batch in bar:
-            enc = encode_words(tokenizer, [ex.words for ex in batch])
-            if epoch == 1:
-                truncated_words += sum(enc.truncated_words)
-            loss = batch_loss(model, enc, batch, labels, cfg, intent_loss, slot_loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        dev_metrics, _ = evaluate_examples(model, tokenizer, dev_set, labels)
-        row = {
-            "epoch": epoch,
-            "loss": round(float(np.mean(losses)), 5),
-            "seconds": round(time.perf_counter() - epoch_start, 1),
-            **{k: dev_metrics[k] for k in ("intent_acc", "slot_f1", "sentence_acc")},
-        }
-        history.append(row)
-        log_file.write(json.dumps(row) + "\n")
-        log_file.flush()
-        improved = best is None or (row["sentence_acc"], row["slot_f1"], row["intent_acc"]) > (
-            best["sentence_acc"],
-            best["slot_f1"],
-            best["intent_acc"],
-        )
-        if improved:
-            best, best_state = row, copy.deepcopy(model.state_dict())
-        tqdm.write(
-            f"epoch {epoch}: loss {row['loss']:.4f}  dev intent {row['intent_acc']:.2f}  "
-            f"slot F1 {row['slot_f1']:.2f}  sentence {row['sentence_acc']:.2f}  "
-            f"({row['seconds']:.0f} s){'  *best' if improved else ''}"
-        )
-        if epoch - best["epoch"] >= cfg.patience:
-            tqdm.write(f"early stop: no dev sentence-accuracy gain for {cfg.patience} epochs")
-            break
-    log_file.close()
-    train_seconds = time.perf_counter() - started
 
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    dev_metrics, dev_outputs = evaluate_examples(model, tokenizer, dev_set, labels)
-    dev_intent_ids = np.array([labels.intent_id(ex.intent) for ex in dev_set])
+def train_epoch(run: TrainingRun, epoch: int, progress: Progress) -> dict:
+    """One pass over the training set in a seeded order, then dev metrics: the epoch's row."""
+    cfg, model = run.cfg, run.model
+    model.train()
+    epoch_start = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed + epoch)
+    bar = tqdm(
+        batches(run.train_set, cfg.batch_size, rng),
+        total=run.steps_per_epoch,
+        desc=f"epoch {epoch}/{cfg.epochs}",
+        unit="batch",
+        leave=False,
+    )
+    losses = []
+    for batch in bar:
+        enc = encode_words(run.tokenizer, [ex.words for ex in batch])
+        if epoch == 1:
+            progress.truncated_words += sum(enc.truncated_words)
+        loss = batch_loss(model, enc, batch, run.labels, cfg, run.intent_loss, run.slot_loss)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        run.optimizer.step()
+        run.scheduler.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    dev_metrics, _ = evaluate_examples(model, run.tokenizer, run.dev_set, run.labels)
+    return {
+        "epoch": epoch,
+        "loss": round(float(np.mean(losses)), 5),
+        "seconds": round(time.perf_counter() - epoch_start, 1),
+        **{k: dev_metrics[k] for k in HEADLINE},
+    }
+
+
+def fit(run: TrainingRun) -> Progress:
+    """Epochs until `epochs` or `patience` epochs without a better dev row; logged per epoch."""
+    progress = Progress()
+    run.out.mkdir(parents=True, exist_ok=True)
+    with (run.out / TRAIN_LOG).open("w", encoding="utf-8") as log_file:
+        for epoch in range(1, run.cfg.epochs + 1):
+            row = train_epoch(run, epoch, progress)
+            log_file.write(json.dumps(row) + "\n")
+            log_file.flush()
+            improved = progress.record(row, run.model)
+            tqdm.write(
+                f"epoch {epoch}: loss {row['loss']:.4f}  dev intent {row['intent_acc']:.2f}  "
+                f"slot F1 {row['slot_f1']:.2f}  sentence {row['sentence_acc']:.2f}  "
+                f"({row['seconds']:.0f} s){'  *best' if improved else ''}"
+            )
+            if epoch - progress.best["epoch"] >= run.cfg.patience:
+                tqdm.write(
+                    f"early stop: no dev sentence-accuracy gain for {run.cfg.patience} epochs"
+                )
+                break
+    return progress
+
+
+def finish(run: TrainingRun, progress: Progress, train_seconds: float) -> dict:
+    """Restore the best epoch, fit the temperature on dev, save; returns the saved config."""
+    assert progress.best is not None and progress.best_state is not None
+    run.model.load_state_dict(progress.best_state)
+    dev_metrics, dev_outputs = evaluate_examples(run.model, run.tokenizer, run.dev_set, run.labels)
+    dev_intent_ids = np.array([run.labels.intent_id(ex.intent) for ex in run.dev_set])
     calibration = calibration_report(dev_outputs.intent_logits, dev_intent_ids)
+    history = progress.history
     config = {
-        "encoder": encoder_name,
-        "max_seq_len": cfg.max_seq_len,
+        "encoder": run.encoder_name,
+        "max_seq_len": run.cfg.max_seq_len,
         "temperature": calibration["temperature"],
-        "dataset": dataset.name,
-        "dataset_source": str(dataset.source),
-        "dev_carved_from_train": dataset.dev_carved,
-        "data_warnings": dict(dataset.warnings),
-        "train": asdict(cfg),
-        "best_epoch": best["epoch"],
+        "dataset": run.dataset.name,
+        "dataset_source": str(run.dataset.source),
+        "dev_carved_from_train": run.dataset.dev_carved,
+        "data_warnings": dict(run.dataset.warnings),
+        "train": asdict(run.cfg),
+        "best_epoch": progress.best["epoch"],
         "epochs_run": len(history),
         "train_seconds": round(train_seconds, 1),
         "seconds_per_epoch": round(float(np.mean([h["seconds"] for h in history])), 1),
-        "truncated_train_words": truncated_words,
-        "dev": {k: dev_metrics[k] for k in ("intent_acc", "slot_f1", "sentence_acc")},
+        "truncated_train_words": progress.truncated_words,
+        "dev": {k: dev_metrics[k] for k in HEADLINE},
         "calibration_dev": calibration,
         "history": history,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "torch_threads": torch.get_num_threads(),
     }
-    save_artifacts(out, model, tok_path, labels, config)
+    save_artifacts(run.out, run.model, run.tokenizer_path, run.labels, config)
     tqdm.write(
-        f"best epoch {best['epoch']}: dev {config['dev']}; temperature "
+        f"best epoch {progress.best['epoch']}: dev {config['dev']}; temperature "
         f"{calibration['temperature']} (ECE {calibration['ece_before']} → "
-        f"{calibration['ece_after']} %); saved to {out}"
+        f"{calibration['ece_after']} %); saved to {run.out}"
     )
     return config
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, select the best epoch on dev, calibrate on dev, save; returns the saved config."""
+    run = prepare(cfg)
+    log.info(
+        "train %d, dev %d examples; %d intents, %d slot tags; encoder %s",
+        len(run.train_set),
+        len(run.dev_set),
+        len(run.labels.intents),
+        len(run.labels.slot_tags),
+        run.encoder_name,
+    )
+    started = time.perf_counter()
+    progress = fit(run)
+    return finish(run, progress, time.perf_counter() - started)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

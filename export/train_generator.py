@@ -3,9 +3,9 @@ pre-trained LM, then supervised fine-tuning on the task).
 
     python -m export.train_generator --data atis --out artifacts/generator-atis
 
-Each training utterance becomes one chat: the short plain prompt (`service.prompt`) and, as the
-assistant's turn, `{"intent": ..., "slots": [{"name": ..., "value": ...}]}`. The loss covers the
-answer tokens only. The result is a normal checkpoint: serve it with
+Each training utterance becomes one chat: the short plain prompt (`service.contract.prompt`) and,
+as the assistant's turn, `{"intent": ..., "slots": [{"name": ..., "value": ...}]}`. The loss
+covers the answer tokens only. The result is a normal checkpoint: serve it with
 `--generator-backend local --generator-model DIR --generator-prompt plain`, or with any
 OpenAI-compatible server. A batch of 16 chats (~130 tokens each) costs 12-18 s on one CPU thread
 here (bf16 autocast), so the default trains one epoch on a seeded sample of --max-examples
@@ -31,8 +31,8 @@ from tqdm import tqdm
 from export.data import Example, read_dataset, slot_values
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.lm_checkpoint import load_lm, save_checkpoint
-from service.prompt import answer_json, build_plain_messages
-from service.text import IGNORE_INDEX
+from service.contract.prompt import answer_json, build_plain_messages
+from service.contract.text import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 TRAINING_RECORD = "nlu_generator.json"

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service import metrics
+from service.contract.text import EncodedBatch
+from service.contract.types import Encoded, Frame, RawOutputs
 from service.errors import DeadlineExceeded, Overloaded, Unavailable
-from service.runtime import Frame, RawOutputs
-from service.text import EncodedBatch
+from service.settings import BatchingSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +35,6 @@ class Pipeline(Protocol):
     ) -> list[Frame]: ...
 
 
-@dataclass(frozen=True)
-class Encoded:
-    """One utterance's answer and where its time went (milliseconds)."""
-
-    frame: Frame
-    queue_ms: float
-    tokenize_ms: float
-    inference_ms: float
-    decode_ms: float
-
-
 @dataclass
 class _Item:
     text: str
@@ -55,17 +45,11 @@ class _Item:
 
 
 class BatchQueue:
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        max_batch_size: int,
-        max_queue_delay_s: float,
-        max_queue_size: int,
-    ) -> None:
+    def __init__(self, *, pipeline: Pipeline, batching: BatchingSettings) -> None:
         self.pipeline = pipeline
-        self.max_batch_size = max_batch_size
-        self.max_queue_delay_s = max_queue_delay_s
-        self.max_queue_size = max_queue_size
+        self.max_batch_size = batching.max_batch_size
+        self.max_queue_delay_s = batching.max_queue_delay_ms / 1000
+        self.max_queue_size = batching.max_queue_size
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
@@ -91,7 +75,6 @@ class BatchQueue:
         if self._worker is None or self._worker.done():
             raise Unavailable("inference worker is not running")
         if self._queue.qsize() + len(texts) > self.max_queue_size:
-            metrics.FAILURES.labels("queue_full").inc(len(texts))
             raise Overloaded(
                 f"queue full ({self._queue.qsize()} of {self.max_queue_size} utterances "
                 f"waiting); retry with backoff"
@@ -132,7 +115,6 @@ class BatchQueue:
             if item.future.done():
                 continue
             if item.deadline is not None and now >= item.deadline:
-                metrics.FAILURES.labels("deadline").inc()
                 item.future.set_exception(
                     DeadlineExceeded("deadline passed while queued; dropped before inference")
                 )

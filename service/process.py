@@ -15,8 +15,7 @@ from pathlib import Path
 import grpc
 
 from service.client import NluClient
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from service.contract.paths import PROJECT_ROOT
 
 
 def free_port() -> int:

@@ -5,45 +5,26 @@ when it fits the schema. A generator problem never fails a request: the encoder 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import statistics
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from service import metrics
+from service.contract.labels import LabelSet
+from service.contract.prompt import answer_start, build_messages, build_plain_messages
+from service.contract.retrieval import RetrievalIndex
+from service.contract.types import Frame, Routed
 from service.generators.base import GeneratorBackend, GeneratorError
-from service.prompt import answer_start, build_messages, build_plain_messages
-from service.retrieval import RetrievalIndex
-from service.runtime import Frame
 from service.schema import GeneratedFrame, InvalidAnswer, validate
-from service.text import Slot
+from service.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
 RECENT_LATENCIES = 50
-Mode = Literal["generate", "score"]
-PromptStyle = Literal["few_shot", "plain"]
-
-
-@dataclass(frozen=True)
-class Routed:
-    """The answer chosen for one utterance."""
-
-    from_generator: bool
-    intent: str
-    confidence: float  # the encoder's calibrated probability of `intent`
-    slots: list[Slot]
-    fallback_reason: str = ""
-    generator_ms: float = 0.0
-    generated_text: str = ""
-
-    @classmethod
-    def from_encoder(cls, frame: Frame) -> Routed:
-        return cls(False, frame.intent, frame.confidence, frame.slots)
 
 
 def margin(frame: Frame) -> float:
@@ -52,38 +33,42 @@ def margin(frame: Frame) -> float:
     return float(top[1] - top[0])
 
 
-@dataclass
 class Router:
-    backend: GeneratorBackend | None
-    intents: tuple[str, ...]
-    slot_tags: tuple[str, ...]
-    timeout_s: float
-    margin_threshold: float = 0.0
-    tag_confidence_threshold: float = 0.0
-    index: RetrievalIndex | None = None
-    examples_k: int = 0
-    mode: Mode = "generate"
-    """generate: the LM writes the JSON frame; score: the LM picks one of the encoder's top
-    `score_candidates` intents by log-likelihood (one forward pass) and the encoder's slots stay."""
-    score_candidates: int = 3
-    prompt: PromptStyle = "few_shot"
-    """few_shot: schema + retrieved examples + candidates; plain: the utterance alone (the
-    prompt `make train-generator` fine-tunes on)."""
-    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_LATENCIES))
+    """Routes one encoder frame: the encoder's answer, or the generator's when the encoder is
+    unsure (or the caller forces it) and the answer fits the label schema.
+
+    `routing.generator_mode` generate: the LM writes the JSON frame; score: the LM picks one of
+    the encoder's top `score_candidates` intents by log-likelihood (one forward pass) and the
+    encoder's slots stay. `routing.generator_prompt` few_shot: schema + retrieved examples +
+    candidates; plain: the utterance alone (the prompt `make train-generator` fine-tunes on)."""
+
+    def __init__(
+        self,
+        *,
+        backend: GeneratorBackend | None,
+        labels: LabelSet,
+        routing: RoutingSettings,
+        index: RetrievalIndex | None = None,
+    ) -> None:
+        self.backend = backend
+        self.labels = labels
+        self.routing = routing
+        self.index = index
+        self.latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
 
     def unsure(self, frame: Frame, threshold: float) -> bool:
         """Any signal below its threshold: intent confidence, top-2 margin, weakest word tag."""
         return (
             frame.confidence < threshold
-            or margin(frame) < self.margin_threshold
-            or frame.min_tag_confidence < self.tag_confidence_threshold
+            or margin(frame) < self.routing.margin_threshold
+            or frame.min_tag_confidence < self.routing.tag_confidence_threshold
         )
 
     def recent_p50_s(self) -> float:
         return statistics.median(self.latencies) if self.latencies else 0.0
 
     async def route(
-        self, frame: Frame, force: bool, threshold: float, remaining_s: float | None
+        self, frame: Frame, *, force: bool, threshold: float, remaining_s: float | None
     ) -> Routed:
         """Encoder answer unless (forced or unsure) and the generator's answer fits the schema."""
         encoder = Routed.from_encoder(frame)
@@ -91,13 +76,14 @@ class Router:
             return encoder
         if self.backend is None:
             return self.fallback(encoder, "generator_disabled")
-        budget = self.timeout_s if remaining_s is None else min(self.timeout_s, remaining_s)
+        timeout_s = self.routing.generator_timeout_s
+        budget = timeout_s if remaining_s is None else min(timeout_s, remaining_s)
         if remaining_s is not None and remaining_s < self.recent_p50_s():
             return self.fallback(encoder, "deadline")
         messages = self.messages(frame)
         started = time.perf_counter()
         try:
-            if self.mode == "score":
+            if self.routing.generator_mode == "score":
                 answer, generated = await self.pick_intent(frame, messages, budget)
             else:
                 generated = await self.backend.generate(messages, budget)
@@ -109,27 +95,28 @@ class Router:
         elapsed = time.perf_counter() - started
         self.latencies.append(elapsed)
         metrics.GENERATOR_DURATION.observe(elapsed)
-        if self.mode == "generate":
+        if self.routing.generator_mode == "generate":
             try:
-                answer = validate(generated, frame.text, self.intents, self.slot_tags)
+                answer = validate(generated, frame.text, self.labels)
             except InvalidAnswer as e:
                 return self.fallback(encoder, e.reason, elapsed, generated)
-        confidence = float(frame.probabilities[self.intents.index(answer.intent)])
+        confidence = float(frame.probabilities[self.labels.intents.index(answer.intent)])
         return Routed(True, answer.intent, confidence, answer.slots, "", elapsed * 1000, generated)
 
     def messages(self, frame: Frame) -> list[dict[str, str]]:
-        if self.prompt == "plain":
+        if self.routing.generator_prompt == "plain":
             return build_plain_messages(frame.text)
-        examples = self.index.nearest(frame.embedding, self.examples_k) if self.index else []
-        return build_messages(frame.text, self.intents, self.slot_tags, frame.top_intents, examples)
+        k = self.routing.retrieval_k
+        examples = self.index.nearest(frame.embedding, k) if self.index else []
+        return build_messages(frame.text, self.labels, frame.top_intents, examples)
 
     async def pick_intent(
         self, frame: Frame, messages: list[dict[str, str]], budget: float
     ) -> tuple[GeneratedFrame, str]:
         """The encoder's top candidate intent the LM finds most likely, with the encoder's slots;
         the text is the scores as JSON (for debugging)."""
-        top = np.argsort(-frame.probabilities)[: self.score_candidates]
-        candidates = [self.intents[i] for i in top]
+        top = np.argsort(-frame.probabilities)[: self.routing.score_candidates]
+        candidates = [self.labels.intents[i] for i in top]
         if len(candidates) == 1:
             return GeneratedFrame(candidates[0], frame.slots), "{}"
         scores = await self.backend.score(messages, [answer_start(c) for c in candidates], budget)
@@ -142,12 +129,9 @@ class Router:
         encoder: Routed, reason: str, elapsed_s: float = 0.0, generated: str = ""
     ) -> Routed:
         metrics.GENERATOR_FAILURES.labels(reason).inc()
-        return Routed(
-            False,
-            encoder.intent,
-            encoder.confidence,
-            encoder.slots,
-            reason,
-            elapsed_s * 1000,
-            generated,
+        return dataclasses.replace(
+            encoder,
+            fallback_reason=reason,
+            generator_ms=elapsed_s * 1000,
+            generated_text=generated,
         )

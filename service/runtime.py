@@ -1,23 +1,23 @@
 """ONNX Runtime inference over a verified model bundle: texts in, frames out. No torch.
 
-Tokenisation, word alignment and BIO decoding come from `service.text`, the module training uses.
+Tokenisation, word alignment and BIO decoding come from `service.contract.text`, the module
+training uses.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 
-from service.bundle import TOKENIZER, Bundle, load_bundle
-from service.text import (
+from service.contract.bundle import TOKENIZER, Bundle, load_bundle
+from service.contract.graph import OUTPUTS, onnx_feeds
+from service.contract.text import (
     EncodedBatch,
-    Slot,
     decode_bio,
     decode_word_tags,
     encode_texts,
@@ -25,6 +25,8 @@ from service.text import (
     softmax,
     word_scores,
 )
+from service.contract.types import Frame, IntentScore, RawOutputs
+from service.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,45 +38,6 @@ GRAPH_OPTIMIZATION = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 WARMUP_TEXT = "show me flights from boston to denver tomorrow morning"
-
-
-@dataclass(frozen=True)
-class IntentScore:
-    label: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class Frame:
-    """The encoder's answer for one utterance."""
-
-    text: str
-    intent: str
-    confidence: float  # calibrated probability of `intent`
-    top_intents: list[IntentScore]
-    probabilities: np.ndarray  # (I,) calibrated, in bundle intent order
-    slots: list[Slot]
-    word_tags: list[str]
-    min_tag_confidence: float  # lowest per-word probability of the chosen tag
-    embedding: np.ndarray  # (H,) L2-normalised
-    truncated_words: int
-
-
-@dataclass(frozen=True)
-class RawOutputs:
-    intent_logits: np.ndarray  # (B, I)
-    slot_logits: np.ndarray  # (B, T, S)
-    embedding: np.ndarray  # (B, H)
-
-
-def onnx_feeds(enc: EncodedBatch, input_names: list[str]) -> dict[str, np.ndarray]:
-    """The graph's inputs (it may not take token_type_ids) from an encoded batch."""
-    feeds = {
-        "input_ids": enc.input_ids,
-        "attention_mask": enc.attention_mask,
-        "token_type_ids": enc.token_type_ids,
-    }
-    return {name: feeds[name] for name in input_names}
 
 
 def select_providers(provider: Provider) -> list[str]:
@@ -92,29 +55,28 @@ class Engine:
     def __init__(
         self,
         bundle_dir: str | Path,
-        variant: str = "int8",
-        provider: Provider = "cpu",
-        intra_op_threads: int = 0,
-        inter_op_threads: int = 0,
+        *,
+        settings: EngineSettings,
         graph_optimization: str = "all",
         warmup: bool = True,
-        allow_spinning: bool = True,
     ) -> None:
         bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = load_bundle(bundle_dir)
-        self.variant = variant
-        self.tokenizer = load_tokenizer(bundle_dir / TOKENIZER, self.bundle.max_seq_len)
+        self.settings = settings
+        self.tokenizer = load_tokenizer(bundle_dir / TOKENIZER, self.bundle.config.max_seq_len)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
+        options.intra_op_num_threads = settings.intra_op_threads
+        options.inter_op_num_threads = settings.inter_op_threads
         options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
         # Idle ORT threads spin-wait by default: lower latency, but they burn the cores that
         # anything else in the process (a gRPC loop, another runtime) needs.
         options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if allow_spinning else "0"
+            "session.intra_op.allow_spinning", "1" if settings.ort_allow_spinning else "0"
         )
         self.session = ort.InferenceSession(
-            str(self.bundle.model_file(variant)), options, providers=select_providers(provider)
+            str(self.bundle.model_file(settings.variant)),
+            options,
+            providers=select_providers(settings.provider),
         )
         self.providers = self.session.get_providers()
         if warmup:
@@ -130,7 +92,7 @@ class Engine:
 
     def infer(self, enc: EncodedBatch) -> RawOutputs:
         intent, slots, embedding = self.session.run(
-            ["intent_logits", "slot_logits", "embedding"], onnx_feeds(enc, self.bundle.input_names)
+            list(OUTPUTS), onnx_feeds(enc, self.bundle.config.inputs)
         )
         return RawOutputs(intent, slots, embedding)
 
@@ -138,14 +100,15 @@ class Engine:
         self, texts: Sequence[str], enc: EncodedBatch, raw: RawOutputs, top_k: int = 3
     ) -> list[Frame]:
         """Calibrated intent probabilities, top-k, and BIO slots with character offsets."""
-        probs = softmax(raw.intent_logits.astype(np.float64), self.bundle.temperature)  # (B, I)
+        labels, temperature = self.bundle.labels, self.bundle.config.temperature
+        probs = softmax(raw.intent_logits.astype(np.float64), temperature)  # (B, I)
         frames = []
         for b, text in enumerate(texts):
             order = np.argsort(-probs[b])[: max(1, top_k)]
-            top = [IntentScore(self.bundle.intents[i], float(probs[b, i])) for i in order]
+            top = [IntentScore(labels.intents[i], float(probs[b, i])) for i in order]
             words = enc.words[b]
             logits = word_scores(enc.word_index[b], raw.slot_logits[b], len(words))  # (W, S)
-            tags, confidences = decode_word_tags(logits, self.bundle.slot_tags, self.bundle.crf)
+            tags, confidences = decode_word_tags(logits, labels.slot_tags, self.bundle.crf)
             frames.append(
                 Frame(
                     text=text,

@@ -11,7 +11,8 @@ import json
 import re
 from dataclasses import dataclass
 
-from service.text import OUTSIDE_TAG, Slot
+from service.contract.labels import LabelSet
+from service.contract.types import Slot
 
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
@@ -30,10 +31,6 @@ class GeneratedFrame:
     slots: list[Slot]
 
 
-def slot_types(slot_tags: tuple[str, ...]) -> set[str]:
-    return {tag[2:] for tag in slot_tags if tag != OUTSIDE_TAG}
-
-
 def extract_json(generated: str) -> dict:
     """The first {...} block of the text (models wrap JSON in prose or code fences)."""
     match = _JSON_OBJECT.search(generated)
@@ -48,17 +45,15 @@ def extract_json(generated: str) -> dict:
     return answer
 
 
-def validate(
-    generated: str, text: str, intents: tuple[str, ...], slot_tags: tuple[str, ...]
-) -> GeneratedFrame:
+def validate(generated: str, text: str, labels: LabelSet) -> GeneratedFrame:
     answer = extract_json(generated)
     intent = answer.get("intent")
-    if not isinstance(intent, str) or intent not in intents:
+    if not isinstance(intent, str) or intent not in labels.intents:
         raise InvalidAnswer("unknown_intent", f"{intent!r} is not one of the model's intents")
     raw_slots = answer.get("slots", [])
     if not isinstance(raw_slots, list):
         raise InvalidAnswer("malformed_json", "'slots' is not a list")
-    known = slot_types(slot_tags)
+    known = labels.slot_types
     slots: list[Slot] = []
     search_from = 0
     lowered = text.lower()

@@ -19,17 +19,19 @@ from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
 
 from service import logs, metrics
-from service.bundle import BundleError
-from service.core import NluCore
-from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
+from service.contract.bundle import BundleError
+from service.gen.nlu.v1 import nlu_pb2_grpc
+from service.interceptors import SERVICE_NAME, chain
+from service.lifecycle import Lifecycle
+from service.loading import load_core
+from service.model_info import model_version
 from service.servicer import NluServicer
-from service.settings import Settings, load_settings
+from service.settings import ServerSettings, Settings, load_settings
 
 log = logging.getLogger("service.server")
-SERVICE_NAME = nlu_pb2.DESCRIPTOR.services_by_name["NluService"].full_name
 
 
-def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
@@ -40,11 +42,11 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
 
 
 async def serve(settings: Settings) -> int:
-    core = NluCore(settings)
-    server = grpc.aio.server(options=grpc_options(settings))
+    lifecycle = Lifecycle()
+    server = grpc.aio.server(interceptors=chain(), options=grpc_options(settings.server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    nlu_pb2_grpc.add_NluServiceServicer_to_server(NluServicer(core), server)
+    nlu_pb2_grpc.add_NluServiceServicer_to_server(NluServicer(lifecycle, settings), server)
     reflection.enable_server_reflection(
         [
             SERVICE_NAME,
@@ -55,12 +57,14 @@ async def serve(settings: Settings) -> int:
     )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    metrics.serve_metrics(settings.metrics_port)
+    address = f"{settings.server.host}:{settings.server.port}"
+    port = server.add_insecure_port(address)
+    metrics_port = settings.observability.metrics_port
+    metrics.serve_metrics(metrics_port)
     await server.start()
     log.info(
         "listening",
-        extra={"address": f"{settings.host}:{port}", "metrics_port": settings.metrics_port},
+        extra={"address": f"{settings.server.host}:{port}", "metrics_port": metrics_port},
     )
 
     stop = asyncio.Event()
@@ -68,13 +72,14 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    loading = asyncio.ensure_future(core.load())
+    loading = asyncio.ensure_future(load_core(settings))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
     if loading.done() and loading.exception() is None:
+        lifecycle.core = loading.result()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", extra={"model_version": core.model_version})
+        log.info("serving", extra={"model_version": model_version(lifecycle.core.engine.bundle)})
         await stopping
     elif loading.done():
         await server.stop(0)
@@ -82,27 +87,37 @@ async def serve(settings: Settings) -> int:
     else:
         loading.cancel()
 
-    log.info("draining", extra={"grace_s": settings.drain_grace_s})
+    log.info("draining", extra={"grace_s": settings.server.drain_grace_s})
     await health_servicer.enter_graceful_shutdown()
-    core.draining = True
-    await server.stop(settings.drain_grace_s)
-    await core.close()
+    lifecycle.draining = True
+    await server.stop(settings.server.drain_grace_s)
+    if lifecycle.core is not None:
+        await lifecycle.core.close()
     log.info("stopped")
     return 0
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per problem, naming the setting, without echoing the values (secrets)."""
+    lines = []
+    for problem in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "settings"
+        lines.append(f"  {where}: {problem['msg']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(argv)
     except ValidationError as e:
-        print(f"invalid settings:\n{e}", file=sys.stderr)
+        print(f"invalid settings:\n{describe_errors(e)}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
+    logs.configure(settings.observability.log_level)
     try:
         return asyncio.run(serve(settings))
     except (BundleError, FileNotFoundError) as e:
         log.error("cannot serve the bundle", extra={"error": str(e)})
-        print(f"cannot serve {settings.bundle}: {e}", file=sys.stderr)
+        print(f"cannot serve {settings.server.bundle}: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # a port already taken, an address that does not exist
         log.error("cannot start", extra={"error": str(e)})

@@ -1,22 +1,20 @@
-"""The gRPC servicer: protobuf ⇄ core types, and every exception mapped in one place."""
+"""The gRPC servicer: protobuf ⇄ core types."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import asdict
 
 import grpc
 
-from service import metrics
-from service.core import NluCore, ParseInput, ParseResult, Policy, Source
-from service.errors import grpc_status
+from service.contract.types import ParseInput, ParseResult, Policy, Source
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
-
-log = logging.getLogger(__name__)
+from service.lifecycle import Lifecycle
+from service.model_info import describe, model_version
+from service.settings import Settings
+from service.validation import check_batch_size
 
 POLICIES = {
     nlu_pb2.ROUTING_POLICY_DEFAULT: Policy.DEFAULT,
@@ -76,83 +74,38 @@ def to_response(
     )
 
 
-class Observation:
-    """Status code and duration of one RPC; `fail` is the single error-mapping point."""
-
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.started = time.perf_counter()
-        self.code = grpc.StatusCode.OK
-
-    async def fail(self, exc: Exception, context: grpc.aio.ServicerContext) -> None:
-        self.code, message, reason = grpc_status(exc)
-        metrics.FAILURES.labels(reason).inc()
-        await context.abort(self.code, message)
-
-    def finish(self) -> None:
-        metrics.REQUESTS.labels(self.method, self.code.name).inc()
-        metrics.REQUEST_DURATION.labels(self.method).observe(time.perf_counter() - self.started)
-
-
-def observed(method: str) -> Callable:
-    """Count, time and map the errors of a unary RPC."""
-
-    def wrap(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        @functools.wraps(handler)
-        async def run(self: NluServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            observation = Observation(method)
-            try:
-                return await handler(self, request, context)
-            except asyncio.CancelledError:
-                observation.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                await observation.fail(exc, context)
-            finally:
-                observation.finish()
-
-        return run
-
-    return wrap
-
-
 class NluServicer(nlu_pb2_grpc.NluServiceServicer):
-    def __init__(self, core: NluCore) -> None:
-        self.core = core
+    """Protobuf in, protobuf out. Errors, metrics and access logs come from the interceptor
+    chain (`service.interceptors`), so no handler catches anything."""
+
+    def __init__(self, lifecycle: Lifecycle, settings: Settings) -> None:
+        self.lifecycle = lifecycle
+        self.settings = settings
 
     async def _parse(
         self, requests: list[nlu_pb2.ParseRequest], context: grpc.aio.ServicerContext
     ) -> list[nlu_pb2.ParseResponse]:
+        core = self.lifecycle.accepting()
         started = time.perf_counter()
-        results = await self.core.parse([to_input(r) for r in requests], context.time_remaining())
+        results = await core.parse([to_input(r) for r in requests], context.time_remaining())
         total_ms = (time.perf_counter() - started) * 1000
-        with_text = self.core.settings.return_generated_text
-        return [to_response(r, self.core.model_version, total_ms, with_text) for r in results]
+        with_text = self.settings.observability.return_generated_text
+        version = model_version(core.engine.bundle)
+        return [to_response(r, version, total_ms, with_text) for r in results]
 
-    @observed("Parse")
     async def Parse(self, request, context):
         (response,) = await self._parse([request], context)
         return response
 
-    @observed("ParseBatch")
     async def ParseBatch(self, request, context):
-        self.core.check_batch(len(request.requests))
+        check_batch_size(len(request.requests), self.settings.server)
         return nlu_pb2.ParseBatchResponse(
             responses=await self._parse(list(request.requests), context)
         )
 
-    @observed("GetModelInfo")
     async def GetModelInfo(self, request, context):
-        info = self.core.model_info()
-        routing = nlu_pb2.RoutingInfo(
-            generator_enabled=info["generator_backend"] != "none",
-            generator_backend=info.pop("generator_backend"),
-            generator_model=info.pop("generator_model"),
-            confidence_threshold=info.pop("confidence_threshold"),
-            generator_mode=info.pop("generator_mode"),
-            generator_prompt=info.pop("generator_prompt"),
-        )
-        return nlu_pb2.ModelInfo(**info, routing=routing)
+        info = asdict(describe(self.lifecycle.loaded()))
+        return nlu_pb2.ModelInfo(**info | {"routing": nlu_pb2.RoutingInfo(**info["routing"])})
 
     async def ParseStream(
         self,
@@ -160,7 +113,6 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[nlu_pb2.ParseResponse]:
         """Requests are parsed concurrently (they batch together); answers keep request order."""
-        observation = Observation("ParseStream")
         pending: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()
 
         async def read() -> None:
@@ -174,15 +126,9 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
                 (response,) = await task
                 yield response
             await reader
-        except asyncio.CancelledError:
-            observation.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            await observation.fail(exc, context)
         finally:
             reader.cancel()
             while not pending.empty():
                 task = pending.get_nowait()
                 if task is not None:
                     task.cancel()
-            observation.finish()

@@ -1,50 +1,40 @@
-"""Every serving setting in one place: environment (`NLU_*`) first, CLI flags override.
+"""Every serving setting in one place, grouped by the component that takes it.
 
-Nothing here runs at import time; `load_settings(argv)` is called by the server's `main`.
+Each group is a typed model a component receives whole (`Router(..., routing=settings.routing)`);
+`Settings` composes them. Variable names stay flat, `NLU_<FIELD>` whatever the group, and so do
+the server's flags (`--field-name`): environment first, flags override. Nothing here runs at
+import time; `load_settings(argv)` is called by the server's `main`.
+
+    python -m service.settings --markdown    # the reference table in the README
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "NLU_"
+GeneratorMode = Literal["generate", "score"]
+PromptStyle = Literal["few_shot", "plain"]
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NLU_", extra="forbid")
+class Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Group):
+    """The gRPC server and the limits it puts on each request."""
 
     bundle: Path = Field(Path("bundles/atis"), description="model bundle folder to serve")
-    variant: Literal["int8", "fp32"] = Field("int8", description="which ONNX graph to run")
     host: str = Field("0.0.0.0", description="gRPC listen address")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: pick a free one)")
-    metrics_port: int = Field(
-        9090, ge=0, le=65535, description="Prometheus /metrics HTTP port (0: disabled)"
-    )
-    provider: Literal["cpu", "cuda"] = Field(
-        "cpu", description="ONNX Runtime execution provider; cuda falls back to cpu if absent"
-    )
-    intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads (0: all cores)")
-    inter_op_threads: int = Field(1, ge=0, description="ORT inter-op threads")
-    ort_allow_spinning: bool = Field(
-        True, description="ORT idle threads spin-wait (lower latency, more CPU burnt)"
-    )
-    warmup_batches: int = Field(3, ge=1, description="batches run before health reports SERVING")
-    max_batch_size: int = Field(32, ge=1, description="utterances per inference batch")
-    max_queue_delay_ms: float = Field(
-        0.0,
-        ge=0.0,
-        description="longest a batch waits to fill once its first item arrived (0: take what "
-        "queued while the previous batch ran, never wait)",
-    )
-    max_queue_size: int = Field(
-        1024, ge=1, description="queued utterances before RESOURCE_EXHAUSTED is answered"
-    )
-    max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
-    max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")
-    default_top_k: int = Field(3, ge=1, description="top_intents returned when top_k is 0")
     drain_grace_s: float = Field(
         10.0, ge=0.0, description="on SIGTERM, how long in-flight RPCs may take to finish"
     )
@@ -57,6 +47,44 @@ class Settings(BaseSettings):
     keepalive_timeout_ms: int = Field(
         10_000, ge=1000, description="how long to wait for a keepalive ack"
     )
+    max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
+    max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")
+    default_top_k: int = Field(3, ge=1, description="top_intents returned when top_k is 0")
+
+
+class BatchingSettings(Group):
+    """The dynamic micro-batching queue in front of the encoder."""
+
+    max_batch_size: int = Field(32, ge=1, description="utterances per inference batch")
+    max_queue_delay_ms: float = Field(
+        0.0,
+        ge=0.0,
+        description="longest a batch waits to fill once its first item arrived (0: take what "
+        "queued while the previous batch ran, never wait)",
+    )
+    max_queue_size: int = Field(
+        1024, ge=1, description="queued utterances before RESOURCE_EXHAUSTED is answered"
+    )
+
+
+class EngineSettings(Group):
+    """The ONNX Runtime session over the bundle."""
+
+    variant: Literal["int8", "fp32"] = Field("int8", description="which ONNX graph to run")
+    provider: Literal["cpu", "cuda"] = Field(
+        "cpu", description="ONNX Runtime execution provider; cuda falls back to cpu if absent"
+    )
+    intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads (0: all cores)")
+    inter_op_threads: int = Field(1, ge=0, description="ORT inter-op threads")
+    ort_allow_spinning: bool = Field(
+        True, description="ORT idle threads spin-wait (lower latency, more CPU burnt)"
+    )
+    warmup_batches: int = Field(3, ge=1, description="batches run before health reports SERVING")
+
+
+class RoutingSettings(Group):
+    """When the router asks the generator, how, and how long it waits."""
+
     confidence_threshold: float = Field(
         0.0,
         ge=0.0,
@@ -76,24 +104,35 @@ class Settings(BaseSettings):
     retrieval_k: int = Field(
         4, ge=0, description="nearest training examples shown to the generator (bundle index)"
     )
-    generator_backend: Literal["none", "openai", "local"] = Field(
-        "none",
-        description="generator for unsure utterances: none, an OpenAI-compatible server, or a "
-        "transformers causal LM in this process (needs the `generate` extra)",
-    )
-    generator_mode: Literal["generate", "score"] = Field(
+    generator_mode: GeneratorMode = Field(
         "generate",
         description="generate: the LM writes the JSON frame; score: the LM picks one of the "
         "encoder's top intents by log-likelihood in one forward pass (local backend only) and "
         "the encoder's slots are kept",
     )
-    generator_prompt: Literal["few_shot", "plain"] = Field(
+    generator_prompt: PromptStyle = Field(
         "few_shot",
         description="few_shot: schema + retrieved examples; plain: the utterance alone (for a "
         "model fine-tuned by `make train-generator`)",
     )
     score_candidates: int = Field(
         3, ge=2, description="score mode: the encoder's top intents the LM chooses among"
+    )
+    generator_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="longest one generator answer may take (capped by the request's deadline); "
+        "a few-shot SmolLM2-135M answer takes 3-8 s on one CPU thread",
+    )
+
+
+class GeneratorSettings(Group):
+    """The generator backend and the circuit breaker around it."""
+
+    generator_backend: Literal["none", "openai", "local"] = Field(
+        "none",
+        description="generator for unsure utterances: none, an OpenAI-compatible server, or a "
+        "transformers causal LM in this process (needs the `generate` extra)",
     )
     generator_base_url: str = Field(
         "http://127.0.0.1:8000", description="base URL of the OpenAI-compatible server"
@@ -111,12 +150,6 @@ class Settings(BaseSettings):
         4, ge=1, description="openai: most generator calls in flight (the rest wait, then fail)"
     )
     generator_api_key: SecretStr | None = Field(None, description="bearer token, if needed")
-    generator_timeout_s: float = Field(
-        10.0,
-        gt=0.0,
-        description="longest one generator answer may take (capped by the request's deadline); "
-        "a few-shot SmolLM2-135M answer takes 3-8 s on one CPU thread",
-    )
     generator_max_retries: int = Field(
         1, ge=0, description="retries on transport errors, 5xx and 429"
     )
@@ -129,15 +162,89 @@ class Settings(BaseSettings):
     breaker_reset_s: float = Field(
         30.0, gt=0.0, description="how long an open circuit waits before one probe call"
     )
+
+
+class SecuritySettings(Group):
+    """What the service may reveal about the requests it sees."""
+
+    log_text: bool = Field(False, description="include request text in logs (privacy: off)")
+
+
+class ObservabilitySettings(Group):
+    """Metrics, logs and debugging output."""
+
+    metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Prometheus /metrics HTTP port (0: disabled)"
+    )
+    log_level: str = Field("INFO", description="logging level")
     return_generated_text: bool = Field(
         False, description="include the raw generated text in responses (debugging)"
     )
-    log_level: str = Field("INFO", description="logging level")
-    log_text: bool = Field(False, description="include request text in logs (privacy: off)")
+
+
+GROUPS: dict[str, type[Group]] = {
+    "server": ServerSettings,
+    "batching": BatchingSettings,
+    "engine": EngineSettings,
+    "routing": RoutingSettings,
+    "generator": GeneratorSettings,
+    "security": SecuritySettings,
+    "observability": ObservabilitySettings,
+}
+
+
+def group_of(name: str) -> str:
+    """The group that holds the setting `name` (names are unique across groups)."""
+    for group, model in GROUPS.items():
+        if name in model.model_fields:
+            return group
+    raise KeyError(name)
+
+
+def env_name(name: str) -> str:
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+class FlatEnvironment(PydanticBaseSettingsSource):
+    """`NLU_<FIELD>` for every field of every group, nested under its group."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads the whole environment at once
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {k.upper(): v for k, v in os.environ.items()}
+        values: dict[str, dict[str, str]] = {}
+        for group, model in GROUPS.items():
+            for name in model.model_fields:
+                if env_name(name) in environ:
+                    values.setdefault(group, {})[name] = environ[env_name(name)]
+        return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    server: ServerSettings = ServerSettings()
+    batching: BatchingSettings = BatchingSettings()
+    engine: EngineSettings = EngineSettings()
+    routing: RoutingSettings = RoutingSettings()
+    generator: GeneratorSettings = GeneratorSettings()
+    security: SecuritySettings = SecuritySettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Constructor arguments, then the flat environment; no .env or secrets files."""
+        return init_settings, FlatEnvironment(settings_cls)
 
     @model_validator(mode="after")
     def scoring_needs_local_backend(self) -> Settings:
-        if self.generator_mode == "score" and self.generator_backend == "openai":
+        if self.routing.generator_mode == "score" and self.generator.generator_backend == "openai":
             raise ValueError(
                 "generator_mode=score needs generator_backend=local (an HTTP server does not "
                 "return the log-probabilities of a given answer)"
@@ -151,20 +258,54 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m service.server",
         description="Serve a model bundle over gRPC (nlu.v1).",
     )
-    for name, field in Settings.model_fields.items():
-        flag = f"--{name.replace('_', '-')}"
-        help_text = f"{field.description} (env NLU_{name.upper()}, default {field.default})"
-        if field.annotation is bool:
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        else:
-            parser.add_argument(flag, default=None, help=help_text)
+    for group, model in GROUPS.items():
+        options = parser.add_argument_group(group, model.__doc__)
+        for name, field in model.model_fields.items():
+            flag = f"--{name.replace('_', '-')}"
+            help_text = f"{field.description} (env {env_name(name)}, default {field.default})"
+            if field.annotation is bool:
+                options.add_argument(
+                    flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                )
+            else:
+                options.add_argument(flag, default=None, help=help_text)
     return parser
 
 
 def load_settings(argv: list[str] | None = None) -> Settings:
     """Environment and defaults, overridden by any flag given on the command line."""
     args = build_parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, value in vars(args).items():
+        if value is not None:
+            overrides.setdefault(group_of(name), {})[name] = value
     return Settings(**overrides)
+
+
+def markdown_reference() -> str:
+    """The settings as Markdown tables, one per group (the README's reference)."""
+    lines: list[str] = []
+    for group, model in GROUPS.items():
+        lines += [f"**{group}** — {model.__doc__}", ""]
+        lines += ["| variable | flag | default | meaning |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            flag = f"--{name.replace('_', '-')}"
+            default = "" if field.default is None else field.default
+            lines.append(f"| `{env_name(name)}` | `{flag}` | `{default}` | {field.description} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m service.settings", description=__doc__)
+    p.add_argument("--markdown", action="store_true", help="print the reference as Markdown")
+    args = p.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown_reference())
+    else:
+        print(load_settings([]).model_dump_json(indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

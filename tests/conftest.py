@@ -26,7 +26,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from export.model import default_encoder_path
+    from service.contract.packaged import default_encoder_path
 
     out = tmp_path_factory.mktemp("tiny-encoder")
     config = BertConfig(
@@ -93,7 +93,7 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer random Llama with SmolLM2's tokenizer and chat template."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from service.generators.local import packaged_smollm2
+    from service.contract.packaged import packaged_smollm2
 
     folder, gguf = packaged_smollm2()
     out = tmp_path_factory.mktemp("tiny-lm")

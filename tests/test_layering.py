@@ -1,4 +1,11 @@
-"""service/ runs in a slim image: importing it must not pull in torch."""
+"""The layers, enforced on the import graph read from the source (`tests/import_graph.py`).
+
+- `service/contract/` is what training and serving share: it imports no other service module.
+- `export/` reaches into `service/` only through the contract.
+- `benchmarks/` reaches into `service/` through the contract and the public entry points below,
+  which take keyword arguments and typed settings.
+- `service/` runs in a slim image: importing it must not pull in torch.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +14,53 @@ import subprocess
 import sys
 
 import service
+from tests.import_graph import graph
+
+CONTRACT = "service.contract"
+BENCHMARK_ENTRY_POINTS = {
+    "service.runtime",  # Engine
+    "service.router",  # Router
+    "service.generators.registry",  # BACKENDS, build_backend
+    "service.settings",  # Settings and its groups
+    "service.process",  # ServerProcess
+    "service.client",  # NluClient, request
+    "service.gen.nlu.v1",  # generated stubs
+}
+
+
+def in_contract(module: str) -> bool:
+    return module == CONTRACT or module.startswith(f"{CONTRACT}.")
+
+
+def service_imports(package: str) -> dict[str, set[str]]:
+    return {
+        module: {m for m in imported if m.split(".")[0] == "service"}
+        for module, imported in graph().items()
+        if module.split(".")[0] == package
+    }
+
+
+def test_the_contract_imports_nothing_else_from_the_service():
+    for module, imported in service_imports("service").items():
+        if in_contract(module):
+            assert all(in_contract(m) for m in imported), (module, imported)
+
+
+def test_export_reaches_the_service_only_through_the_contract():
+    for module, imported in service_imports("export").items():
+        assert all(in_contract(m) for m in imported), (module, imported - {CONTRACT})
+
+
+def test_benchmarks_use_the_contract_and_the_public_entry_points_only():
+    for module, imported in service_imports("benchmarks").items():
+        outside = {m for m in imported if not in_contract(m)} - BENCHMARK_ENTRY_POINTS
+        assert not outside, (module, outside)
 
 
 def test_service_does_not_import_torch():
-    modules = [f"service.{m.name}" for m in pkgutil.iter_modules(service.__path__)]
+    modules = [
+        m.name for m in pkgutil.walk_packages(service.__path__, "service.") if ".gen" not in m.name
+    ]
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in modules)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Self
 
-Messages = list[dict[str, str]]
+from service.contract.prompt import Messages
+from service.settings import GeneratorSettings
+
+CALLER_REASONS = frozenset({"busy", "unsupported", "bad_candidates", "breaker_open"})
+"""Failures that say nothing about the backend's health (so they never open the breaker)."""
 
 
 class GeneratorError(Exception):
@@ -14,10 +19,19 @@ class GeneratorError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
 
+    @property
+    def backend_fault(self) -> bool:
+        return self.reason not in CALLER_REASONS
+
 
 class GeneratorBackend(ABC):
     name: str
     model: str
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: GeneratorSettings) -> Self:
+        """The backend as the settings describe it (the registry's constructor)."""
 
     @abstractmethod
     def load(self) -> None:

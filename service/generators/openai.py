@@ -1,18 +1,20 @@
 """Any OpenAI-compatible `/v1/chat/completions` server (vLLM, TGI, llama.cpp, transformers serve).
 
 Per-call timeout inside the caller's budget, bounded retries with backoff on transport errors and
-5xx/429, and a circuit breaker so a dead server costs nothing once the circuit is open.
+5xx/429, at most `max_concurrency` calls in flight. The registry puts the circuit breaker around it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import Self
 
 import httpx
 
-from service.breaker import CircuitBreaker
-from service.generators.base import GeneratorBackend, GeneratorError, Messages
+from service.contract.prompt import Messages
+from service.generators.base import GeneratorBackend, GeneratorError
+from service.settings import GeneratorSettings
 
 RETRY_BACKOFF_S = 0.05
 
@@ -22,21 +24,32 @@ class OpenAIBackend(GeneratorBackend):
 
     def __init__(
         self,
+        *,
         base_url: str,
         model: str,
-        api_key: str | None,
-        max_retries: int,
-        max_tokens: int,
-        breaker: CircuitBreaker,
-        max_concurrency: int,
+        api_key: str | None = None,
+        max_retries: int = 1,
+        max_tokens: int = 160,
+        max_concurrency: int = 4,
     ) -> None:
         self.model = model
         self.slots = asyncio.Semaphore(max_concurrency)
         self.max_retries = max_retries
         self.max_tokens = max_tokens
-        self.breaker = breaker
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers)
+
+    @classmethod
+    def from_settings(cls, settings: GeneratorSettings) -> Self:
+        key = settings.generator_api_key
+        return cls(
+            base_url=settings.generator_base_url,
+            model=settings.generator_model,
+            api_key=key.get_secret_value() if key else None,
+            max_retries=settings.generator_max_retries,
+            max_tokens=settings.generator_max_tokens,
+            max_concurrency=settings.generator_max_concurrency,
+        )
 
     def load(self) -> None:
         """Nothing to load: the model lives in the remote server."""
@@ -44,8 +57,6 @@ class OpenAIBackend(GeneratorBackend):
     async def generate(self, messages: Messages, timeout_s: float) -> str:
         """At most `max_concurrency` calls in flight; a call that cannot get a slot within its
         budget fails with reason `busy` instead of piling onto a saturated server."""
-        if not self.breaker.allow():
-            raise GeneratorError("breaker_open", "too many recent failures")
         deadline = time.monotonic() + timeout_s
         try:
             await asyncio.wait_for(self.slots.acquire(), timeout_s)
@@ -86,7 +97,6 @@ class OpenAIBackend(GeneratorBackend):
                     except (ValueError, KeyError, IndexError, TypeError) as e:
                         reason, detail = "backend_error", f"unexpected response body: {e!r}"
                         break
-                    self.breaker.record_success()
                     return text or ""
                 reason, detail = "backend_error", f"HTTP {response.status_code}"
                 if response.status_code < 500 and response.status_code != 429:
@@ -94,7 +104,6 @@ class OpenAIBackend(GeneratorBackend):
             await asyncio.sleep(
                 min(RETRY_BACKOFF_S * 2**attempt, max(0.0, deadline - time.monotonic()))
             )
-        self.breaker.record_failure()
         raise GeneratorError(reason, detail)
 
     async def close(self) -> None:

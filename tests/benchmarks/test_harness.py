@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 from benchmarks.__main__ import build_parser, main
 from benchmarks.measure import WindowPolicy, is_stable, measure_interleaved
 from benchmarks.report import END, START, render
+from benchmarks.suites import SUITES
 
 
 def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
@@ -47,10 +50,32 @@ def test_engine_is_skipped_without_a_bundle(tmp_path, capsys):
     assert "skipped: needs" in capsys.readouterr().out
 
 
-def test_every_suite_runs_with_defaults_only():
+def test_quick_experiments(tiny_encoder, small_atis, tmp_path, capsys):
+    args = ["experiments", "--quick", "--out-dir", str(tmp_path), "--data", str(small_atis)]
+    assert main([*args, "--encoder", str(tiny_encoder), "--threads", "1"]) == 0
+    record = json.loads((tmp_path / "experiments" / "atis-small-baseline.json").read_text())
+    assert record["variant"] == "baseline" and record["epochs_run"] == 1
+    assert set(record["test"]) == {"intent_acc", "slot_f1", "sentence_acc"}
+    assert (tmp_path / "artifacts" / "experiments" / "atis-small-baseline").is_dir()
+    assert "atis-small baseline: dev" in capsys.readouterr().out
+
+
+def suites_run_by_tests() -> set[str]:
+    """First words of the argument lists in this folder's tests (`main(["engine", ...])`,
+    `args = ["contention", ...]`): the suites they run."""
+    names = set()
+    for path in Path(__file__).parent.glob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.List) and node.elts and isinstance(node.elts[0], ast.Constant):
+                names.add(node.elts[0].value)
+    return names
+
+
+def test_every_registered_suite_is_run_end_to_end_by_a_test():
+    assert set(SUITES) <= suites_run_by_tests()
     parser = build_parser()
-    for name in ("accuracy", "engine", "serve", "experiments"):
-        parser.parse_args([name])
+    for name in SUITES:
+        parser.parse_args([name])  # and each runs from its defaults alone
 
 
 def test_stability_rule_and_interleaving():

@@ -24,6 +24,7 @@ EXTRA_UTTERANCES = [
 ]
 TOP_K_ALL = 1000
 VOLATILE = {"timings", "model_version"}  # wall-clock times; the bundle's hash holds created_at
+VOLATILE_INFO = {"model_version", "bundle_sha256", "encoder"}  # encoder: a temporary folder
 
 
 def utterances() -> list[str]:
@@ -42,7 +43,7 @@ def record(client) -> dict:
         "parse": [stable(client.parse(t, top_k=TOP_K_ALL)) for t in texts],
         "parse_batch": [stable(r) for r in client.parse_batch(texts, top_k=TOP_K_ALL)],
         "generator_only": stable(client.parse(texts[0], policy="generator")),
-        "model_info": {k: v for k, v in info.items() if k not in {"model_version", "bundle_sha256", "encoder"}},
+        "model_info": {k: v for k, v in info.items() if k not in VOLATILE_INFO},
     }
 
 

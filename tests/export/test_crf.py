@@ -9,7 +9,7 @@ import torch
 from export.artifacts import load_artifacts
 from export.crf import CRF, gather_words
 from export.train import TrainConfig, train
-from service.text import viterbi
+from service.contract.text import viterbi
 
 
 def path_score(em, start, end, trans, path):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from export.data import DataError, LabelSet, carve_dev, read_bio_split, read_dataset
+from export.data import DataError, carve_dev, read_bio_split, read_dataset
+from service.contract.labels import LabelSet
 
 
 def write_bio(root: Path, split: str, words: list[str], tags: list[str], intents: list[str]):
@@ -137,7 +138,7 @@ def test_carve_dev_is_deterministic_and_stratified(small_atis):
 
 def test_labelset_unseen_intent_and_tag():
     from export.data import Example
-    from service.text import split_words
+    from service.contract.text import split_words
 
     ex = Example("a b", tuple(split_words("a b")), ("B-city", "O"), "flight")
     labels = LabelSet.from_examples([ex])

@@ -11,6 +11,7 @@ import pytest
 
 from export import fetch
 from export.fetch import ChecksumMismatch, DatasetNotFound, download_dataset, resolve_dataset
+from service.contract.paths import PROJECT_ROOT
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -63,7 +64,7 @@ def test_resolution_order(tmp_path, monkeypatch, mirror):
     assert resolve_dataset("atis") == env_dir / "atis"
 
     monkeypatch.delenv("NLU_DATA_DIR")
-    assert resolve_dataset("snips") == fetch.PROJECT_ROOT.parent / "shared" / "data" / "snips"
+    assert resolve_dataset("snips") == PROJECT_ROOT.parent / "shared" / "data" / "snips"
 
     # Neither NLU_DATA_DIR nor ../shared/data holds it: download into NLU_DATA_DIR.
     monkeypatch.setattr(fetch, "PROJECT_ROOT", tmp_path / "project")

@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from export.bundle import main as bundle_main
 from export.onnx import ParityError, build_bundle
-from service.bundle import BundleError, load_bundle, verify
+from export.verify import main as bundle_main
+from service.contract.bundle import BundleError, load_bundle, verify
 
 
 def test_bundle_holds_every_file_with_checksums(tiny_bundle):
@@ -59,7 +59,7 @@ def test_verify_catches_a_flipped_byte(bundle_copy, capsys):
     path.write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"model\.int8\.onnx: sha256 does not match"):
         load_bundle(bundle_copy)
-    assert bundle_main(["verify", str(bundle_copy)]) == 1
+    assert bundle_main([str(bundle_copy)]) == 1
     assert "model.int8.onnx" in capsys.readouterr().err
 
 
@@ -69,8 +69,26 @@ def test_verify_catches_a_missing_file(bundle_copy):
         verify(bundle_copy)
 
 
+def test_a_bundle_from_another_format_version_is_refused_naming_it(bundle_copy):
+    path = bundle_copy / "config.json"
+    config = json.loads(path.read_text())
+    config["format_version"] = 2
+    path.write_text(json.dumps(config))
+    with pytest.raises(BundleError, match=r"config\.json: format_version 2 is not one"):
+        load_bundle(bundle_copy)
+
+
+def test_a_config_missing_a_field_is_refused_naming_it(bundle_copy):
+    path = bundle_copy / "config.json"
+    config = json.loads(path.read_text())
+    del config["temperature"]
+    path.write_text(json.dumps(config))
+    with pytest.raises(BundleError, match=r"config\.json: not a valid bundle config \(temperature"):
+        load_bundle(bundle_copy)
+
+
 def test_verify_cli_accepts_an_intact_bundle(tiny_bundle, capsys):
-    assert bundle_main(["verify", str(tiny_bundle)]) == 0
+    assert bundle_main([str(tiny_bundle)]) == 0
     assert "OK" in capsys.readouterr().out
 
 
@@ -100,7 +118,7 @@ def test_bundle_crf_parameters_round_trip(tiny_encoder, small_atis, tmp_path):
 
 def test_retrieval_index_finds_each_training_utterance_first(tiny_bundle, small_atis):
     from export.data import read_dataset
-    from service.retrieval import load_index
+    from service.contract.retrieval import load_index
 
     index = load_index(tiny_bundle)
     train = read_dataset(small_atis).splits["train"]

@@ -88,7 +88,7 @@ def test_evaluate_cli_writes_json(tiny_model, small_atis, tmp_path, capsys):
 
 def test_long_utterance_words_past_max_seq_len_are_tagged_o(tiny_model):
     from export.inference import predicted_tags
-    from service.text import split_words
+    from service.contract.text import split_words
 
     artifacts = load_artifacts(tiny_model)
     words = split_words(" ".join(["boston"] * 200))

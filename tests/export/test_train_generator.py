@@ -16,9 +16,9 @@ from export.train_generator import (
     length_buckets,
     train_generator,
 )
+from service.contract.prompt import build_plain_messages
+from service.contract.text import IGNORE_INDEX
 from service.generators.local import LocalBackend
-from service.prompt import build_plain_messages
-from service.text import IGNORE_INDEX
 
 
 def test_only_the_answer_is_labelled(tiny_lm: Path, small_atis: Path):
@@ -50,7 +50,7 @@ def test_fine_tune_a_tiny_lm_and_serve_it(tiny_lm: Path, small_atis: Path, tmp_p
     )
     assert record["steps"] == 2 and len(record["losses"]) == 2
     assert json.loads((out / TRAINING_RECORD).read_text())["prompt"] == "plain"
-    backend = LocalBackend(str(out), None, threads=1, max_new_tokens=8)
+    backend = LocalBackend(model=str(out), threads=1, max_new_tokens=8)
     backend.load()
     text = asyncio.run(backend.generate(build_plain_messages("flights to denver"), 30.0))
     assert isinstance(text, str)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from service.batching import BatchQueue
+from service.contract.types import Frame
 from service.errors import DeadlineExceeded, Overloaded, Unavailable
-from service.runtime import Frame
+from service.settings import BatchingSettings
 
 
 class RecordingPipeline:
@@ -36,10 +37,20 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def batching(
+    max_batch_size: int, max_queue_delay_s: float, max_queue_size: int
+) -> BatchingSettings:
+    return BatchingSettings(
+        max_batch_size=max_batch_size,
+        max_queue_delay_ms=max_queue_delay_s * 1000,
+        max_queue_size=max_queue_size,
+    )
+
+
 def test_batch_closes_at_max_batch_size():
     async def scenario():
         pipeline = RecordingPipeline()
-        queue = BatchQueue(pipeline, max_batch_size=4, max_queue_delay_s=5.0, max_queue_size=100)
+        queue = BatchQueue(pipeline=pipeline, batching=batching(4, 5.0, 100))
         queue.start()
         started = time.perf_counter()
         results = await asyncio.gather(*queue.submit(list("abcd"), 3, None))
@@ -56,7 +67,7 @@ def test_batch_closes_at_max_batch_size():
 def test_batch_closes_after_max_queue_delay():
     async def scenario():
         pipeline = RecordingPipeline()
-        queue = BatchQueue(pipeline, max_batch_size=100, max_queue_delay_s=0.2, max_queue_size=100)
+        queue = BatchQueue(pipeline=pipeline, batching=batching(100, 0.2, 100))
         queue.start()
         first = queue.submit(["a"], 3, None)
         await asyncio.sleep(0.05)
@@ -76,7 +87,7 @@ def test_full_queue_is_refused_at_once_and_all_or_nothing():
     async def scenario():
         pipeline = RecordingPipeline()
         pipeline.gate.clear()  # the worker blocks on the first batch
-        queue = BatchQueue(pipeline, max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=3)
+        queue = BatchQueue(pipeline=pipeline, batching=batching(1, 0.0, 3))
         queue.start()
         first = queue.submit(["busy"], 3, None)
         await asyncio.sleep(0.05)  # the worker took it and is blocked
@@ -96,7 +107,7 @@ def test_expired_requests_are_dropped_before_inference():
     async def scenario():
         pipeline = RecordingPipeline()
         pipeline.gate.clear()
-        queue = BatchQueue(pipeline, max_batch_size=8, max_queue_delay_s=0.0, max_queue_size=10)
+        queue = BatchQueue(pipeline=pipeline, batching=batching(8, 0.0, 10))
         queue.start()
         blocker = queue.submit(["busy"], 3, None)
         await asyncio.sleep(0.05)
@@ -118,7 +129,7 @@ def test_stop_fails_what_is_still_queued():
     async def scenario():
         pipeline = RecordingPipeline()
         pipeline.gate.clear()
-        queue = BatchQueue(pipeline, max_batch_size=1, max_queue_delay_s=0.0, max_queue_size=10)
+        queue = BatchQueue(pipeline=pipeline, batching=batching(1, 0.0, 10))
         queue.start()
         queue.submit(["busy"], 3, None)
         await asyncio.sleep(0.05)

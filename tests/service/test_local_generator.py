@@ -16,7 +16,7 @@ MESSAGES = [
 
 
 def test_tiny_lm_generates_within_its_budget(tiny_lm):
-    backend = LocalBackend(str(tiny_lm), None, threads=1, max_new_tokens=8)
+    backend = LocalBackend(model=str(tiny_lm), threads=1, max_new_tokens=8)
     backend.load()
     text = asyncio.run(backend.generate(MESSAGES, timeout_s=30.0))
     assert isinstance(text, str)
@@ -24,7 +24,7 @@ def test_tiny_lm_generates_within_its_budget(tiny_lm):
 
 
 def test_a_call_whose_deadline_passes_while_queued_is_not_run(tiny_lm):
-    backend = LocalBackend(str(tiny_lm), None, threads=1, max_new_tokens=8)
+    backend = LocalBackend(model=str(tiny_lm), threads=1, max_new_tokens=8)
     backend.load()
     with pytest.raises(GeneratorError) as err:
         asyncio.run(backend.generate(MESSAGES, timeout_s=1e-6))
@@ -32,13 +32,13 @@ def test_a_call_whose_deadline_passes_while_queued_is_not_run(tiny_lm):
 
 
 def test_generate_before_load_is_a_generator_error():
-    backend = LocalBackend("unused", None, threads=1, max_new_tokens=8)
+    backend = LocalBackend(model="unused", threads=1, max_new_tokens=8)
     with pytest.raises(GeneratorError, match="not_loaded"):
         asyncio.run(backend.generate(MESSAGES, 1.0))
 
 
 def test_real_smollm2_answers():
-    backend = LocalBackend("", None, threads=1, max_new_tokens=24)
+    backend = LocalBackend(model="", threads=1, max_new_tokens=24)
     assert backend.model.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
     backend.load()
     text = asyncio.run(backend.generate(MESSAGES, timeout_s=60.0))
@@ -58,7 +58,7 @@ def full_sequence_logprob(backend: LocalBackend, messages, answer: str, start: i
 
 
 def test_scores_match_an_uncached_forward_pass(tiny_lm):
-    backend = LocalBackend(str(tiny_lm), None, threads=1, max_new_tokens=8)
+    backend = LocalBackend(model=str(tiny_lm), threads=1, max_new_tokens=8)
     backend.load()
     answers = ['{"intent": "atis_flight",', '{"intent": "atis_airfare",', '{"intent": "x",']
     for _ in range(2):  # the second call reuses the cached system turn
@@ -70,7 +70,7 @@ def test_scores_match_an_uncached_forward_pass(tiny_lm):
 
 
 def test_generation_is_the_same_with_the_cached_system_turn(tiny_lm):
-    backend = LocalBackend(str(tiny_lm), None, threads=1, max_new_tokens=8)
+    backend = LocalBackend(model=str(tiny_lm), threads=1, max_new_tokens=8)
     backend.load()
     first = asyncio.run(backend.generate(MESSAGES, timeout_s=30.0))  # fills the cache
     assert asyncio.run(backend.generate(MESSAGES, timeout_s=30.0)) == first

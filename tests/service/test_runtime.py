@@ -8,8 +8,9 @@ import pytest
 
 from export.artifacts import load_artifacts
 from export.inference import predicted_tags, run_model
+from service.contract.text import split_words
 from service.runtime import Engine, select_providers
-from service.text import split_words
+from service.settings import EngineSettings
 
 UTTERANCES = [
     "show me flights from boston to denver",
@@ -22,7 +23,7 @@ UTTERANCES = [
 
 @pytest.fixture(scope="module")
 def engine(tiny_bundle):
-    return Engine(tiny_bundle, variant="fp32", intra_op_threads=1)
+    return Engine(tiny_bundle, settings=EngineSettings(variant="fp32", intra_op_threads=1))
 
 
 def test_runtime_matches_pytorch(engine, tiny_model):
@@ -32,8 +33,10 @@ def test_runtime_matches_pytorch(engine, tiny_model):
     for i, frame in enumerate(frames):
         expected_intent = artifacts.labels.intents[int(outputs.intent_logits[i].argmax())]
         assert frame.intent == expected_intent
-        assert frame.word_tags == predicted_tags(outputs.word_logits[i], artifacts.labels)
-        probs = np.exp(outputs.intent_logits[i] / engine.bundle.temperature)
+        assert frame.word_tags == predicted_tags(
+            outputs.word_logits[i], artifacts.labels, outputs.crf
+        )
+        probs = np.exp(outputs.intent_logits[i] / engine.bundle.config.temperature)
         assert frame.confidence == pytest.approx(probs.max() / probs.sum(), rel=1e-4)
     assert frames[-1].truncated_words > 0
     assert set(frames[-1].word_tags[-frames[-1].truncated_words :]) == {"O"}
@@ -52,9 +55,9 @@ def test_frames_are_well_formed(engine):
 
 
 def test_int8_variant_loads_and_answers(tiny_bundle):
-    int8 = Engine(tiny_bundle, variant="int8", intra_op_threads=1)
+    int8 = Engine(tiny_bundle, settings=EngineSettings(variant="int8", intra_op_threads=1))
     frames = int8.parse(["list airlines"])
-    assert frames[0].intent in int8.bundle.intents
+    assert frames[0].intent in int8.bundle.labels.intents
     assert int8.providers == ["CPUExecutionProvider"]
 
 

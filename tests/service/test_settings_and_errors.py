@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 from pydantic import ValidationError
@@ -12,15 +14,27 @@ from service.errors import (
     Unavailable,
     grpc_status,
 )
-from service.settings import Settings, build_parser, load_settings
+from service.settings import (
+    GROUPS,
+    EngineSettings,
+    RoutingSettings,
+    Settings,
+    build_parser,
+    load_settings,
+    markdown_reference,
+)
+
+SETTINGS_START = "<!-- settings-reference:start -->"
+SETTINGS_END = "<!-- settings-reference:end -->"
 
 
 def test_env_then_cli_override(monkeypatch):
     monkeypatch.setenv("NLU_PORT", "6000")
     monkeypatch.setenv("NLU_MAX_BATCH_SIZE", "8")
-    assert load_settings([]).port == 6000
+    assert load_settings([]).server.port == 6000
     settings = load_settings(["--port", "7000", "--log-text"])
-    assert settings.port == 7000 and settings.max_batch_size == 8 and settings.log_text
+    assert settings.server.port == 7000 and settings.batching.max_batch_size == 8
+    assert settings.security.log_text
 
 
 def test_bad_values_are_rejected():
@@ -29,16 +43,36 @@ def test_bad_values_are_rejected():
     with pytest.raises(ValidationError, match="variant"):
         load_settings(["--variant", "int4"])
     with pytest.raises(ValidationError):
-        Settings(confidence_threshold=1.5)
+        RoutingSettings(confidence_threshold=1.5)
+    with pytest.raises(ValidationError, match="confidence_threshold"):
+        Settings(routing={"confidence_threshold": 1.5})
     with pytest.raises(ValidationError, match="generator_mode=score needs"):
         load_settings(["--generator-mode", "score", "--generator-backend", "openai"])
 
 
 def test_every_setting_is_documented_with_its_env_variable():
-    for name, field in Settings.model_fields.items():
-        assert field.description, name
+    names = [name for group in GROUPS.values() for name in group.model_fields]
+    assert len(names) == len(set(names)), "a setting name is used by two groups"
+    for group in GROUPS.values():
+        for name, field in group.model_fields.items():
+            assert field.description, name
     help_text = build_parser().format_help()
     assert "NLU_MAX_QUEUE_DELAY_MS" in help_text and "NLU_BUNDLE" in help_text
+    assert set(Settings.model_fields) == set(GROUPS)
+
+
+def test_readme_settings_reference_is_up_to_date():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start, end = readme.index(SETTINGS_START), readme.index(SETTINGS_END)
+    assert readme[start + len(SETTINGS_START) : end].strip() == markdown_reference().strip(), (
+        "regenerate with: python -m service.settings --markdown"
+    )
+
+
+def test_groups_read_no_environment_of_their_own(monkeypatch):
+    monkeypatch.setenv("NLU_VARIANT", "fp32")
+    assert EngineSettings().variant == "int8"  # a component's settings built in code
+    assert Settings().engine.variant == "fp32"  # the server's settings read NLU_*
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from export.calibration import expected_calibration_error, fit_temperature, softmax
-from export.metrics import frame_metrics
+from export.scoring import frame_metrics
 
 
 def test_frame_metrics_counts_unseen_intents_as_errors():

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export.model import default_encoder_path
-from service.text import (
+from service.contract.packaged import default_encoder_path
+from service.contract.text import (
     IGNORE_INDEX,
     Word,
     decode_bio,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 
-from service.generators.base import Messages
-from service.retrieval import Example
-from service.runtime import IntentScore
-from service.schema import slot_types
+from service.contract.labels import LabelSet
+from service.contract.retrieval import IndexEntry
+from service.contract.types import IntentScore
+
+Messages = list[dict[str, str]]
+"""A chat: `{"role": "system" | "user" | "assistant", "content": ...}` turns, in order."""
 
 SYSTEM = (
     "You label utterances for a dialog system. Answer with one JSON object and nothing else: "
@@ -53,14 +55,13 @@ def answer_start(intent: str) -> str:
 
 def build_messages(
     text: str,
-    intents: tuple[str, ...],
-    slot_tags: tuple[str, ...],
+    labels: LabelSet,
     candidates: list[IntentScore],
-    examples: list[Example],
+    examples: list[IndexEntry],
 ) -> Messages:
     """System schema, then each nearest training example as a solved turn, then the utterance."""
     system = SYSTEM.format(
-        intents=", ".join(intents), slots=", ".join(sorted(slot_types(slot_tags)))
+        intents=", ".join(labels.intents), slots=", ".join(sorted(labels.slot_types))
     )
     messages = [{"role": "system", "content": system}]
     for ex in examples:

@@ -1,6 +1,6 @@
 """Check a model bundle the way the server will before serving it.
 
-python -m export.bundle verify bundles/atis
+python -m export.verify bundles/atis
 """
 
 from __future__ import annotations
@@ -9,14 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from service.bundle import BundleError, verify
+from service.contract.bundle import BundleError, verify
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("verify", help="check every file against the sha256 in config.json")
-    check.add_argument("bundle", type=Path)
+    p.add_argument("bundle", type=Path, help="bundle folder to check against its config.json")
     args = p.parse_args(argv)
     try:
         config, _ = verify(args.bundle)
@@ -24,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bundle verification failed: {e}", file=sys.stderr)
         return 1
     print(
-        f"{args.bundle}: OK ({len(config['files'])} files verified; encoder "
-        f"{config['encoder']}, dataset {config['dataset']})"
+        f"{args.bundle}: OK ({len(config.files)} files verified; format "
+        f"{config.format_version}, encoder {config.encoder}, dataset {config.dataset})"
     )
     return 0
 

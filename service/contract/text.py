@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from service.contract.types import Slot
+
 OUTSIDE_TAG = "O"
 IGNORE_INDEX = -100
 """Label for sub-tokens that carry no tag (special, padding, non-first sub-tokens)."""
@@ -31,17 +33,6 @@ class Word:
     text: str
     start: int
     end: int
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A decoded slot: `value == text[start:end]` of the utterance it came from."""
-
-    name: str
-    value: str
-    start: int
-    end: int
-    confidence: float
 
 
 @dataclass(frozen=True)

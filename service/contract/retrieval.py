@@ -20,7 +20,7 @@ EXAMPLES = f"{INDEX_DIR}/examples.jsonl"
 
 
 @dataclass(frozen=True)
-class Example:
+class IndexEntry:
     text: str
     intent: str
     slots: list[dict[str, str]]  # [{"name": ..., "value": ...}]
@@ -29,9 +29,9 @@ class Example:
 @dataclass(frozen=True)
 class RetrievalIndex:
     embeddings: np.ndarray  # (N, H) float32, L2-normalised
-    examples: list[Example]
+    examples: list[IndexEntry]
 
-    def nearest(self, query: np.ndarray, k: int) -> list[Example]:
+    def nearest(self, query: np.ndarray, k: int) -> list[IndexEntry]:
         """The k examples with the highest cosine similarity to `query` (H,), best first."""
         if k <= 0 or not self.examples:
             return []
@@ -41,7 +41,7 @@ class RetrievalIndex:
         return [self.examples[i] for i in top[np.argsort(-scores[top])]]
 
 
-def write_index(bundle_dir: Path, embeddings: np.ndarray, examples: list[Example]) -> None:
+def write_index(bundle_dir: Path, embeddings: np.ndarray, examples: list[IndexEntry]) -> None:
     if len(embeddings) != len(examples):
         raise ValueError(f"{len(embeddings)} embeddings for {len(examples)} examples")
     (bundle_dir / INDEX_DIR).mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def load_index(bundle_dir: Path) -> RetrievalIndex | None:
         return None
     embeddings = np.load(bundle_dir / EMBEDDINGS, allow_pickle=False).astype(np.float32)
     lines = (bundle_dir / EXAMPLES).read_text(encoding="utf-8").splitlines()
-    examples = [Example(**json.loads(line)) for line in lines]
+    examples = [IndexEntry(**json.loads(line)) for line in lines]
     if len(examples) != len(embeddings):
         raise ValueError(
             f"{bundle_dir / EXAMPLES}: {len(examples)} examples for {len(embeddings)} embeddings"

@@ -1,0 +1,190 @@
+"""The model bundle: the only thing that travels from `export/` to `service/`.
+
+A directory holding `model.onnx` (fp32), `model.int8.onnx`, `tokenizer.json`, `labels.json`,
+the retrieval index and `config.json`. `config.json` is a `BundleConfig`: typed, versioned
+(`format_version`), and `files` maps every other file to its sha256. The writer (the exporter)
+and the reader (the server, `export.verify`) both go through this module; a bundle whose files do
+not match, or whose format this code does not know, is refused with a message naming the file.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from service.contract.labels import LabelSet
+from service.contract.text import CrfParams
+
+FORMAT_VERSION = 1
+"""The bundle layout this code writes and reads; bump it when a reader of the old one would
+misread the new one."""
+CONFIG = "config.json"
+FP32_MODEL = "model.onnx"
+INT8_MODEL = "model.int8.onnx"
+TOKENIZER = "tokenizer.json"
+LABELS = "labels.json"
+Variant = Literal["fp32", "int8"]
+VARIANT_FILES: dict[str, str] = {"fp32": FP32_MODEL, "int8": INT8_MODEL}
+
+
+class BundleError(ValueError):
+    """A bundle that must not be served; the message names the offending file."""
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CandidateReport(_Record):
+    """How one exported graph did: test metrics, batch-1 latency, and its gates."""
+
+    test: dict[str, float]
+    batch1_p50_ms: float
+    parity_dev_vs_torch: dict[str, float] | None = None  # fp32 graphs
+    drop_vs_fp32: dict[str, float] | None = None  # int8 graphs
+
+
+class VariantRecord(CandidateReport):
+    """The graph chosen for a variant and the file it was copied to."""
+
+    file: str
+    graph: str
+
+
+class TrainingRecord(_Record):
+    dev: dict[str, Any]
+    best_epoch: int
+    train_seconds: float
+    created_at: str
+
+
+class BundleConfig(_Record):
+    format_version: int = FORMAT_VERSION
+    encoder: str
+    max_seq_len: int
+    temperature: float  # calibration: intent logits are divided by it before the softmax
+    dataset: str
+    crf: bool
+    inputs: list[str]
+    outputs: list[str]
+    opset: int
+    variants: dict[Variant, VariantRecord]
+    candidates: dict[str, CandidateReport]
+    evaluated_examples: dict[str, int]
+    retrieval_examples: int
+    fused_operators: dict[str, int]
+    metrics: dict[str, dict[str, float]]
+    train: TrainingRecord
+    source_model: str
+    created_at: str
+    files: dict[str, str] = {}  # relative path → sha256 of every file but config.json
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    config: BundleConfig
+    config_sha256: str  # identifies the bundle: config.json records every other file's sha256
+    labels: LabelSet
+    crf: CrfParams | None
+
+    def model_file(self, variant: str) -> Path:
+        if variant not in VARIANT_FILES:
+            raise BundleError(f"unknown model variant {variant!r} (expected fp32 or int8)")
+        return self.path / VARIANT_FILES[variant]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_checksums(bundle_dir: Path) -> dict[str, str]:
+    """sha256 of every file in the bundle except config.json, keyed by relative path."""
+    return {
+        str(p.relative_to(bundle_dir)): sha256_file(p)
+        for p in sorted(bundle_dir.rglob("*"))
+        if p.is_file() and p.name != CONFIG
+    }
+
+
+def write_labels(bundle_dir: Path, labels: LabelSet, crf: CrfParams | None) -> None:
+    data: dict[str, Any] = labels.to_json()
+    if crf is not None:
+        start, end, transitions = crf
+        data["crf"] = {
+            "start": start.tolist(),
+            "end": end.tolist(),
+            "transitions": transitions.tolist(),
+        }
+    (bundle_dir / LABELS).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_config(bundle_dir: Path, config: BundleConfig) -> BundleConfig:
+    """Record the sha256 of every file now in the bundle, then write config.json (last)."""
+    final = config.model_copy(update={"files": file_checksums(bundle_dir)})
+    (bundle_dir / CONFIG).write_text(final.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return final
+
+
+def read_config(bundle_dir: Path) -> tuple[BundleConfig, str]:
+    """The typed config.json and the sha256 of its bytes (the bundle's identity)."""
+    path = bundle_dir / CONFIG
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; is {bundle_dir} a model bundle?")
+    data = path.read_bytes()
+    try:
+        raw = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from e
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: format_version {version!r} is not one this server reads "
+            f"({FORMAT_VERSION}); export the bundle again with this version of the project"
+        )
+    try:
+        return BundleConfig.model_validate(raw), hashlib.sha256(data).hexdigest()
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+        raise BundleError(f"{path}: not a valid bundle config ({problems})") from e
+
+
+def verify(bundle_dir: Path) -> tuple[BundleConfig, str]:
+    """Check every recorded file exists and matches its sha256; returns read_config's pair."""
+    config, config_sha256 = read_config(bundle_dir)
+    for required in (FP32_MODEL, INT8_MODEL, TOKENIZER, LABELS):
+        if required not in config.files:
+            raise BundleError(f"{bundle_dir / CONFIG}: no checksum recorded for {required}")
+    for name, expected in config.files.items():
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle")
+        if sha256_file(path) != expected:
+            raise BundleError(f"{path}: sha256 does not match config.json (altered or corrupt)")
+    return config, config_sha256
+
+
+def load_bundle(bundle_dir: Path) -> Bundle:
+    """Verify, then read the label maps (and CRF parameters when the model has a CRF)."""
+    config, config_sha256 = verify(bundle_dir)
+    labels = json.loads((bundle_dir / LABELS).read_text(encoding="utf-8"))
+    crf = labels.get("crf")
+    crf_params = (
+        tuple(np.asarray(crf[k], dtype=np.float64) for k in ("start", "end", "transitions"))
+        if crf
+        else None
+    )
+    return Bundle(bundle_dir, config, config_sha256, LabelSet.from_json(labels), crf_params)

@@ -1,0 +1,112 @@
+"""The domain types every layer passes around: what the encoder answers, what routing chose, what
+a caller asked for. Plain dataclasses (numpy only), so no module imports an implementation just
+for a type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A decoded slot: `value == text[start:end]` of the utterance it came from."""
+
+    name: str
+    value: str
+    start: int
+    end: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class IntentScore:
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The encoder's answer for one utterance."""
+
+    text: str
+    intent: str
+    confidence: float  # calibrated probability of `intent`
+    top_intents: list[IntentScore]
+    probabilities: np.ndarray  # (I,) calibrated, in bundle intent order
+    slots: list[Slot]
+    word_tags: list[str]
+    min_tag_confidence: float  # lowest per-word probability of the chosen tag
+    embedding: np.ndarray  # (H,) L2-normalised
+    truncated_words: int
+
+
+@dataclass(frozen=True)
+class RawOutputs:
+    """The graph's outputs for one batch, before decoding."""
+
+    intent_logits: np.ndarray  # (B, I)
+    slot_logits: np.ndarray  # (B, T, S)
+    embedding: np.ndarray  # (B, H)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One utterance's encoder answer and where its time went (milliseconds)."""
+
+    frame: Frame
+    queue_ms: float
+    tokenize_ms: float
+    inference_ms: float
+    decode_ms: float
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The answer chosen for one utterance."""
+
+    from_generator: bool
+    intent: str
+    confidence: float  # the encoder's calibrated probability of `intent`
+    slots: list[Slot]
+    fallback_reason: str = ""
+    generator_ms: float = 0.0
+    generated_text: str = ""
+
+    @classmethod
+    def from_encoder(cls, frame: Frame) -> Routed:
+        return cls(False, frame.intent, frame.confidence, frame.slots)
+
+
+class Policy(Enum):
+    DEFAULT = "default"
+    ENCODER_ONLY = "encoder_only"
+    GENERATOR_ONLY = "generator_only"
+
+
+class Source(Enum):
+    ENCODER = "encoder"
+    GENERATOR = "generator"
+
+
+@dataclass(frozen=True)
+class ParseInput:
+    text: str
+    request_id: str = ""
+    top_k: int = 0  # 0: server default
+    policy: Policy = Policy.DEFAULT
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    request_id: str
+    encoded: Encoded
+    routed: Routed
+    top_k: int
+
+    @property
+    def source(self) -> Source:
+        return Source.GENERATOR if self.routed.from_generator else Source.ENCODER

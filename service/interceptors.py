@@ -1,0 +1,176 @@
+"""The server interceptor chain: every nlu.v1 RPC, unary or streaming, passes through it, so
+handlers carry no error handling, metrics or logging of their own and a new RPC gets them free.
+
+Order, outermost first (`chain()`):
+1. (tracing, when added: it must see everything, so it goes first)
+2. `Telemetry`: times the RPC, counts `nlu_requests_total{method, code}` and, once per failed
+   RPC, `nlu_request_failure_total{reason}`; one DEBUG access-log line per RPC.
+3. `ErrorMapping`: turns any exception into its gRPC status (`service.errors.grpc_status`, the
+   only mapping) and aborts the RPC with it.
+4. (authentication, when added: inside ErrorMapping, so its refusal is mapped and counted)
+Health and reflection RPCs bypass the chain (probes must not need credentials).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from service import metrics
+from service.errors import grpc_status
+from service.gen.nlu.v1 import nlu_pb2
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = nlu_pb2.DESCRIPTOR.services_by_name["NluService"].full_name
+
+
+@dataclass
+class Outcome:
+    """How one RPC ended: written by ErrorMapping, read by Telemetry."""
+
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    reason: str = ""  # failure label when code is not OK
+
+
+OUTCOME: ContextVar[Outcome] = ContextVar("rpc_outcome")
+
+
+class RpcInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps the behaviour of every nlu.v1 handler: `unary` around a call that returns the
+    response, `stream` around the iterator of responses. Subclasses override either."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        service, _, method = details.method.lstrip("/").partition("/")
+        if handler is None or service != SERVICE_NAME:
+            return handler
+        return self.wrap(handler, method)
+
+    async def unary(
+        self, method: str, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        return await call()
+
+    async def stream(
+        self, method: str, context: grpc.aio.ServicerContext, responses: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        async for response in responses:
+            yield response
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary or handler.stream_unary:
+            behaviour = handler.unary_unary or handler.stream_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                return await self.unary(method, context, lambda: behaviour(request, context))
+
+            make = (
+                grpc.unary_unary_rpc_method_handler
+                if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler
+            )
+            return make(unary, **codecs)
+        behaviour = handler.unary_stream or handler.stream_stream
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async for response in self.stream(method, context, behaviour(request, context)):
+                yield response
+
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return make(streaming, **codecs)
+
+
+class Telemetry(RpcInterceptor):
+    async def unary(self, method, context, call):
+        outcome, started = self.begin()
+        try:
+            return await call()
+        except asyncio.CancelledError:
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self.end(method, outcome, started)
+
+    async def stream(self, method, context, responses):
+        outcome, started = self.begin()
+        try:
+            async for response in responses:
+                yield response
+        except asyncio.CancelledError:
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self.end(method, outcome, started)
+
+    @staticmethod
+    def begin() -> tuple[Outcome, float]:
+        outcome = Outcome()
+        OUTCOME.set(outcome)  # each RPC runs in a task of its own: nothing to reset
+        return outcome, time.perf_counter()
+
+    @staticmethod
+    def end(method: str, outcome: Outcome, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        metrics.REQUESTS.labels(method, outcome.code.name).inc()
+        metrics.REQUEST_DURATION.labels(method).observe(elapsed)
+        if outcome.reason:
+            metrics.FAILURES.labels(outcome.reason).inc()
+        log.debug(
+            "rpc",
+            extra={
+                "method": method,
+                "code": outcome.code.name,
+                "duration_ms": round(elapsed * 1000, 3),
+            },
+        )
+
+
+class ErrorMapping(RpcInterceptor):
+    async def unary(self, method, context, call):
+        try:
+            return await call()
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await self.abort(exc, context)
+
+    async def stream(self, method, context, responses):
+        try:
+            async for response in responses:
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await self.abort(exc, context)
+
+    @staticmethod
+    async def abort(exc: Exception, context: grpc.aio.ServicerContext) -> None:
+        code, message, reason = grpc_status(exc)
+        outcome = OUTCOME.get(None)
+        if outcome is not None:
+            outcome.code, outcome.reason = code, reason
+        await context.abort(code, message)
+
+
+def chain() -> list[grpc.aio.ServerInterceptor]:
+    """The interceptors in the order the module docstring gives (outermost first)."""
+    return [Telemetry(), ErrorMapping()]

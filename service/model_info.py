@@ -1,0 +1,67 @@
+"""What the server is serving, as GetModelInfo reports it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.contract.bundle import Bundle
+from service.core import NluCore
+
+
+def model_version(bundle: Bundle) -> str:
+    """Dataset name plus the start of the bundle's identity (the sha256 of its config.json)."""
+    return f"{bundle.config.dataset}-{bundle.config_sha256[:12]}"
+
+
+@dataclass(frozen=True)
+class RoutingDescription:
+    generator_enabled: bool
+    generator_backend: str
+    generator_model: str
+    confidence_threshold: float
+    generator_mode: str
+    generator_prompt: str
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    model_version: str
+    bundle_sha256: str
+    encoder: str
+    dataset: str
+    intents: list[str]
+    slot_tags: list[str]
+    max_seq_len: int
+    quantization: str
+    execution_providers: list[str]
+    routing: RoutingDescription
+    max_batch_size: int
+    max_text_chars: int
+    max_batch_items: int
+
+
+def describe(core: NluCore) -> ModelDescription:
+    bundle, settings = core.engine.bundle, core.settings
+    generator = settings.generator
+    return ModelDescription(
+        model_version=model_version(bundle),
+        bundle_sha256=bundle.config_sha256,
+        encoder=bundle.config.encoder,
+        dataset=bundle.config.dataset,
+        intents=list(bundle.labels.intents),
+        slot_tags=list(bundle.labels.slot_tags),
+        max_seq_len=bundle.config.max_seq_len,
+        quantization=settings.engine.variant,
+        execution_providers=list(core.engine.providers),
+        routing=RoutingDescription(
+            generator_enabled=generator.generator_backend != "none",
+            generator_backend=generator.generator_backend,
+            generator_model=generator.generator_model,
+            confidence_threshold=settings.routing.confidence_threshold,
+            generator_mode=settings.routing.generator_mode,
+            generator_prompt=settings.routing.generator_prompt,
+        ),
+        max_batch_size=settings.batching.max_batch_size,
+        max_text_chars=settings.server.max_text_chars,
+        max_batch_items=settings.server.max_batch_items,
+    )
