@@ -10,7 +10,7 @@ SPLIT ?= test
 BUNDLE ?= bundles/$(DATA)
 
 
-.PHONY: setup proto run serve test lint train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
+.PHONY: setup proto run serve test test-fast lint train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
 
 setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 
@@ -58,6 +58,10 @@ serve: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The inner loop: unit tests only (no servers, no benchmark suites, no real SmolLM2), under 30 s.
+test-fast: setup
+	$(PY) -m pytest -m "not e2e and not slow"
 
 lint: setup
 	$(PY) -m ruff check .

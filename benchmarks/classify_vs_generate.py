@@ -19,23 +19,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from benchmarks.generation import (
-    VARIANTS,
-    add_generator_arguments,
-    cache_dir,
-    chosen_variants,
-    encoder_answers,
-    generator_frames,
-    headline,
-    latency,
-    load_split,
-    merge_report,
-    missing_bundles,
-    open_engine,
-    sample_indices,
-    score,
-)
-from benchmarks.generation import GeneratorRunner as Runner
+from benchmarks import generation as gen
 from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, datasets_in, save_figure, write_csv
 
@@ -50,19 +34,19 @@ class ClassifyVsGenerateSuite(Suite):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--sample", type=int, default=50, help="generator utterances")
-        add_generator_arguments(parser)
+        gen.add_generator_arguments(parser)
 
     def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
-        return missing_bundles(args)
+        return gen.missing_bundles(args)
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         size = QUICK_SAMPLE if args.quick else args.sample
         datasets = {}
         for dataset in args.datasets[:1] if args.quick else args.datasets:
             datasets[dataset] = compare(
-                dataset, args.bundles / dataset, args, size, cache_dir(args, out_dir)
+                dataset, args.bundles / dataset, args, size, gen.cache_dir(args, out_dir)
             )
-        report = merge_report(
+        report = gen.merge_report(
             out_dir / "classify_vs_generate.json",
             datasets,
             {**run_meta(), "sample": size, "seed": args.seed},
@@ -82,47 +66,51 @@ class ClassifyVsGenerateSuite(Suite):
 def compare(
     dataset: str, bundle_dir: Path, args: argparse.Namespace, size: int, cache: Path
 ) -> dict:
-    examples = load_split(dataset, "test")
+    examples = gen.load_split(dataset, "test")
     if args.quick:
         examples = examples[:20]
-    engine = open_engine(bundle_dir)
+    engine = gen.open_engine(bundle_dir)
     known = engine.bundle.labels.intents
-    enc, frames = encoder_answers(engine, examples)
-    picked = sample_indices(len(examples), size, args.seed)
+    enc, frames = gen.encoder_answers(engine, examples)
+    picked = gen.sample_indices(len(examples), size, args.seed)
     sample = [examples[i] for i in picked]
     result = {
         "test_utterances": len(examples),
         "sample_size": len(picked),
         "encoder_full": {
-            **headline(score(examples, [a.intent for a in enc], [a.tags for a in enc], known)),
-            **latency([a.ms for a in enc]),
+            **gen.headline(
+                gen.score(examples, [a.intent for a in enc], [a.tags for a in enc], known)
+            ),
+            **gen.latency([a.ms for a in enc]),
         },
         "encoder": {
-            **headline(
-                score(sample, [enc[i].intent for i in picked], [enc[i].tags for i in picked], known)
+            **gen.headline(
+                gen.score(
+                    sample, [enc[i].intent for i in picked], [enc[i].tags for i in picked], known
+                )
             ),
-            **latency([enc[i].ms for i in picked]),
+            **gen.latency([enc[i].ms for i in picked]),
         },
     }
-    for variant in chosen_variants(args):
+    for variant in gen.chosen_variants(args):
         name = variant.name
         if reason := variant.missing(dataset):
             result[name] = {"skipped": reason}
             print(f"[classify-vs-generate] {dataset} {name}: skipped, {reason}")
             continue
-        answers = Runner(variant, dataset, bundle_dir, engine, cache).answers(
+        answers = gen.GeneratorRunner(variant, dataset, bundle_dir, engine, cache).answers(
             "test", examples, frames, picked
         )
         ordered = [answers[i] for i in picked]
-        intents, tags = generator_frames(sample, ordered)
-        metrics = score(sample, intents, tags, known)
+        intents, tags = gen.generator_frames(sample, ordered)
+        metrics = gen.score(sample, intents, tags, known)
         reasons: dict[str, int] = {}
         for a in ordered:
             if not a.valid:
                 reasons[a.reason] = reasons.get(a.reason, 0) + 1
         result[name] = {
-            **headline(metrics),
-            **latency([a.ms for a in ordered]),
+            **gen.headline(metrics),
+            **gen.latency([a.ms for a in ordered]),
             "valid_rate": round(100 * sum(a.valid for a in ordered) / len(ordered), 2),
             "invalid_reasons": reasons,
             "label": variant.label,
@@ -131,7 +119,7 @@ def compare(
 
 
 def systems(entry: dict) -> list[str]:
-    return [k for k in ("encoder", *VARIANTS) if k in entry and "skipped" not in entry[k]]
+    return [k for k in ("encoder", *gen.VARIANTS) if k in entry and "skipped" not in entry[k]]
 
 
 def csv_rows(report: dict) -> list[dict]:
@@ -192,7 +180,7 @@ def table(report: dict) -> str:
                 f"{m['sentence_acc']:.2f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | "
                 f"{m['utterances_per_s']:.1f} | {valid} |"
             )
-        for s in VARIANTS:
+        for s in gen.VARIANTS:
             if "skipped" in entry.get(s, {}):
                 rows.append(f"| {d} | {s} | skipped: {entry[s]['skipped']} | | | | | | | |")
     meta = report.get("meta", {})

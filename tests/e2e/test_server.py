@@ -125,6 +125,34 @@ def test_metrics_move(server, client):
         assert name in after
 
 
+def metric(server: ServerProcess, sample: str) -> float:
+    """One sample's value from the server's /metrics (0 when it has not appeared yet)."""
+    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
+    lines = [ln for ln in text.splitlines() if ln.startswith(sample + " ")]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def test_a_failed_rpc_is_counted_once_whatever_its_size(tiny_bundle, tmp_path):
+    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--max-queue-size", "2")
+    try:
+        srv.wait_serving()
+        client = NluClient(srv.target)
+        with pytest.raises(grpc.RpcError) as err:
+            client.parse_batch(["list airlines"] * 3)  # 3 utterances never fit a queue of 2
+        with pytest.raises(grpc.RpcError):
+            list(client.parse_stream(["list airlines", ""]))
+        client.close()
+        failures = 'nlu_request_failure_total{reason="%s"}'
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert metric(srv, failures % "queue_full") == 1
+        assert metric(srv, failures % "invalid_argument") == 1
+        requests = 'nlu_requests_total{code="%s",method="%s"}'
+        assert metric(srv, requests % ("RESOURCE_EXHAUSTED", "ParseBatch")) == 1
+        assert metric(srv, requests % ("INVALID_ARGUMENT", "ParseStream")) == 1
+    finally:
+        assert srv.stop() == 0
+
+
 @pytest.mark.parametrize("log_text", [False, True])
 def test_debug_access_log_includes_text_only_when_allowed(tiny_bundle, tmp_path, log_text):
     flags = ["--log-level", "DEBUG", "--log-text" if log_text else "--no-log-text"]

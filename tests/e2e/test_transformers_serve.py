@@ -21,6 +21,7 @@ from service.settings import RoutingSettings
 
 from ..service.test_generation import INTENTS, LABELS, frame
 
+pytestmark = pytest.mark.slow
 START_TIMEOUT_S = 180.0
 SCHEMA_VERDICTS = {
     "",  # the answer fit the schema and was used

@@ -37,6 +37,7 @@ def test_generate_before_load_is_a_generator_error():
         asyncio.run(backend.generate(MESSAGES, 1.0))
 
 
+@pytest.mark.slow
 def test_real_smollm2_answers():
     backend = LocalBackend(model="", threads=1, max_new_tokens=24)
     assert backend.model.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
