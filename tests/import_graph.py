@@ -1,12 +1,14 @@
 """The project's import graph, read from the source with `ast` (nothing is imported).
 
-    python -m tests.import_graph        # counts of cross-package imports, and who imports what
+    python -m tests.import_graph                 # counts of cross-package imports, by module
+    python -m tests.import_graph --root DIR      # the same for another checkout (e.g. an old one)
 
 `tests/test_layering.py` holds the rules; this module only reads the graph.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import sys
 from collections import Counter
@@ -16,15 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("service", "export", "benchmarks")
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def source_modules(package: str) -> list[Path]:
-    return sorted(p for p in (ROOT / package).rglob("*.py") if "gen" not in p.parts)
+def source_modules(package: str, root: Path = ROOT) -> list[Path]:
+    return sorted(p for p in (root / package).rglob("*.py") if "gen" not in p.parts)
 
 
 def imports_of(path: Path) -> set[str]:
@@ -41,12 +43,12 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
-def graph() -> dict[str, set[str]]:
+def graph(root: Path = ROOT) -> dict[str, set[str]]:
     """{importing module: project modules it imports}."""
     return {
-        module_name(path): imports_of(path)
+        module_name(path, root): imports_of(path)
         for package in PACKAGES
-        for path in source_modules(package)
+        for path in source_modules(package, root)
     }
 
 
@@ -61,8 +63,10 @@ def cross_package(edges: dict[str, set[str]], source: str, target: str) -> Count
     )
 
 
-def main() -> int:
-    edges = graph()
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.import_graph", description=__doc__)
+    p.add_argument("--root", type=Path, default=ROOT, help="checkout to read (default: this one)")
+    edges = graph(p.parse_args(argv).root.resolve())
     for source, target in (("export", "service"), ("benchmarks", "service")):
         counts = cross_package(edges, source, target)
         contract = sum(n for m, n in counts.items() if m.startswith("service.contract"))
