@@ -14,6 +14,7 @@ from service.errors import (
     Unavailable,
     grpc_status,
 )
+from service.server import main as server_main
 from service.settings import (
     GROUPS,
     EngineSettings,
@@ -59,6 +60,16 @@ def test_every_setting_is_documented_with_its_env_variable():
     help_text = build_parser().format_help()
     assert "NLU_MAX_QUEUE_DELAY_MS" in help_text and "NLU_BUNDLE" in help_text
     assert set(Settings.model_fields) == set(GROUPS)
+
+
+def test_invalid_settings_name_the_problem_without_echoing_values(monkeypatch, capsys):
+    monkeypatch.setenv("NLU_GENERATOR_API_KEY", "supersecret")
+    assert server_main(["--generator-mode", "score", "--generator-backend", "openai"]) == 2
+    assert server_main(["--max-batch-size", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "generator_mode=score needs generator_backend=local" in err
+    assert "batching.max_batch_size: Input should be greater than or equal to 1" in err
+    assert "supersecret" not in err
 
 
 def test_readme_settings_reference_is_up_to_date():
