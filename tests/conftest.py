@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -33,26 +32,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A randomly initialised 2-layer BERT (hidden 32) with the packaged MiniLM tokenizer; seeded,
-    so the bundles built from it, and the golden responses, are the same in every run."""
-    import torch
-    from transformers import BertConfig, BertModel
+    """A seeded random 2-layer BERT: the bundles built from it, and the golden responses, are
+    the same in every run."""
+    from export.tiny_encoder import write_tiny_encoder
 
-    from service.contract.packaged import default_encoder_path
-
-    out = tmp_path_factory.mktemp("tiny-encoder")
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    BertModel(config, add_pooling_layer=False).save_pretrained(out)
-    shutil.copyfile(default_encoder_path() / "tokenizer.json", out / "tokenizer.json")
-    return out
+    return write_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,12 @@
 """The model bundle: the only thing that travels from `export/` to `service/`.
 
 A directory holding `model.onnx` (fp32), `model.int8.onnx`, `tokenizer.json`, `labels.json`,
-the retrieval index and `config.json`. `config.json` is a `BundleConfig`: typed, versioned
-(`format_version`), and `files` maps every other file to its sha256. The writer (the exporter)
-and the reader (the server, `export.verify`) both go through this module; a bundle whose files do
-not match, or whose format this code does not know, is refused with a message naming the file.
-No torch here.
+the retrieval index and `config.json`; a slim bundle (`export.slim`, for images) holds only the
+served variant's graph and verifies the same way. `config.json` is a `BundleConfig`: typed,
+versioned (`format_version`), and `files` maps every other file to its sha256. The writer (the
+exporter) and the reader (the server, `export.verify`) both go through this module; a bundle whose
+files do not match, or whose format this code does not know, is refused with a message naming the
+file. No torch here.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class BundleConfig(_Record):
     source_model: str
     created_at: str
     files: dict[str, str] = {}  # relative path → sha256 of every file but config.json
+    derived_from: str | None = None
+    """A slim bundle (served variants only, for images): the sha256 of the full bundle's
+    config.json it was cut from."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,11 @@ class Bundle:
     def model_file(self, variant: str) -> Path:
         if variant not in VARIANT_FILES:
             raise BundleError(f"unknown model variant {variant!r} (expected fp32 or int8)")
+        if variant not in self.config.variants:
+            raise BundleError(
+                f"{self.path / CONFIG}: this slim bundle holds only "
+                f"{', '.join(self.config.variants)}; serve that variant or mount a full bundle"
+            )
         return self.path / VARIANT_FILES[variant]
 
 
@@ -165,7 +174,8 @@ def read_config(bundle_dir: Path) -> tuple[BundleConfig, str]:
 def verify(bundle_dir: Path) -> tuple[BundleConfig, str]:
     """Check every recorded file exists and matches its sha256; returns read_config's pair."""
     config, config_sha256 = read_config(bundle_dir)
-    for required in (FP32_MODEL, INT8_MODEL, TOKENIZER, LABELS):
+    graphs = [VARIANT_FILES[variant] for variant in config.variants]
+    for required in (*graphs, TOKENIZER, LABELS):
         if required not in config.files:
             raise BundleError(f"{bundle_dir / CONFIG}: no checksum recorded for {required}")
     for name, expected in config.files.items():

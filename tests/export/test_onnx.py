@@ -131,3 +131,30 @@ def test_retrieval_index_finds_each_training_utterance_first(tiny_bundle, small_
     assert (len(hits) == 3 and hits[0].text == train[5].text) or np.allclose(
         index.embeddings[index.examples.index(hits[0])], index.embeddings[5], atol=1e-3
     )
+
+
+def test_a_slim_bundle_holds_one_variant_and_verifies(tiny_bundle, tmp_path, capsys):
+    from export.slim import main as slim_main
+    from service.runtime import Engine
+    from service.settings import EngineSettings
+
+    out = tmp_path / "slim"
+    assert slim_main(["--bundle", str(tiny_bundle), "--variant", "int8", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "labels.json",
+        "model.int8.onnx",
+        "tokenizer.json",
+    ]
+    bundle = load_bundle(out)
+    assert list(bundle.config.variants) == ["int8"]
+    assert bundle.config.derived_from == verify(tiny_bundle)[1]
+    full = Engine(tiny_bundle, settings=EngineSettings(intra_op_threads=1))
+    slim = Engine(out, settings=EngineSettings(intra_op_threads=1))
+    (a,), (b,) = slim.parse(["list airlines"]), full.parse(["list airlines"])
+    assert (a.intent, a.confidence, a.slots) == (b.intent, b.confidence, b.slots)
+    with pytest.raises(BundleError, match="holds only int8"):
+        Engine(out, settings=EngineSettings(variant="fp32"))
+    (out / "model.int8.onnx").write_bytes(b"tampered")
+    with pytest.raises(BundleError, match=r"model\.int8\.onnx: sha256 does not match"):
+        load_bundle(out)
