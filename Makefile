@@ -10,7 +10,7 @@ SPLIT ?= test
 BUNDLE ?= bundles/$(DATA)
 
 
-.PHONY: setup proto run serve test test-fast lint image-base image image-smoke train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
+.PHONY: setup proto run serve test test-fast lint image-base image image-smoke deploy-check train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
 
 setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 
@@ -134,3 +134,16 @@ image-smoke: setup
 	$(MAKE) --no-print-directory image IMAGE_BUNDLE=$(SMOKE)/bundle IMAGE=localhost/nlu-service:smoke
 	$(PY) deploy/smoke.py --image localhost/nlu-service:smoke --buildah "$(BUILDAH)" \
 		--out deploy/results/image-smoke.json
+
+# Offline checks of deploy/: kustomize renders every overlay, every object validates against the
+# Kubernetes schema, hadolint and checkov pass (waivers named in deploy/README.md), and a test
+# holds the manifests to the service's settings. No cluster is needed (none exists here).
+DEPLOY_VENV := build/deploy-venv
+DEPLOY_STAMP := $(DEPLOY_VENV)/.setup-done
+$(DEPLOY_STAMP): deploy/requirements-check.txt
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install --quiet -r deploy/requirements-check.txt
+	touch $(DEPLOY_STAMP)
+
+deploy-check: setup $(DEPLOY_STAMP)
+	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH $(PY) deploy/check.py

@@ -47,6 +47,11 @@ async def load_core(settings: Settings) -> NluCore:
     batcher.start()
     log.info(
         "model loaded",
-        extra={"model_version": model_version(engine.bundle), "providers": engine.providers},
+        extra={
+            "model_version": model_version(engine.bundle),
+            "providers": engine.providers,
+            "intra_op_threads": engine.intra_op_threads,
+            "spinning": engine.spinning,
+        },
     )
     return NluCore(engine=engine, batcher=batcher, router=router, settings=settings)

@@ -26,6 +26,7 @@ from service.contract.text import (
     word_scores,
 )
 from service.contract.types import Frame, IntentScore, RawOutputs
+from service.cpus import cpu_quota, usable_cpus
 from service.settings import EngineSettings
 
 log = logging.getLogger(__name__)
@@ -65,13 +66,16 @@ class Engine:
         self.settings = settings
         self.tokenizer = load_tokenizer(bundle_dir / TOKENIZER, self.bundle.config.max_seq_len)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.intra_op_threads
+        self.intra_op_threads = settings.intra_op_threads or usable_cpus()
+        spinning = settings.ort_allow_spinning
+        self.spinning = cpu_quota() is None if spinning is None else spinning
+        options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = settings.inter_op_threads
         options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
         # Idle ORT threads spin-wait by default: lower latency, but they burn the cores that
         # anything else in the process (a gRPC loop, another runtime) needs.
         options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if settings.ort_allow_spinning else "0"
+            "session.intra_op.allow_spinning", "1" if self.spinning else "0"
         )
         self.session = ort.InferenceSession(
             str(self.bundle.model_file(settings.variant)),

@@ -32,19 +32,26 @@ log = logging.getLogger("service.server")
 
 
 def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
-    return [
+    options = [
         ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
         ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
         ("grpc.so_reuseport", 0),
     ]
+    if settings.max_connection_age_s > 0:
+        options += [
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.drain_grace_s * 1000)),
+        ]
+    return options
 
 
-async def serve(settings: Settings) -> int:
-    lifecycle = Lifecycle()
+def main_server(
+    settings: Settings, lifecycle: Lifecycle, health_servicer: health.aio.HealthServicer
+) -> tuple[grpc.aio.Server, int]:
+    """nlu.v1 behind the interceptor chain, health and reflection; and the port it bound."""
     server = grpc.aio.server(interceptors=chain(), options=grpc_options(settings.server))
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     nlu_pb2_grpc.add_NluServiceServicer_to_server(NluServicer(lifecycle, settings), server)
     reflection.enable_server_reflection(
@@ -55,16 +62,44 @@ async def serve(settings: Settings) -> int:
         ],
         server,
     )
+    return server, server.add_insecure_port(f"{settings.server.host}:{settings.server.port}")
+
+
+def health_server(
+    settings: ServerSettings, health_servicer: health.aio.HealthServicer
+) -> grpc.aio.Server | None:
+    """grpc.health.v1 alone on `health_port`, plaintext: what kubelet's grpc probes reach."""
+    if not settings.health_port:
+        return None
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server.add_insecure_port(f"{settings.host}:{settings.health_port}")
+    return server
+
+
+async def set_health(health_servicer: health.aio.HealthServicer, status: int) -> None:
     for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    address = f"{settings.server.host}:{settings.server.port}"
-    port = server.add_insecure_port(address)
+        await health_servicer.set(name, status)
+
+
+async def serve(settings: Settings) -> int:
+    lifecycle = Lifecycle()
+    health_servicer = health.aio.HealthServicer()
+    await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    server, port = main_server(settings, lifecycle, health_servicer)
+    probes = health_server(settings.server, health_servicer)
     metrics_port = settings.observability.metrics_port
     metrics.serve_metrics(metrics_port)
-    await server.start()
+    for started in (server, probes):
+        if started is not None:
+            await started.start()
     log.info(
         "listening",
-        extra={"address": f"{settings.server.host}:{port}", "metrics_port": metrics_port},
+        extra={
+            "address": f"{settings.server.host}:{port}",
+            "metrics_port": metrics_port,
+            "health_port": settings.server.health_port,
+        },
     )
 
     stop = asyncio.Event()
@@ -77,8 +112,7 @@ async def serve(settings: Settings) -> int:
     await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
     if loading.done() and loading.exception() is None:
         lifecycle.core = loading.result()
-        for name in ("", SERVICE_NAME):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"model_version": model_version(lifecycle.core.engine.bundle)})
         await stopping
     elif loading.done():
@@ -91,6 +125,8 @@ async def serve(settings: Settings) -> int:
     await health_servicer.enter_graceful_shutdown()
     lifecycle.draining = True
     await server.stop(settings.server.drain_grace_s)
+    if probes is not None:
+        await probes.stop(0)
     if lifecycle.core is not None:
         await lifecycle.core.close()
     log.info("stopped")

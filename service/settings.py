@@ -50,6 +50,19 @@ class ServerSettings(Group):
     max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
     max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")
     default_top_k: int = Field(3, ge=1, description="top_intents returned when top_k is 0")
+    max_connection_age_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="close client connections after this long (gRPC A9; 0: never) so clients "
+        "re-resolve and spread over new replicas; in-flight calls get drain_grace_s",
+    )
+    health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="also serve grpc.health.v1 alone, in plaintext, on this port (0: no), for "
+        "probes that present no client certificate when the main port needs TLS",
+    )
 
 
 class BatchingSettings(Group):
@@ -74,10 +87,17 @@ class EngineSettings(Group):
     provider: Literal["cpu", "cuda"] = Field(
         "cpu", description="ONNX Runtime execution provider; cuda falls back to cpu if absent"
     )
-    intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads (0: all cores)")
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="ORT intra-op threads (0: the CPUs this container may use, from its CPU "
+        "limit or affinity, not the host's core count)",
+    )
     inter_op_threads: int = Field(1, ge=0, description="ORT inter-op threads")
-    ort_allow_spinning: bool = Field(
-        True, description="ORT idle threads spin-wait (lower latency, more CPU burnt)"
+    ort_allow_spinning: bool | None = Field(
+        None,
+        description="ORT idle threads spin-wait (lower latency, more CPU burnt); unset: spin "
+        "unless a CPU quota limits the container (spinning would burn the quota)",
     )
     warmup_batches: int = Field(3, ge=1, description="batches run before health reports SERVING")
 
@@ -263,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         for name, field in model.model_fields.items():
             flag = f"--{name.replace('_', '-')}"
             help_text = f"{field.description} (env {env_name(name)}, default {field.default})"
-            if field.annotation is bool:
+            if field.annotation in (bool, bool | None):
                 options.add_argument(
                     flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
                 )

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from service.client import NluClient, request
 from service.client import main as client_main
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
-from service.process import ServerProcess
+from service.process import ServerProcess, free_port
 from tests.service.chat_stub import Script, chat_server
 
 UTTERANCES = ["show me flights from boston to denver", "list airlines", "what is fare code h"]
@@ -166,6 +166,21 @@ def test_debug_access_log_includes_text_only_when_allowed(tiny_bundle, tmp_path,
         assert srv.stop() == 0
     assert '"request_id": "req-7"' in srv.log()
     assert ("my private utterance" in srv.log()) is log_text
+
+
+def test_a_health_only_port_answers_probes_and_nothing_else(tiny_bundle, tmp_path):
+    health_port = free_port()
+    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--health-port", str(health_port))
+    try:
+        srv.wait_serving()
+        probe = NluClient(f"127.0.0.1:{health_port}")
+        assert probe.health() == "SERVING"
+        with pytest.raises(grpc.RpcError) as err:
+            probe.parse("list airlines")
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        probe.close()
+    finally:
+        assert srv.stop() == 0
 
 
 def test_health_goes_from_not_serving_to_serving(tiny_bundle, tmp_path):
