@@ -52,12 +52,12 @@ serve: setup
 	$(PY) -m service.server --bundle $(BUNDLE) --port $(PORT) --metrics-port $(METRICS_PORT) \
 		--generator-backend $(GENERATOR_BACKEND) --generator-mode $(GENERATOR_MODE)
 
-test: setup
-	$(PY) -m pytest
+test: setup deploy-check
+	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH $(PY) -m pytest
 
 # The inner loop: unit tests only (no servers, no benchmark suites, no real SmolLM2), under 30 s.
 test-fast: setup
-	$(PY) -m pytest -m "not e2e and not slow"
+	$(PY) -m pytest -m "not e2e and not slow and not deploy"
 
 lint: setup
 	$(PY) -m ruff check .
@@ -145,5 +145,5 @@ $(DEPLOY_STAMP): deploy/requirements-check.txt
 	$(DEPLOY_VENV)/bin/pip install --quiet -r deploy/requirements-check.txt
 	touch $(DEPLOY_STAMP)
 
-deploy-check: setup $(DEPLOY_STAMP)
-	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH $(PY) deploy/check.py
+deploy-check: $(DEPLOY_STAMP)
+	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH $(DEPLOY_VENV)/bin/python deploy/check.py

@@ -10,16 +10,17 @@ SHARED_ATIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 SPLIT_SIZES = {"train": 300, "dev": 60, "test": 60}
 
 
-E2E_FOLDERS = {"e2e", "benchmarks"}
+FOLDER_MARKERS = {"e2e": "e2e", "benchmarks": "e2e", "deploy": "deploy"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/e2e and tests/benchmarks is end to end (`make test-fast` skips
-    it with the slow tests)."""
+    """Tests under tests/e2e and tests/benchmarks are end to end, those under tests/deploy need
+    the deploy tools (`make test-fast` skips all of them with the slow tests)."""
     root = Path(__file__).parent
     for item in items:
-        if item.path.relative_to(root).parts[0] in E2E_FOLDERS:
-            item.add_marker(pytest.mark.e2e)
+        marker = FOLDER_MARKERS.get(item.path.relative_to(root).parts[0])
+        if marker:
+            item.add_marker(getattr(pytest.mark, marker))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
