@@ -1,5 +1,7 @@
 """Image smoke test: start the built image's own entrypoint as its non-root user and prove it
-serves, then drains on SIGTERM. Run by `make image-smoke` (and so by `.ci/run`).
+serves, then drains on SIGTERM. Run by `make image-smoke` (and so by `.ci/run`); with
+`--generator`, the generator image answers /health and a chat completion
+(`make image-generator-smoke`, not in CI: a ~2 GB build).
 
     python deploy/smoke.py --image localhost/nlu-service:smoke --out deploy/results/image-smoke.json
 
@@ -166,14 +168,75 @@ def run_smoke(buildah: list[str], image: str) -> dict:
     }
 
 
+def run_generator_smoke(buildah: list[str], image: str) -> dict:
+    """The generator image: `transformers serve` answers /health and one chat completion."""
+    config = image_config(buildah, image)
+    user = config.get("User", "")
+    check(user.split(":")[0] not in ("", "0", "root"), f"image user is non-root ({user})")
+    port = free_port()
+    command_line = [*config["Entrypoint"], *config["Cmd"]]
+    command_line[command_line.index("--port") + 1] = str(port)
+    command_line[command_line.index("--host") + 1] = "127.0.0.1"
+    container = subprocess.run(
+        [*buildah, "from", image], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    log = Path("build") / "generator-smoke.log"
+    log.parent.mkdir(exist_ok=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        command = [
+            *buildah, "run", "--isolation", "chroot", "--user", user, container, "--",
+            *command_line,
+        ]  # fmt: skip
+        print("$", shlex.join(command))
+        with log.open("w") as out:
+            runner = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        started = time.monotonic()
+        while True:
+            if runner.poll() is not None:
+                raise SmokeFailure(f"the container exited early:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() - started > SERVING_TIMEOUT_S:
+                raise SmokeFailure(f"no /health after {SERVING_TIMEOUT_S} s:\n{log.read_text()}")
+            time.sleep(0.2)
+        ready_s = time.monotonic() - started
+        check(True, f"/health after {ready_s:.1f} s")
+        answer = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={
+                "model": command_line[command_line.index("serve") + 1],
+                "messages": [{"role": "user", "content": "Say hello."}],
+                "max_tokens": 8,
+            },
+            timeout=120,
+        ).json()
+        check(bool(answer["choices"][0]["message"]["content"]), "a chat completion answers")
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        subprocess.run([*buildah, "rm", container], capture_output=True)
+    return {"image": image, "image_size_mb": round(image_size_bytes(image) / 1e6, 1),
+            "time_to_health_s": round(ready_s, 1), "user": user}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--image", required=True)
     p.add_argument("--buildah", default="buildah", help="buildah command (with global flags)")
     p.add_argument("--out", type=Path, help="result file (JSON) to write")
+    p.add_argument(
+        "--generator", action="store_true", help="the image is the generator (transformers serve)"
+    )
     args = p.parse_args(argv)
+    smoke = run_generator_smoke if args.generator else run_smoke
     try:
-        result = run_smoke(shlex.split(args.buildah), args.image)
+        result = smoke(shlex.split(args.buildah), args.image)
     except (SmokeFailure, subprocess.CalledProcessError) as e:
         print(f"image smoke test failed: {e}", file=sys.stderr)
         return 1
