@@ -213,16 +213,20 @@ def decode_word_tags(
 ) -> tuple[list[str], list[float]]:
     """Per-word tag (argmax, or Viterbi with a CRF) and its softmax probability.
 
-    Words past max_seq_len (NaN rows of `word_scores`, always last) are tagged O, probability 1.
+    Words without a position (NaN rows of `word_scores`: past max_seq_len, or words that yield
+    no tokens, such as a lone zero-width character, anywhere in the utterance) are tagged O with
+    probability 1; the others are decoded as one sequence, as if those words were not there.
     """
-    kept = int((~np.isnan(word_logits).any(axis=-1)).sum())
-    probs = softmax(word_logits[:kept])  # (W_kept, S)
-    if kept == 0:
+    kept = np.flatnonzero(~np.isnan(word_logits).any(axis=-1))  # (W_kept,)
+    probs = softmax(word_logits[kept])  # (W_kept, S)
+    if len(kept) == 0:
         ids: list[int] = []
     elif crf is None:
         ids = probs.argmax(axis=-1).tolist()
     else:
-        ids = viterbi(word_logits[:kept], *crf)
-    truncated = len(word_logits) - kept
-    tags = [slot_tags[i] for i in ids] + [OUTSIDE_TAG] * truncated
-    return tags, [float(probs[w, i]) for w, i in enumerate(ids)] + [1.0] * truncated
+        ids = viterbi(word_logits[kept], *crf)
+    tags = [OUTSIDE_TAG] * len(word_logits)
+    confidences = [1.0] * len(word_logits)
+    for row, (w, i) in enumerate(zip(kept, ids, strict=True)):
+        tags[w], confidences[w] = slot_tags[i], float(probs[row, i])
+    return tags, confidences

@@ -5,6 +5,8 @@ import logging
 import numpy as np
 import onnxruntime as ort
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from export.artifacts import load_artifacts
 from export.inference import predicted_tags, run_model
@@ -73,3 +75,34 @@ def test_cuda_is_used_when_onnxruntime_offers_it(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: offered)
     assert select_providers("cuda") == offered
     assert select_providers("cpu") == ["CPUExecutionProvider"]
+
+
+ZERO_WIDTH = ["\ufeff", "\u200b", "\u200c", "\u200d", "\u2060"]
+BASE_UTTERANCES = [
+    "show me flights from boston to denver tomorrow morning",
+    "what is the cheapest fare from pittsburgh to atlanta on monday",
+    "i need a flight tomorrow morning from dallas to san francisco please",
+]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_words_that_yield_no_tokens_do_not_move_any_slot(engine, data):
+    """A zero-width character between words (a word of its own that tokenises to nothing) must
+    leave every other word's tag, and so every slot, as it was."""
+    text = data.draw(st.sampled_from(BASE_UTTERANCES))
+    words = text.split()
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(words)))
+        words.insert(at, data.draw(st.sampled_from(ZERO_WIDTH)))
+    noisy = " ".join(words)
+    (plain,), (with_noise,) = engine.parse([text]), engine.parse([noisy])
+    assert [(s.name, s.value) for s in with_noise.slots] == [(s.name, s.value) for s in plain.slots]
+    assert all(noisy[s.start : s.end] == s.value for s in with_noise.slots)
+    kept = [
+        t for w, t in zip(noisy.split(), with_noise.word_tags, strict=True) if w not in ZERO_WIDTH
+    ]
+    assert kept == plain.word_tags
+    assert with_noise.min_tag_confidence == pytest.approx(plain.min_tag_confidence)
