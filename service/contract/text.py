@@ -10,6 +10,7 @@ No torch here: the serving process imports this module.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,21 @@ def word_scores(word_index_row: np.ndarray, token_scores: np.ndarray, n_words: i
     return out
 
 
+def span_end(text: str, last: Word) -> int:
+    """Where a span ending in word `last` ends: before punctuation glued to the end of the word
+    ("PARIS?" → "PARIS", "tomorrow," → "tomorrow"), which the model tags with the word but which
+    is not part of the value. A final period stays in an abbreviation ("a.m.", "U.S."), and a
+    word made of punctuation only is kept whole."""
+    end = last.end
+    while end > last.start + 1 and unicodedata.category(text[end - 1]).startswith("P"):
+        if text[end - 1] == "." and "." in text[last.start : end - 1]:
+            break
+        end -= 1
+    if all(unicodedata.category(ch).startswith("P") for ch in text[last.start : end]):
+        return last.end
+    return end
+
+
 def decode_bio(
     text: str,
     words: Sequence[Word],
@@ -140,7 +156,8 @@ def decode_bio(
     """Turn per-word BIO tags into slots with character offsets into `text`.
 
     An I- tag that does not continue a span of the same type starts a new span (conlleval's
-    lenient reading). A span's confidence is the lowest confidence among its words.
+    lenient reading). A span's confidence is the lowest confidence among its words. Punctuation
+    glued to the end of a span's last word stays out of the span (`span_end`).
     """
     if len(words) != len(tags):
         raise ValueError(f"{len(tags)} tags for {len(words)} words")
@@ -151,7 +168,8 @@ def decode_bio(
     def close() -> None:
         if current is not None:
             name, first, last, c = current
-            start, end = words[first].start, words[last].end
+            start = words[first].start
+            end = span_end(text, words[last])
             slots.append(Slot(name, text[start:end], start, end, c))
 
     for i, tag in enumerate(tags):

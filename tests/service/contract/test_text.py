@@ -132,3 +132,21 @@ def test_slots_to_tags_inverts_decode_bio(tags):
     assert slots_to_tags(words, decode_bio(text, words, slots_to_tags(words, slots))) == (
         slots_to_tags(words, slots)
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "tags", "values"),
+    [
+        ("what's the weather in PARIS?", ["O", "O", "O", "O", "B-city"], ["PARIS"]),
+        ("tomorrow, please", ["B-date", "O"], ["tomorrow"]),
+        ("from new york, to boston.", ["O", "B-c", "I-c", "O", "B-c"], ["new york", "boston"]),
+        ("meet at 7 a.m.", ["O", "O", "B-time", "I-time"], ["7 a.m."]),
+        ("fly to the U.S.", ["O", "O", "O", "B-country"], ["U.S."]),
+        ("say ?!", ["O", "B-x"], ["?!"]),
+        ("cost $500", ["O", "B-price"], ["$500"]),
+    ],
+)
+def test_spans_leave_out_punctuation_glued_to_their_end(text, tags, values):
+    slots = decode_bio(text, split_words(text), tags)
+    assert [s.value for s in slots] == values
+    assert all(text[s.start : s.end] == s.value for s in slots)
