@@ -4,9 +4,11 @@ handlers carry no error handling, metrics or logging of their own and a new RPC 
 Order, outermost first (`chain()`):
 1. (tracing, when added: it must see everything, so it goes first)
 2. `Telemetry`: times the RPC, counts `nlu_requests_total{method, code}` and, once per failed
-   RPC, `nlu_request_failure_total{reason}`; one DEBUG access-log line per RPC.
+   RPC, `nlu_request_failure_total{reason}`; one DEBUG access-log line per RPC; keeps the count
+   of RPCs in flight that a drain waits for.
 3. `ErrorMapping`: turns any exception into its gRPC status (`service.errors.grpc_status`, the
-   only mapping) and aborts the RPC with it.
+   only mapping) and aborts the RPC with it; a request that does not decode (bad UTF-8 in a
+   string field, truncated bytes) becomes INVALID_ARGUMENT instead of UNKNOWN.
 4. (authentication, when added: inside ErrorMapping, so its refusal is mapped and counted)
 Health and reflection RPCs bypass the chain (probes must not need credentials).
 """
@@ -22,10 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from service import metrics
-from service.errors import grpc_status
+from service.errors import InvalidArgument, grpc_status
 from service.gen.nlu.v1 import nlu_pb2
+from service.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = nlu_pb2.DESCRIPTOR.services_by_name["NluService"].full_name
@@ -68,16 +72,31 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         async for response in responses:
             yield response
 
+    def deserializer(self, deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+        """The request decoder (subclasses may wrap it)."""
+        return deserialize
+
+    def request(self, request: Any) -> Any:
+        """A unary RPC's decoded request, before the handler sees it."""
+        return request
+
+    def requests(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """A client-streaming RPC's decoded requests, before the handler sees them."""
+        return requests
+
     def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         codecs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": self.deserializer(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
+        inbound = self.requests if handler.request_streaming else self.request
         if handler.unary_unary or handler.stream_unary:
             behaviour = handler.unary_unary or handler.stream_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                return await self.unary(method, context, lambda: behaviour(request, context))
+                return await self.unary(
+                    method, context, lambda: behaviour(inbound(request), context)
+                )
 
             make = (
                 grpc.unary_unary_rpc_method_handler
@@ -88,7 +107,8 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         behaviour = handler.unary_stream or handler.stream_stream
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async for response in self.stream(method, context, behaviour(request, context)):
+            responses = self.stream(method, context, behaviour(inbound(request), context))
+            async for response in responses:
                 yield response
 
         make = (
@@ -100,6 +120,9 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
 
 
 class Telemetry(RpcInterceptor):
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self.lifecycle = lifecycle
+
     async def unary(self, method, context, call):
         outcome, started = self.begin()
         try:
@@ -121,14 +144,14 @@ class Telemetry(RpcInterceptor):
         finally:
             self.end(method, outcome, started)
 
-    @staticmethod
-    def begin() -> tuple[Outcome, float]:
+    def begin(self) -> tuple[Outcome, float]:
         outcome = Outcome()
         OUTCOME.set(outcome)  # each RPC runs in a task of its own: nothing to reset
+        self.lifecycle.rpc_started()
         return outcome, time.perf_counter()
 
-    @staticmethod
-    def end(method: str, outcome: Outcome, started: float) -> None:
+    def end(self, method: str, outcome: Outcome, started: float) -> None:
+        self.lifecycle.rpc_finished()
         elapsed = time.perf_counter() - started
         metrics.REQUESTS.labels(method, outcome.code.name).inc()
         metrics.REQUEST_DURATION.labels(method).observe(elapsed)
@@ -144,7 +167,36 @@ class Telemetry(RpcInterceptor):
         )
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A message that did not decode as the method's request type (bad UTF-8 in a string field,
+    truncated bytes); the handler is never called with it."""
+
+    problem: str
+
+    def refuse(self) -> InvalidArgument:
+        return InvalidArgument(f"the request is not a valid protobuf message: {self.problem}")
+
+
 class ErrorMapping(RpcInterceptor):
+    def deserializer(self, deserialize):
+        def tolerant(data: bytes) -> Any:
+            try:
+                return deserialize(data)
+            except DecodeError as e:
+                return Undecodable(str(e))
+
+        return tolerant
+
+    def request(self, request):
+        if isinstance(request, Undecodable):
+            raise request.refuse()
+        return request
+
+    async def requests(self, requests):
+        async for request in requests:
+            yield self.request(request)
+
     async def unary(self, method, context, call):
         try:
             return await call()
@@ -171,6 +223,6 @@ class ErrorMapping(RpcInterceptor):
         await context.abort(code, message)
 
 
-def chain() -> list[grpc.aio.ServerInterceptor]:
+def chain(lifecycle: Lifecycle) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors in the order the module docstring gives (outermost first)."""
-    return [Telemetry(), ErrorMapping()]
+    return [Telemetry(lifecycle), ErrorMapping()]

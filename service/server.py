@@ -51,7 +51,7 @@ def main_server(
     settings: Settings, lifecycle: Lifecycle, health_servicer: health.aio.HealthServicer
 ) -> tuple[grpc.aio.Server, int]:
     """nlu.v1 behind the interceptor chain, health and reflection; and the port it bound."""
-    server = grpc.aio.server(interceptors=chain(), options=grpc_options(settings.server))
+    server = grpc.aio.server(interceptors=chain(lifecycle), options=grpc_options(settings.server))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     nlu_pb2_grpc.add_NluServiceServicer_to_server(NluServicer(lifecycle, settings), server)
     reflection.enable_server_reflection(
@@ -123,8 +123,8 @@ async def serve(settings: Settings) -> int:
 
     log.info("draining", extra={"grace_s": settings.server.drain_grace_s})
     await health_servicer.enter_graceful_shutdown()
-    lifecycle.draining = True
-    await server.stop(settings.server.drain_grace_s)
+    remaining = await lifecycle.drain(settings.server.drain_notice_s, settings.server.drain_grace_s)
+    await server.stop(remaining)
     if probes is not None:
         await probes.stop(0)
     if lifecycle.core is not None:

@@ -10,6 +10,7 @@ from dataclasses import asdict
 import grpc
 
 from service.contract.types import ParseInput, ParseResult, Policy, Source
+from service.errors import InvalidArgument
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.lifecycle import Lifecycle
 from service.model_info import describe, model_version
@@ -26,11 +27,16 @@ SOURCES = {Source.ENCODER: nlu_pb2.SOURCE_ENCODER, Source.GENERATOR: nlu_pb2.SOU
 
 def to_input(request: nlu_pb2.ParseRequest) -> ParseInput:
     routing = request.routing
+    if routing.policy not in POLICIES:
+        raise InvalidArgument(
+            f"routing.policy {routing.policy} is not a RoutingPolicy value "
+            f"(known: {', '.join(map(str, sorted(POLICIES)))})"
+        )
     return ParseInput(
         text=request.text,
         request_id=request.request_id,
         top_k=request.top_k,
-        policy=POLICIES.get(routing.policy, Policy.DEFAULT),
+        policy=POLICIES[routing.policy],
         threshold=routing.confidence_threshold
         if routing.HasField("confidence_threshold")
         else None,
@@ -112,19 +118,29 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         request_iterator: AsyncIterator[nlu_pb2.ParseRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[nlu_pb2.ParseResponse]:
-        """Requests are parsed concurrently (they batch together); answers keep request order."""
-        pending: asyncio.Queue[asyncio.Task | None] = asyncio.Queue()
+        """Requests are parsed concurrently (they batch together); answers keep request order. At
+        most `max_stream_in_flight` requests are parsed or waiting to be written: the stream is
+        not read further until one is answered, so a fast writer cannot fill the shared queue."""
+        pending: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(self.settings.server.max_stream_in_flight)
 
         async def read() -> None:
-            async for request in request_iterator:
-                await pending.put(asyncio.ensure_future(self._parse([request], context)))
-            await pending.put(None)
+            requests = aiter(request_iterator)
+            while await slots.acquire() and (request := await anext(requests, None)) is not None:
+                pending.put_nowait(asyncio.ensure_future(self._parse([request], context)))
+            pending.put_nowait(None)
+
+        def reader_failed(task: asyncio.Task) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                pending.put_nowait(task)  # the main loop raises its exception
 
         reader = asyncio.ensure_future(read())
+        reader.add_done_callback(reader_failed)
         try:
             while (task := await pending.get()) is not None:
                 (response,) = await task
                 yield response
+                slots.release()
             await reader
         finally:
             reader.cancel()

@@ -38,6 +38,20 @@ class ServerSettings(Group):
     drain_grace_s: float = Field(
         10.0, ge=0.0, description="on SIGTERM, how long in-flight RPCs may take to finish"
     )
+    drain_notice_s: float = Field(
+        1.0,
+        ge=0.0,
+        description="on SIGTERM, the least time the port stays open answering health "
+        "NOT_SERVING and new work UNAVAILABLE (within drain_grace_s), so probes and load "
+        "balancers see the drain",
+    )
+    max_stream_in_flight: int = Field(
+        64,
+        ge=1,
+        description="requests of one ParseStream parsed or waiting to be written at once; the "
+        "stream is not read further until one is answered (HTTP/2 flow control then slows the "
+        "client), so one stream cannot fill the shared queue",
+    )
     grpc_max_message_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="largest gRPC message sent or received"
     )

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
+import threading
 import time
 
 import grpc
@@ -74,6 +76,16 @@ def test_cli_parse_and_health(server, capsys):
         (lambda c: c.parse_batch(["ok", ""]), "request 1: text is empty"),
         (lambda c: c.parse("ok", threshold=1.5), "confidence_threshold 1.5 is outside [0, 1]"),
         (lambda c: c.parse("ok", threshold=math.nan), "confidence_threshold nan is outside"),
+        (
+            lambda c: c.stub.Parse(
+                nlu_pb2.ParseRequest(text="ok", routing=nlu_pb2.RoutingOptions(policy=7))
+            ),
+            "routing.policy 7 is not a RoutingPolicy value",
+        ),
+        (
+            lambda c: c.channel.unary_unary("/nlu.v1.NluService/Parse")(b"\x0a\x03\xff\xfe\x41"),
+            "the request is not a valid protobuf message: Error parsing message",
+        ),
     ],
 )
 def test_invalid_arguments_name_the_problem_and_the_server_keeps_serving(client, call, message):
@@ -88,6 +100,40 @@ def test_invalid_message_in_a_stream_aborts_it_with_its_reason(client):
     with pytest.raises(grpc.RpcError) as err:
         list(client.parse_stream(["list airlines", ""]))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_undecodable_message_in_a_stream_is_invalid_argument(client):
+    good = nlu_pb2.ParseRequest(text="list airlines").SerializeToString()
+    stream = client.channel.stream_stream("/nlu.v1.NluService/ParseStream")
+    with pytest.raises(grpc.RpcError) as err:
+        list(stream(iter([good, b"\x0a\x03\xff\xfe\x41"]), timeout=10))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protobuf message" in err.value.details()
+    assert client.parse("list airlines").intent
+
+
+def test_a_fast_stream_is_flow_controlled_and_does_not_starve_unary_callers(client):
+    """5,000 messages written as fast as possible: every one answered in order (no
+    RESOURCE_EXHAUSTED from the shared queue), and unary calls keep being answered meanwhile."""
+    texts = [f"flights from boston to denver number {i}" for i in range(5000)]
+    answered: list[str] = []
+    failure: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            answered.extend(r.request_id for r in client.parse_stream(texts))
+        except grpc.RpcError as e:
+            failure.append(e)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    unary = []
+    while reader.is_alive() and len(unary) < 50:
+        unary.append(client.parse("list airlines").intent)
+    reader.join(timeout=120)
+    assert not failure, failure
+    assert answered == [str(i) for i in range(5000)]
+    assert unary and all(unary)
 
 
 def test_reflection_lists_the_service(server):
@@ -108,11 +154,13 @@ def test_metrics_move(server, client):
     client.parse("list airlines")
     with pytest.raises(grpc.RpcError):
         client.parse("")
+    with pytest.raises(grpc.RpcError):  # bad UTF-8: counted like any other invalid request
+        client.channel.unary_unary("/nlu.v1.NluService/Parse")(b"\x0a\x03\xff\xfe\x41")
     after = scrape()
     ok = 'nlu_requests_total{code="OK",method="Parse"}'
     bad = 'nlu_requests_total{code="INVALID_ARGUMENT",method="Parse"}'
     assert value(after, ok) == value(before, ok) + 1
-    assert value(after, bad) == value(before, bad) + 1
+    assert value(after, bad) == value(before, bad) + 2
     assert value(after, 'nlu_route_total{source="encoder"}') >= 1
     for name in (
         "nlu_batch_size_count",
@@ -181,6 +229,22 @@ def test_a_health_only_port_answers_probes_and_nothing_else(tiny_bundle, tmp_pat
         probe.close()
     finally:
         assert srv.stop() == 0
+
+
+def test_sigterm_shows_not_serving_and_refuses_new_work_before_closing(tiny_bundle, tmp_path):
+    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--drain-notice-s", "3")
+    srv.wait_serving()
+    client = NluClient(srv.target)
+    srv.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 2
+    while client.health() == "SERVING" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.health() == "NOT_SERVING"  # Check on the main port, not only Watch
+    with pytest.raises(grpc.RpcError) as err:
+        client.parse("list airlines")
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "draining" in err.value.details()
+    client.close()
+    assert srv.process.wait(timeout=30) == 0
 
 
 def test_health_goes_from_not_serving_to_serving(tiny_bundle, tmp_path):
