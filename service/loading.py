@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 
 from service import metrics
 from service.batching import BatchQueue
 from service.contract.retrieval import load_index
 from service.core import NluCore
+from service.generators.base import GeneratorBackend
 from service.generators.registry import build_backend
 from service.model_info import model_version
 from service.router import Router
@@ -17,6 +20,35 @@ from service.runtime import Engine
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+async def load_generator(backend: GeneratorBackend) -> None:
+    """Load the generator while the encoder already serves (a CPU SmolLM2 takes ~40 s). In a
+    daemon thread, so a shutdown during the load does not wait for it. A failure is logged and
+    leaves the generator not ready: routed requests keep getting the encoder's answer."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def work() -> None:
+        try:
+            backend.load()
+        except Exception as e:
+            loop.call_soon_threadsafe(done.set_exception, e)
+        else:
+            loop.call_soon_threadsafe(done.set_result, None)
+
+    started = time.monotonic()
+    threading.Thread(target=work, name="generator-load", daemon=True).start()
+    try:
+        await done
+    except Exception:
+        log.exception("the generator failed to load; routed requests get the encoder's answer")
+        return
+    metrics.GENERATOR_READY.set(1)
+    log.info(
+        "generator ready",
+        extra={"model": backend.model, "load_s": round(time.monotonic() - started, 1)},
+    )
 
 
 async def load_core(settings: Settings) -> NluCore:
@@ -35,7 +67,7 @@ async def load_core(settings: Settings) -> NluCore:
     ).set(1)
     backend = build_backend(settings.generator)
     if backend is not None:
-        await asyncio.to_thread(backend.load)
+        metrics.GENERATOR_READY.set(0)  # loaded after the encoder serves: load_generator
     shows_examples = backend is not None and settings.routing.generator_prompt == "few_shot"
     router = Router(
         backend=backend,

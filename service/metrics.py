@@ -74,6 +74,12 @@ GENERATOR_FAILURES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+GENERATOR_READY = Gauge(
+    "nlu_generator_ready",
+    "1 once the generator backend has loaded (0 while it loads in the background, or when "
+    "loading failed); absent without a generator",
+    registry=REGISTRY,
+)
 MODEL_INFO = Gauge(
     "nlu_model_info",
     "Always 1; labels describe the bundle being served",

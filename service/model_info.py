@@ -21,6 +21,7 @@ class RoutingDescription:
     confidence_threshold: float
     generator_mode: str
     generator_prompt: str
+    generator_ready: bool
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def describe(core: NluCore) -> ModelDescription:
             confidence_threshold=settings.routing.confidence_threshold,
             generator_mode=settings.routing.generator_mode,
             generator_prompt=settings.routing.generator_prompt,
+            generator_ready=core.router.backend is not None and core.router.backend.ready,
         ),
         max_batch_size=settings.batching.max_batch_size,
         max_text_chars=settings.server.max_text_chars,

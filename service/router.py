@@ -76,6 +76,8 @@ class Router:
             return encoder
         if self.backend is None:
             return self.fallback(encoder, "generator_disabled")
+        if not self.backend.ready:
+            return self.fallback(encoder, "generator_loading")
         timeout_s = self.routing.generator_timeout_s
         budget = timeout_s if remaining_s is None else min(timeout_s, remaining_s)
         if remaining_s is not None and remaining_s < self.recent_p50_s():

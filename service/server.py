@@ -23,7 +23,7 @@ from service.contract.bundle import BundleError
 from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.interceptors import SERVICE_NAME, chain
 from service.lifecycle import Lifecycle
-from service.loading import load_core
+from service.loading import load_core, load_generator
 from service.model_info import model_version
 from service.servicer import NluServicer
 from service.settings import ServerSettings, Settings, load_settings
@@ -114,7 +114,11 @@ async def serve(settings: Settings) -> int:
         lifecycle.core = loading.result()
         await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"model_version": model_version(lifecycle.core.engine.bundle)})
+        backend = lifecycle.core.router.backend
+        generator = asyncio.ensure_future(load_generator(backend)) if backend else None
         await stopping
+        if generator is not None:
+            generator.cancel()
     elif loading.done():
         await server.stop(0)
         raise loading.exception()  # type: ignore[misc]

@@ -27,6 +27,8 @@ class GeneratorError(Exception):
 class GeneratorBackend(ABC):
     name: str
     model: str
+    ready: bool = False
+    """True once `load()` has returned: the server serves the encoder before that."""
 
     @classmethod
     @abstractmethod

@@ -25,6 +25,10 @@ class Guarded(GeneratorBackend):
     def from_settings(cls, settings: GeneratorSettings) -> Self:
         raise TypeError("Guarded wraps a backend: use service.generators.registry.build_backend")
 
+    @property
+    def ready(self) -> bool:
+        return self.inner.ready
+
     def load(self) -> None:
         self.inner.load()
 

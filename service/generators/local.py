@@ -87,6 +87,7 @@ class LocalBackend(GeneratorBackend):
         kwargs = {"gguf_file": self.gguf_file} if self.gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(self.source, **kwargs)
         self.lm = AutoModelForCausalLM.from_pretrained(self.source, **kwargs).eval()
+        self.ready = True
 
     def _prompt_ids(self, messages: Messages, suffix: str = "") -> list[int]:
         text = self.tokenizer.apply_chat_template(

@@ -51,6 +51,8 @@ class OpenAIBackend(GeneratorBackend):
             max_concurrency=settings.generator_max_concurrency,
         )
 
+    ready = True  # nothing to load: the model lives in the remote server
+
     def load(self) -> None:
         """Nothing to load: the model lives in the remote server."""
 

@@ -247,6 +247,27 @@ def test_sigterm_shows_not_serving_and_refuses_new_work_before_closing(tiny_bund
     assert srv.process.wait(timeout=30) == 0
 
 
+@pytest.mark.slow
+def test_the_encoder_serves_while_the_real_generator_loads(tiny_bundle, tmp_path):
+    """SmolLM2 takes tens of seconds to load on a CPU: the encoder serves at once, routed
+    requests fall back with their own reason until it is ready, and info and metrics say so."""
+    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--generator-backend", "local")
+    try:
+        started = time.monotonic()
+        srv.wait_serving()
+        serving_s = time.monotonic() - started
+        client = NluClient(srv.target)
+        routed = client.parse("show flights to denver", policy="generator")
+        info = client.info()
+        client.close()
+        assert routed.fallback_reason == "generator_loading" and routed.intent
+        assert info.routing.generator_backend == "local" and not info.routing.generator_ready
+        assert metric(srv, "nlu_generator_ready") == 0
+        assert serving_s < 15, f"SERVING after {serving_s:.1f} s: the generator held it back"
+    finally:
+        assert srv.stop(timeout_s=30) == 0
+
+
 def test_health_goes_from_not_serving_to_serving(tiny_bundle, tmp_path):
     srv = ServerProcess.launch(
         tiny_bundle, tmp_path / "log", "--warmup-batches", "400", "--max-batch-size", "16"
@@ -364,6 +385,9 @@ def test_in_process_generator_never_fails_a_request(tiny_bundle, tiny_lm, tmp_pa
     try:
         srv.wait_serving()
         client = NluClient(srv.target, timeout_s=30)
+        deadline = time.monotonic() + 60  # the generator loads after the encoder serves
+        while not client.info().routing.generator_ready and time.monotonic() < deadline:
+            time.sleep(0.05)
         responses = [client.parse(t) for t in UTTERANCES]
         info = client.info()
         client.close()
@@ -378,5 +402,5 @@ def test_in_process_generator_never_fails_a_request(tiny_bundle, tiny_lm, tmp_pa
             "invented_value",
         }
         assert response.timings.generator_ms > 0
-    assert info.routing.generator_backend == "local"
+    assert info.routing.generator_backend == "local" and info.routing.generator_ready
     assert (info.routing.generator_mode, info.routing.generator_prompt) == ("generate", "few_shot")

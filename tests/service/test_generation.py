@@ -151,6 +151,8 @@ class Scripted(GeneratorBackend):
 
     name, model = "scripted", "none"
 
+    ready = True  # loaded
+
     def __init__(self, text: str = "", delay_s: float = 0.0) -> None:
         self.text, self.delay_s, self.calls = text, delay_s, 0
 
@@ -266,6 +268,14 @@ def test_router_falls_back_with_the_reason():
     assert not result.from_generator and result.intent == "atis_airfare"
     assert result.fallback_reason == "unknown_intent"
     assert route(make_router(None), 0.1).fallback_reason == "generator_disabled"
+
+
+def test_a_generator_still_loading_is_not_asked():
+    generator = Scripted(answer("atis_flight"))
+    generator.ready = False
+    result = route(make_router(generator), 0.1)
+    assert result.fallback_reason == "generator_loading" and generator.calls == 0
+    assert not result.from_generator and result.intent == "atis_airfare"
 
 
 def test_router_skips_the_generator_when_the_deadline_is_shorter_than_its_p50():
