@@ -113,20 +113,22 @@ report: setup
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
-# Container image (deploy/Containerfile): a slim bundle (VARIANT only) baked in, no torch.
+# Container image (deploy/Containerfile): a slim bundle baked in (the variant the bundle serves,
+# or VARIANT=int8|fp32), no torch.
 # BASE_IMAGE defaults to a Debian base made here from packages (no registry reachable); elsewhere
 # use BASE_IMAGE=python:3.11-slim-bookworm.
 IMAGE ?= localhost/nlu-service:dev
 BASE_IMAGE ?= localhost/nlu-base:bookworm
 IMAGE_BUNDLE ?= $(BUNDLE)
-VARIANT ?= int8
+VARIANT ?=
 BUILDAH := buildah
 
 image-base:
 	$(BUILDAH) inspect --type image $(BASE_IMAGE) >/dev/null 2>&1 || deploy/make-base.sh $(BASE_IMAGE)
 
 image: setup image-base
-	$(PY) -m export.slim --bundle $(IMAGE_BUNDLE) --variant $(VARIANT) --out build/image-bundle
+	$(PY) -m export.slim --bundle $(IMAGE_BUNDLE) $(if $(VARIANT),--variant $(VARIANT)) \
+		--out build/image-bundle
 	$(BUILDAH) bud --isolation chroot --layers=false $$(deploy/pip-mounts.sh $(PY)) \
 		--build-arg BASE=$(BASE_IMAGE) -f deploy/Containerfile -t $(IMAGE) .
 

@@ -282,7 +282,8 @@ def headline(metrics: dict) -> dict[str, float]:
 
 def choose_variants(reports: dict[str, CandidateReport], max_int8_drop: float) -> dict[str, str]:
     """The fastest fp32 graph, and the fastest int8 graph within `max_int8_drop` points of it on
-    every headline metric (raises ParityError when none is). int8 reports gain their drops."""
+    every headline metric; no int8 variant (a warning naming the drops) when none is. int8
+    reports gain their drops."""
     fp32 = min(("plain", "optimized"), key=lambda n: reports[n].batch1_p50_ms)
     for name in ("plain.int8", "optimized.int8"):
         drops = {k: round(reports[fp32].test[k] - reports[name].test[k], 2) for k in HEADLINE}
@@ -293,10 +294,12 @@ def choose_variants(reports: dict[str, CandidateReport], max_int8_drop: float) -
         if max(reports[n].drop_vs_fp32.values()) <= max_int8_drop
     ]
     if not passing:
-        raise ParityError(
-            f"int8 loses more than {max_int8_drop} points on test: "
-            + ", ".join(f"{n}: {reports[n].drop_vs_fp32}" for n in reports if n.endswith(".int8"))
+        log.warning(
+            "no int8 graph within %s points of fp32 on test (%s): the bundle serves fp32",
+            max_int8_drop,
+            ", ".join(f"{n}: {reports[n].drop_vs_fp32}" for n in reports if n.endswith(".int8")),
         )
+        return {"fp32": fp32}
     int8 = min(passing, key=lambda n: reports[n].batch1_p50_ms)
     return {"fp32": fp32, "int8": int8}
 
@@ -332,11 +335,8 @@ def bundle_config(
         evaluated_examples={"dev": len(splits.dev), "test": len(splits.test)},
         retrieval_examples=len(splits.train),
         fused_operators=fused,
-        metrics={
-            "torch": torch_metrics,
-            "onnx_fp32": variants["fp32"].test,
-            "onnx_int8": variants["int8"].test,
-        },
+        metrics={"torch": torch_metrics, **{f"onnx_{v}": r.test for v, r in variants.items()}},
+        served_variant="int8" if "int8" in variants else "fp32",
         train=TrainingRecord(
             **{k: trained[k] for k in ("dev", "best_epoch", "train_seconds", "created_at")}
         ),
@@ -406,11 +406,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"export failed: {e}") from e
     except INPUT_ERRORS as e:
         raise SystemExit(f"error: {e}") from e
-    fp32, int8 = config.variants["fp32"], config.variants["int8"]
-    print(
-        f"wrote {args.out}: fp32 = {fp32.graph} ({fp32.batch1_p50_ms} ms), int8 = {int8.graph} "
-        f"({int8.batch1_p50_ms} ms); test {config.metrics}"
+    graphs = ", ".join(
+        f"{v} = {r.graph} ({r.batch1_p50_ms} ms)" for v, r in config.variants.items()
     )
+    print(f"wrote {args.out}: {graphs}; serves {config.served_variant}; test {config.metrics}")
 
 
 if __name__ == "__main__":

@@ -53,14 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bundle", type=Path, required=True, help="full bundle to cut from")
     p.add_argument("--out", type=Path, required=True, help="slim bundle folder to (re)write")
     p.add_argument(
-        "--variant", action="append", choices=sorted(VARIANT_FILES), help="graph(s) to keep"
+        "--variant",
+        action="append",
+        choices=sorted(VARIANT_FILES),
+        help="graph(s) to keep (default: the one the bundle serves)",
     )
     p.add_argument(
         "--with-index", action="store_true", help="keep the retrieval index (few-shot prompts)"
     )
     args = p.parse_args(argv)
     try:
-        config = slim_bundle(args.bundle, args.out, args.variant or ["int8"], args.with_index)
+        variants = args.variant or [verify_bundle(args.bundle)[0].served_variant]
+        config = slim_bundle(args.bundle, args.out, variants, args.with_index)
     except BundleError as e:
         print(f"cannot cut a slim bundle: {e}", file=sys.stderr)
         return 1

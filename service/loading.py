@@ -62,7 +62,7 @@ async def load_core(settings: Settings) -> NluCore:
         model_version(engine.bundle),
         config.encoder,
         config.dataset,
-        settings.engine.variant,
+        engine.variant,
         engine.providers[0],
     ).set(1)
     backend = build_backend(settings.generator)

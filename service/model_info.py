@@ -52,7 +52,7 @@ def describe(core: NluCore) -> ModelDescription:
         intents=list(bundle.labels.intents),
         slot_tags=list(bundle.labels.slot_tags),
         max_seq_len=bundle.config.max_seq_len,
-        quantization=settings.engine.variant,
+        quantization=core.engine.variant,
         execution_providers=list(core.engine.providers),
         routing=RoutingDescription(
             generator_enabled=generator.generator_backend != "none",

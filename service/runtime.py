@@ -64,6 +64,7 @@ class Engine:
         bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = load_bundle(bundle_dir)
         self.settings = settings
+        self.variant = settings.variant or self.bundle.config.served_variant
         self.tokenizer = load_tokenizer(bundle_dir / TOKENIZER, self.bundle.config.max_seq_len)
         options = ort.SessionOptions()
         self.intra_op_threads = settings.intra_op_threads or usable_cpus()
@@ -78,7 +79,7 @@ class Engine:
             "session.intra_op.allow_spinning", "1" if self.spinning else "0"
         )
         self.session = ort.InferenceSession(
-            str(self.bundle.model_file(settings.variant)),
+            str(self.bundle.model_file(self.variant)),
             options,
             providers=select_providers(settings.provider),
         )

@@ -97,7 +97,9 @@ class BatchingSettings(Group):
 class EngineSettings(Group):
     """The ONNX Runtime session over the bundle."""
 
-    variant: Literal["int8", "fp32"] = Field("int8", description="which ONNX graph to run")
+    variant: Literal["int8", "fp32"] | None = Field(
+        None, description="which ONNX graph to run (unset: the one the bundle names as served)"
+    )
     provider: Literal["cpu", "cuda"] = Field(
         "cpu", description="ONNX Runtime execution provider; cuda falls back to cpu if absent"
     )

@@ -77,6 +77,9 @@ class BundleConfig(_Record):
     outputs: list[str]
     opset: int
     variants: dict[Variant, VariantRecord]
+    served_variant: Variant = "int8"
+    """The graph the service runs unless told otherwise: int8 when one passed the export's
+    gates, else fp32 (the int8 graph is then not in the bundle)."""
     candidates: dict[str, CandidateReport]
     evaluated_examples: dict[str, int]
     retrieval_examples: int

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
 import pytest
 
-from export.onnx import ParityError, build_bundle
+from export.onnx import build_bundle
 from export.verify import main as bundle_main
 from service.contract.bundle import BundleError, load_bundle, verify
 
@@ -42,9 +43,25 @@ def test_fp32_parity_with_torch_is_recorded_for_every_fp32_candidate(tiny_bundle
     assert config["metrics"]["onnx_fp32"] == config["metrics"]["torch"]
 
 
-def test_int8_drop_beyond_tolerance_fails_loudly(tiny_model, tmp_path):
-    with pytest.raises(ParityError, match="int8 loses more than"):
-        build_bundle(tiny_model, tmp_path, max_int8_drop=-1.0)
+def test_when_no_int8_graph_passes_the_bundle_serves_fp32(tiny_model, tmp_path, caplog):
+    """A gate no int8 graph can pass (a negative drop) still writes a bundle: fp32 only, named as
+    the served variant, with a warning naming the drops; the engine serves it by default."""
+    from service.runtime import Engine
+    from service.settings import EngineSettings
+
+    with caplog.at_level(logging.WARNING, logger="export.onnx"):
+        config = build_bundle(tiny_model, tmp_path, max_int8_drop=-1.0)
+    assert "no int8 graph within -1.0 points of fp32" in caplog.text
+    assert config.served_variant == "fp32" and list(config.variants) == ["fp32"]
+    assert not (tmp_path / "model.int8.onnx").exists()
+    engine = Engine(tmp_path, settings=EngineSettings(intra_op_threads=1))
+    assert engine.variant == "fp32" and engine.parse(["list airlines"])[0].intent
+    with pytest.raises(BundleError, match="holds only fp32"):
+        Engine(tmp_path, settings=EngineSettings(variant="int8"))
+
+
+def test_a_bundle_whose_int8_graph_passes_serves_int8(tiny_bundle):
+    assert load_bundle(tiny_bundle).config.served_variant == "int8"
 
 
 @pytest.fixture
