@@ -83,6 +83,7 @@ async def load_core(settings: Settings) -> NluCore:
             "model_version": model_version(engine.bundle),
             "providers": engine.providers,
             "intra_op_threads": engine.intra_op_threads,
+            "instances": engine.instances,
             "spinning": engine.spinning,
         },
     )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -66,26 +68,37 @@ class Engine:
         self.settings = settings
         self.variant = settings.variant or self.bundle.config.served_variant
         self.tokenizer = load_tokenizer(bundle_dir / TOKENIZER, self.bundle.config.max_seq_len)
-        options = ort.SessionOptions()
         self.intra_op_threads = settings.intra_op_threads or usable_cpus()
         spinning = settings.ort_allow_spinning
         self.spinning = cpu_quota() is None if spinning is None else spinning
-        options.intra_op_num_threads = self.intra_op_threads
-        options.inter_op_num_threads = settings.inter_op_threads
+        # Per-row mode runs utterances side by side on `instances` sessions (as Triton's
+        # instance groups do), sharing the intra-op threads; batched mode uses one session.
+        self.instances = (settings.instances or self.intra_op_threads) if self.per_row else 1
+        threads = max(1, self.intra_op_threads // self.instances)
+        self.sessions = [
+            self.open_session(threads, graph_optimization) for _ in range(self.instances)
+        ]
+        self.session = self.sessions[0]
+        self.providers = self.session.get_providers()
+        self.pool = ThreadPoolExecutor(self.instances, thread_name_prefix="onnx-instance")
+        if warmup:
+            self.warm_up()
+
+    def open_session(self, threads: int, graph_optimization: str) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = self.settings.inter_op_threads
         options.graph_optimization_level = GRAPH_OPTIMIZATION[graph_optimization]
         # Idle ORT threads spin-wait by default: lower latency, but they burn the cores that
         # anything else in the process (a gRPC loop, another runtime) needs.
         options.add_session_config_entry(
             "session.intra_op.allow_spinning", "1" if self.spinning else "0"
         )
-        self.session = ort.InferenceSession(
+        return ort.InferenceSession(
             str(self.bundle.model_file(self.variant)),
             options,
-            providers=select_providers(settings.provider),
+            providers=select_providers(self.settings.provider),
         )
-        self.providers = self.session.get_providers()
-        if warmup:
-            self.warm_up()
 
     def warm_up(self, batches: int = 1, batch_size: int = 2) -> None:
         """Run a few full batches so the first real request does not pay for lazy set-up."""
@@ -95,10 +108,39 @@ class Engine:
     def encode(self, texts: Sequence[str]) -> EncodedBatch:
         return encode_texts(self.tokenizer, texts)
 
+    @cached_property
+    def per_row(self) -> bool:
+        """Run each utterance alone? The int8 graphs are dynamically quantised: activation
+        scales come from the whole input tensor, so in a batch one user's answer would depend on
+        the other requests (and on padding). Alone, every answer is the same in any batch."""
+        return self.variant == "int8"
+
     def infer(self, enc: EncodedBatch) -> RawOutputs:
+        if self.per_row:
+            return self.infer_rows(enc)
         intent, slots, embedding = self.session.run(
             list(OUTPUTS), onnx_feeds(enc, self.bundle.config.inputs)
         )
+        return RawOutputs(intent, slots, embedding)
+
+    def infer_rows(self, enc: EncodedBatch) -> RawOutputs:
+        """One session call per utterance on its unpadded tokens, spread over the instances
+        (ONNX Runtime releases the GIL), assembled as one batch."""
+        feeds = onnx_feeds(enc, self.bundle.config.inputs)  # each (B, T)
+        lengths = enc.attention_mask.sum(axis=1)  # (B,)
+
+        def row(b: int) -> list[np.ndarray]:
+            session = self.sessions[b % self.instances]
+            n = lengths[b]
+            return session.run(list(OUTPUTS), {k: v[b : b + 1, :n] for k, v in feeds.items()})
+
+        rows = list(self.pool.map(row, range(len(lengths))))
+        batch, seq_len = enc.input_ids.shape
+        slots = np.zeros((batch, seq_len, rows[0][1].shape[-1]), dtype=rows[0][1].dtype)
+        for b, (_, row_slots, _) in enumerate(rows):
+            slots[b, : row_slots.shape[1]] = row_slots[0]  # (n_b, S) into (T, S)
+        intent = np.concatenate([r[0] for r in rows])  # (B, I)
+        embedding = np.concatenate([r[2] for r in rows])  # (B, H)
         return RawOutputs(intent, slots, embedding)
 
     def decode(

@@ -110,6 +110,13 @@ class EngineSettings(Group):
         "limit or affinity, not the host's core count)",
     )
     inter_op_threads: int = Field(1, ge=0, description="ORT inter-op threads")
+    instances: int = Field(
+        0,
+        ge=0,
+        description="int8: ORT sessions that run utterances side by side, each alone so that "
+        "no answer depends on its batch-mates (0: one per intra-op thread, single-threaded "
+        "each); fp32 runs whole batches on one session",
+    )
     ort_allow_spinning: bool | None = Field(
         None,
         description="ORT idle threads spin-wait (lower latency, more CPU burnt); unset: spin "

@@ -38,10 +38,9 @@ def test_parse_batch_keeps_order(client):
     responses = client.parse_batch(UTTERANCES)
     single = [client.parse(u) for u in UTTERANCES]
     assert [r.intent for r in responses] == [r.intent for r in single]
-    # int8 dynamic quantisation scales activations per batch: batch-mates shift the last digits.
-    assert [r.intent_confidence for r in responses] == pytest.approx(
-        [r.intent_confidence for r in single], abs=0.01
-    )
+    # An answer does not depend on its batch-mates: the int8 graph runs each utterance alone.
+    assert [r.intent_confidence for r in responses] == [r.intent_confidence for r in single]
+    assert [list(r.slots) for r in responses] == [list(r.slots) for r in single]
 
 
 def test_stream_answers_in_request_order(client):

@@ -13,6 +13,7 @@ from export.inference import predicted_tags, run_model
 from service.contract.text import split_words
 from service.runtime import Engine, select_providers
 from service.settings import EngineSettings
+from tests.conftest import SHARED_ATIS
 
 UTTERANCES = [
     "show me flights from boston to denver",
@@ -106,3 +107,17 @@ def test_words_that_yield_no_tokens_do_not_move_any_slot(engine, data):
     ]
     assert kept == plain.word_tags
     assert with_noise.min_tag_confidence == pytest.approx(plain.min_tag_confidence)
+
+
+def test_int8_answers_do_not_depend_on_their_batch_mates(tiny_bundle):
+    """Dynamic int8 computes activation scales over the whole batch: with one long utterance
+    beside short ones, batched answers used to differ from the same utterances alone."""
+    int8 = Engine(tiny_bundle, settings=EngineSettings(variant="int8", intra_op_threads=1))
+    lines = (SHARED_ATIS / "test" / "seq.in").read_text().splitlines()[:31]
+    texts = [line.strip() for line in lines] + [UTTERANCES[-1]]  # the 150-word one
+    batched = int8.parse(texts, top_k=5)
+    for text, together in zip(texts, batched, strict=True):
+        (alone,) = int8.parse([text], top_k=5)
+        assert together.intent == alone.intent and together.word_tags == alone.word_tags
+        assert [s.label for s in together.top_intents] == [s.label for s in alone.top_intents]
+        assert together.confidence == pytest.approx(alone.confidence, abs=1e-3)
