@@ -22,7 +22,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 RENDERED = ROOT / "build" / "rendered"
-OVERLAYS = ("overlays/cpu", "overlays/cpu-generator", "overlays/gpu", "monitoring")
+OVERLAYS = (
+    "overlays/cpu",
+    "overlays/cpu-generator",
+    "overlays/cpu-tls",
+    "overlays/gpu",
+    "monitoring",
+)
 CONTAINERFILES = sorted((ROOT / "deploy").glob("Containerfile*"))
 NO_SCHEMA = {"ServiceMonitor"}
 WAIVED = {

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -46,27 +47,65 @@ def as_dict(message) -> dict:
     )
 
 
+@dataclass(frozen=True)
+class Credentials:
+    """How to reach a server that needs TLS, a client certificate or a bearer token."""
+
+    tls_ca: Path | None = None  # PEM CA that signed the server's certificate: TLS when set
+    tls_cert: Path | None = None  # PEM client certificate (mutual TLS), with tls_key
+    tls_key: Path | None = None
+    token: str | None = None
+
+    def channel(self, target: str) -> grpc.Channel:
+        if self.tls_ca is None and self.tls_cert is None:
+            return grpc.insecure_channel(target)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.tls_ca.read_bytes() if self.tls_ca else None,
+            private_key=self.tls_key.read_bytes() if self.tls_key else None,
+            certificate_chain=self.tls_cert.read_bytes() if self.tls_cert else None,
+        )
+        return grpc.secure_channel(target, credentials)
+
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.token}")] if self.token else []
+
+
 class NluClient:
     """Blocking client; one channel, reused for every call."""
 
-    def __init__(self, target: str = "localhost:50051", timeout_s: float = 10.0) -> None:
-        self.channel = grpc.insecure_channel(target)
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        timeout_s: float = 10.0,
+        credentials: Credentials | None = None,
+    ) -> None:
+        credentials = credentials or Credentials()
+        self.channel = credentials.channel(target)
+        self.metadata = credentials.metadata()
         self.stub = nlu_pb2_grpc.NluServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self.timeout_s = timeout_s
 
     def parse(self, text: str, **options) -> nlu_pb2.ParseResponse:
-        return self.stub.Parse(request(text, **options), timeout=self.timeout_s)
+        return self.stub.Parse(
+            request(text, **options), timeout=self.timeout_s, metadata=self.metadata
+        )
 
     def parse_batch(self, texts: list[str], **options) -> list[nlu_pb2.ParseResponse]:
         batch = nlu_pb2.ParseBatchRequest(requests=[request(t, **options) for t in texts])
-        return list(self.stub.ParseBatch(batch, timeout=self.timeout_s).responses)
+        return list(
+            self.stub.ParseBatch(batch, timeout=self.timeout_s, metadata=self.metadata).responses
+        )
 
     def parse_stream(self, texts: Iterable[str]) -> Iterator[nlu_pb2.ParseResponse]:
-        return self.stub.ParseStream(request(t, request_id=str(i)) for i, t in enumerate(texts))
+        return self.stub.ParseStream(
+            (request(t, request_id=str(i)) for i, t in enumerate(texts)), metadata=self.metadata
+        )
 
     def info(self) -> nlu_pb2.ModelInfo:
-        return self.stub.GetModelInfo(nlu_pb2.GetModelInfoRequest(), timeout=self.timeout_s)
+        return self.stub.GetModelInfo(
+            nlu_pb2.GetModelInfoRequest(), timeout=self.timeout_s, metadata=self.metadata
+        )
 
     def health(self, service: str = "") -> str:
         response = self.health_stub.Check(
@@ -86,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--target", default="localhost:50051")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    p.add_argument("--tls-ca", type=Path, help="PEM CA of the server's certificate (TLS)")
+    p.add_argument("--tls-cert", type=Path, help="PEM client certificate (mutual TLS)")
+    p.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
+    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
     sub = p.add_subparsers(dest="command", required=True)
     parse = sub.add_parser("parse", help="parse one utterance")
     parse.add_argument("text")
@@ -98,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="what the server is serving")
     sub.add_parser("health", help="grpc.health.v1 status")
     args = p.parse_args(argv)
-    client = NluClient(args.target, args.timeout)
+    token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
+    credentials = Credentials(args.tls_ca, args.tls_cert, args.tls_key, token)
+    client = NluClient(args.target, args.timeout, credentials)
     try:
         if args.command == "parse":
             print(

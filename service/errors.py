@@ -23,6 +23,11 @@ class InvalidArgument(ServiceError):
     reason = "invalid_argument"
 
 
+class Unauthenticated(ServiceError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "unauthenticated"
+
+
 class Overloaded(ServiceError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "queue_full"

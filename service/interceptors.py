@@ -9,7 +9,8 @@ Order, outermost first (`chain()`):
 3. `ErrorMapping`: turns any exception into its gRPC status (`service.errors.grpc_status`, the
    only mapping) and aborts the RPC with it; a request that does not decode (bad UTF-8 in a
    string field, truncated bytes) becomes INVALID_ARGUMENT instead of UNKNOWN.
-4. (authentication, when added: inside ErrorMapping, so its refusal is mapped and counted)
+4. `service.auth.Authentication` (when tokens are configured): inside ErrorMapping, so its
+   refusal is mapped (UNAUTHENTICATED) and counted.
 Health and reflection RPCs bypass the chain (probes must not need credentials).
 """
 
@@ -223,6 +224,9 @@ class ErrorMapping(RpcInterceptor):
         await context.abort(code, message)
 
 
-def chain(lifecycle: Lifecycle) -> list[grpc.aio.ServerInterceptor]:
+def chain(
+    lifecycle: Lifecycle, authentication: RpcInterceptor | None = None
+) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors in the order the module docstring gives (outermost first)."""
-    return [Telemetry(lifecycle), ErrorMapping()]
+    inner = [authentication] if authentication is not None else []
+    return [Telemetry(lifecycle), ErrorMapping(), *inner]

@@ -66,9 +66,10 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def wait_serving(self, timeout_s: float = 120.0) -> list[str]:
-        """Poll grpc.health.v1 until SERVING; returns each distinct status seen, in order."""
-        client = NluClient(self.target, timeout_s=1.0)
+    def wait_serving(self, timeout_s: float = 120.0, target: str | None = None) -> list[str]:
+        """Poll grpc.health.v1 (on `target`: a plaintext health-only port when the main one
+        needs TLS) until SERVING; returns each distinct status seen, in order."""
+        client = NluClient(target or self.target, timeout_s=1.0)
         seen: list[str] = []
         deadline = time.monotonic() + timeout_s
         try:

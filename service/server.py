@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
 
 from service import logs, metrics
+from service.auth import authentication
 from service.contract.bundle import BundleError
 from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.interceptors import SERVICE_NAME, chain
@@ -27,6 +28,7 @@ from service.loading import load_core, load_generator
 from service.model_info import model_version
 from service.servicer import NluServicer
 from service.settings import ServerSettings, Settings, load_settings
+from service.tls import server_credentials
 
 log = logging.getLogger("service.server")
 
@@ -51,7 +53,8 @@ def main_server(
     settings: Settings, lifecycle: Lifecycle, health_servicer: health.aio.HealthServicer
 ) -> tuple[grpc.aio.Server, int]:
     """nlu.v1 behind the interceptor chain, health and reflection; and the port it bound."""
-    server = grpc.aio.server(interceptors=chain(lifecycle), options=grpc_options(settings.server))
+    interceptors = chain(lifecycle, authentication(settings.security))
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings.server))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     nlu_pb2_grpc.add_NluServiceServicer_to_server(NluServicer(lifecycle, settings), server)
     reflection.enable_server_reflection(
@@ -62,7 +65,11 @@ def main_server(
         ],
         server,
     )
-    return server, server.add_insecure_port(f"{settings.server.host}:{settings.server.port}")
+    address = f"{settings.server.host}:{settings.server.port}"
+    credentials = server_credentials(settings.security)
+    if credentials is None:
+        return server, server.add_insecure_port(address)
+    return server, server.add_secure_port(address, credentials)
 
 
 def health_server(

@@ -208,9 +208,35 @@ class GeneratorSettings(Group):
 
 
 class SecuritySettings(Group):
-    """What the service may reveal about the requests it sees."""
+    """Who may call the service, over what, and what it may reveal about the requests it sees."""
 
     log_text: bool = Field(False, description="include request text in logs (privacy: off)")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain of the gRPC port; with tls_key_file the port speaks "
+        "TLS only (files re-read on change, for each new connection: no restart to rotate)",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle: clients must present a certificate it signed (mutual TLS)",
+    )
+    auth_tokens_file: Path | None = Field(
+        None,
+        description="bearer tokens, one per line (several, to rotate; re-read on change): nlu.v1 "
+        "calls must send `authorization: Bearer <token>`; health and reflection need none",
+    )
+    auth_tokens: SecretStr | None = Field(
+        None, description="bearer tokens, comma-separated, in addition to auth_tokens_file"
+    )
+
+    @model_validator(mode="after")
+    def tls_files_together(self) -> SecuritySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self
 
 
 class ObservabilitySettings(Group):

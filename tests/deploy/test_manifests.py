@@ -18,7 +18,7 @@ from service.settings import GROUPS, Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ("overlays/cpu", "overlays/cpu-generator", "overlays/gpu")
+OVERLAYS = ("overlays/cpu", "overlays/cpu-generator", "overlays/cpu-tls", "overlays/gpu")
 SETTING_VARIABLES = {env_name(name) for group in GROUPS.values() for name in group.model_fields}
 
 

@@ -1,0 +1,82 @@
+"""Bearer-token authentication, as a server interceptor: nlu.v1 calls must carry
+`authorization: Bearer <token>` with one of the configured tokens (from a file, one per line,
+re-read when it changes, and/or the environment); health and reflection never need one (kubelet
+probes carry none). Tokens are compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from pathlib import Path
+
+import grpc
+
+from service.errors import Unauthenticated
+from service.interceptors import RpcInterceptor
+from service.settings import SecuritySettings
+
+RELOAD_CHECK_S = 1.0
+
+
+class TokenStore:
+    def __init__(self, path: Path | None, inline: str) -> None:
+        self.path, self.inline = path, [t.strip() for t in inline.split(",") if t.strip()]
+        self.stamp: tuple[int, int] | None = None
+        self.checked = 0.0
+        self.tokens = self.inline
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the file if it changed (looked at no more than once a second)."""
+        now = time.monotonic()
+        if self.path is None or now - self.checked < RELOAD_CHECK_S:
+            return
+        self.checked = now
+        stat = self.path.stat()
+        if (stat.st_mtime_ns, stat.st_size) != self.stamp:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            self.tokens = self.inline + [t.strip() for t in lines if t.strip()]
+            self.stamp = (stat.st_mtime_ns, stat.st_size)
+
+    def accepts(self, token: str) -> bool:
+        self.refresh()
+        given = token.encode()
+        # Every configured token is compared (no early exit), each in constant time.
+        matches = [hmac.compare_digest(given, t.encode()) for t in self.tokens]
+        return any(matches)
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ").strip()
+    return None
+
+
+class Authentication(RpcInterceptor):
+    def __init__(self, tokens: TokenStore) -> None:
+        self.tokens = tokens
+
+    def check(self, context: grpc.aio.ServicerContext) -> None:
+        token = bearer_token(context)
+        if token is None:
+            raise Unauthenticated("missing `authorization: Bearer <token>` metadata")
+        if not self.tokens.accepts(token):
+            raise Unauthenticated("the bearer token is not valid")
+
+    async def unary(self, method, context, call):
+        self.check(context)
+        return await call()
+
+    async def stream(self, method, context, responses):
+        self.check(context)
+        async for response in responses:
+            yield response
+
+
+def authentication(security: SecuritySettings) -> Authentication | None:
+    """The interceptor, or None when no token is configured (no authentication)."""
+    if security.auth_tokens_file is None and security.auth_tokens is None:
+        return None
+    inline = security.auth_tokens.get_secret_value() if security.auth_tokens else ""
+    return Authentication(TokenStore(security.auth_tokens_file, inline))

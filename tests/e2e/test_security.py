@@ -1,0 +1,178 @@
+"""TLS, mutual TLS and bearer tokens against the real server, with a throw-away CA."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from service.client import Credentials, NluClient
+from service.process import ServerProcess, free_port
+
+
+def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def certificate(
+    subject: str, issuer: tuple[ec.EllipticCurvePrivateKey, x509.Certificate] | None, **kind
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A CA (issuer None) or a leaf for 127.0.0.1 (server) or a client, valid for a day."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    signer_key, signer = issuer if issuer else (key, None)
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(signer.subject if signer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if kind.get("server"):
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    if kind.get("client"):
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+    return key, builder.sign(signer_key, hashes.SHA256())
+
+
+def write_pair(folder: Path, stem: str, pair) -> tuple[Path, Path]:
+    key, cert = pair
+    (folder / f"{stem}.key").write_bytes(pem_key(key))
+    (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return folder / f"{stem}.pem", folder / f"{stem}.key"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pki")
+    ca = certificate("nlu test CA", None)
+    paths = {"ca": write_pair(folder, "ca", ca)[0]}
+    paths["other_ca"] = write_pair(folder, "other", certificate("another CA", None))[0]
+    for stem, kind in (("server", "server"), ("client", "client"), ("rotated", "server")):
+        paths[stem], paths[f"{stem}_key"] = write_pair(
+            folder, stem, certificate(stem, ca, **{kind: True})
+        )
+    return paths
+
+
+def launch(bundle: Path, tmp_path: Path, *flags: str) -> ServerProcess:
+    """The server with a plaintext health-only port, which is what waits for SERVING."""
+    health = free_port()
+    srv = ServerProcess.launch(bundle, tmp_path / "log", "--health-port", str(health), *flags)
+    srv.wait_serving(target=f"127.0.0.1:{health}")
+    return srv
+
+
+def refused(client: NluClient) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as err:
+        client.parse("list airlines")
+    client.close()
+    return err.value.code()
+
+
+def served_serial(port: int, ca: Path) -> int:
+    """The serial number of the certificate a new TLS connection to the port is shown."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+
+
+def test_tls_port_refuses_plaintext_and_a_foreign_ca_and_rotates_without_restart(
+    tiny_bundle, tmp_path, pki
+):
+    cert, key = tmp_path / "tls.pem", tmp_path / "tls.key"
+    cert.write_bytes(pki["server"].read_bytes())
+    key.write_bytes(pki["server_key"].read_bytes())
+    srv = launch(tiny_bundle, tmp_path, "--tls-cert-file", str(cert), "--tls-key-file", str(key))
+    try:
+        trusted = NluClient(srv.target, credentials=Credentials(tls_ca=pki["ca"]))
+        assert trusted.parse("list airlines").intent
+        trusted.close()
+        assert refused(NluClient(srv.target)) == grpc.StatusCode.UNAVAILABLE
+        foreign = NluClient(srv.target, credentials=Credentials(tls_ca=pki["other_ca"]))
+        assert refused(foreign) == grpc.StatusCode.UNAVAILABLE
+        before = served_serial(srv.port, pki["ca"])
+        cert.write_bytes(pki["rotated"].read_bytes())  # a Secret update: same paths, new files
+        key.write_bytes(pki["rotated_key"].read_bytes())
+        after = served_serial(srv.port, pki["ca"])
+        assert before != after  # new connections get the new certificate, no restart
+        again = NluClient(srv.target, credentials=Credentials(tls_ca=pki["ca"]))
+        assert again.parse("list airlines").intent
+        again.close()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_mutual_tls_requires_a_client_certificate(tiny_bundle, tmp_path, pki):
+    srv = launch(
+        tiny_bundle, tmp_path,
+        "--tls-cert-file", str(pki["server"]), "--tls-key-file", str(pki["server_key"]),
+        "--tls-client-ca-file", str(pki["ca"]),
+    )  # fmt: skip
+    try:
+        anonymous = NluClient(srv.target, credentials=Credentials(tls_ca=pki["ca"]))
+        assert refused(anonymous) == grpc.StatusCode.UNAVAILABLE
+        known = Credentials(tls_ca=pki["ca"], tls_cert=pki["client"], tls_key=pki["client_key"])
+        client = NluClient(srv.target, credentials=known)
+        assert client.parse("list airlines").intent
+        client.close()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_bearer_tokens_are_required_rotatable_and_not_asked_of_probes(tiny_bundle, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("first-secret\nsecond-secret\n")
+    srv = launch(tiny_bundle, tmp_path, "--auth-tokens-file", str(tokens))
+    try:
+        for token, code in ((None, "missing"), ("wrong", "not valid")):
+            client = NluClient(srv.target, credentials=Credentials(token=token))
+            with pytest.raises(grpc.RpcError) as err:
+                client.parse("list airlines")
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert code in err.value.details()
+            client.close()
+        for token in ("first-secret", "second-secret"):
+            client = NluClient(srv.target, credentials=Credentials(token=token))
+            assert client.parse("list airlines").intent and client.info().intents
+            client.close()
+        probe = NluClient(srv.target)
+        assert probe.health() == "SERVING"  # health needs no token
+        probe.close()
+        tokens.write_text("third-secret\n")  # rotation: re-read within a second
+        time.sleep(1.2)
+        assert NluClient(srv.target, credentials=Credentials(token="third-secret")).parse("hi")
+        old = NluClient(srv.target, credentials=Credentials(token="first-secret"))
+        assert refused(old) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        assert srv.stop() == 0
+    assert "first-secret" not in srv.log() and "third-secret" not in srv.log()
