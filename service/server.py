@@ -39,6 +39,13 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         ("grpc.keepalive_time_ms", settings.keepalive_time_ms),
         ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            settings.keepalive_min_client_ping_interval_ms,
+        ),
+        ("grpc.http2.max_ping_strikes", settings.max_ping_strikes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
         ("grpc.so_reuseport", 0),
     ]
     if settings.max_connection_age_s > 0:

@@ -61,6 +61,21 @@ class ServerSettings(Group):
     keepalive_timeout_ms: int = Field(
         10_000, ge=1000, description="how long to wait for a keepalive ack"
     )
+    keepalive_min_client_ping_interval_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="clients may ping this often without calls in flight; a client pinging "
+        "more often is sent GOAWAY (too_many_pings) after max_ping_strikes",
+    )
+    max_ping_strikes: int = Field(
+        2, ge=0, description="pings over the allowed rate tolerated before GOAWAY (0: any)"
+    )
+    max_concurrent_streams: int = Field(
+        1024,
+        ge=1,
+        description="most RPCs in flight on one client connection (HTTP/2 "
+        "SETTINGS_MAX_CONCURRENT_STREAMS); the rest wait in the client",
+    )
     max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
     max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")
     default_top_k: int = Field(3, ge=1, description="top_intents returned when top_k is 0")

@@ -29,6 +29,13 @@ def test_no_cgroup_files_means_no_quota(tmp_path):
     assert cpu_quota(tmp_path) is None
 
 
+def test_http2_limits_are_server_options():
+    options = dict(grpc_options(ServerSettings(max_concurrent_streams=7, max_ping_strikes=3)))
+    assert options["grpc.max_concurrent_streams"] == 7
+    assert options["grpc.http2.max_ping_strikes"] == 3
+    assert options["grpc.http2.min_ping_interval_without_data_ms"] == 10_000
+
+
 def test_max_connection_age_is_a_server_option():
     assert not any("max_connection_age" in k for k, _ in grpc_options(ServerSettings()))
     options = dict(grpc_options(ServerSettings(max_connection_age_s=300, drain_grace_s=10)))
