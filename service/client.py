@@ -117,63 +117,81 @@ class NluClient:
         self.channel.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def connection_options(suppress: bool) -> argparse.ArgumentParser:
+    """Where and how to connect: accepted before or after the subcommand (after it, a flag
+    overrides one given before; SUPPRESS keeps an absent one from resetting it)."""
+    p = argparse.ArgumentParser(add_help=False)
+    default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    p.add_argument("--target", default=default("localhost:50051"))
+    p.add_argument("--timeout", type=float, default=default(10.0), help="seconds per call")
+    p.add_argument("--tls-ca", type=Path, default=default(None), help="PEM CA (TLS)")
+    p.add_argument("--tls-cert", type=Path, default=default(None), help="client cert (mTLS)")
+    p.add_argument("--tls-key", type=Path, default=default(None), help="key of --tls-cert")
+    p.add_argument("--token-file", type=Path, default=default(None), help="bearer token file")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m service.client",
         description=__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
+        parents=[connection_options(suppress=False)],
     )
-    p.add_argument("--target", default="localhost:50051")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
-    p.add_argument("--tls-ca", type=Path, help="PEM CA of the server's certificate (TLS)")
-    p.add_argument("--tls-cert", type=Path, help="PEM client certificate (mutual TLS)")
-    p.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
-    p.add_argument("--token-file", type=Path, help="file holding the bearer token")
     sub = p.add_subparsers(dest="command", required=True)
-    parse = sub.add_parser("parse", help="parse one utterance")
+    common = [connection_options(suppress=True)]
+    parse = sub.add_parser("parse", help="parse one utterance", parents=common)
     parse.add_argument("text")
-    batch = sub.add_parser("batch", help="parse every line of FILE ('-': stdin)")
+    batch = sub.add_parser("batch", help="parse every line of FILE ('-': stdin)", parents=common)
     batch.add_argument("file")
     for sp in (parse, batch):
-        sp.add_argument("--top-k", type=int, default=0)
+        sp.add_argument("--top-k", type=non_negative, default=0)
         sp.add_argument("--policy", choices=sorted(POLICIES), default="default")
         sp.add_argument("--threshold", type=float)
-    sub.add_parser("info", help="what the server is serving")
-    sub.add_parser("health", help="grpc.health.v1 status")
+    sub.add_parser("info", help="what the server is serving", parents=common)
+    sub.add_parser("health", help="grpc.health.v1 status", parents=common)
+    return p
+
+
+def read_lines(file: str) -> list[str]:
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def run(client: NluClient, args: argparse.Namespace) -> None:
+    options = {"top_k": getattr(args, "top_k", 0), "policy": getattr(args, "policy", "default")}
+    options["threshold"] = getattr(args, "threshold", None)
+    if args.command == "parse":
+        print(json.dumps(as_dict(client.parse(args.text, **options)), indent=2))
+    elif args.command == "batch":
+        for response in client.parse_batch(read_lines(args.file), **options):
+            print(json.dumps(as_dict(response)))
+    elif args.command == "info":
+        print(json.dumps(as_dict(client.info()), indent=2))
+    else:
+        print(client.health())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
-    token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
-    credentials = Credentials(args.tls_ca, args.tls_cert, args.tls_key, token)
-    client = NluClient(args.target, args.timeout, credentials)
     try:
-        if args.command == "parse":
-            print(
-                json.dumps(
-                    as_dict(
-                        client.parse(
-                            args.text,
-                            top_k=args.top_k,
-                            policy=args.policy,
-                            threshold=args.threshold,
-                        )
-                    ),
-                    indent=2,
-                )
-            )
-        elif args.command == "batch":
-            lines = (
-                sys.stdin.read()
-                if args.file == "-"
-                else Path(args.file).read_text(encoding="utf-8")
-            ).splitlines()
-            texts = [line for line in lines if line.strip()]
-            for response in client.parse_batch(
-                texts, top_k=args.top_k, policy=args.policy, threshold=args.threshold
-            ):
-                print(json.dumps(as_dict(response)))
-        elif args.command == "info":
-            print(json.dumps(as_dict(client.info()), indent=2))
-        else:
-            print(client.health())
+        token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
+        credentials = Credentials(args.tls_ca, args.tls_cert, args.tls_key, token)
+        client = NluClient(args.target, args.timeout, credentials)
+    except OSError as e:
+        p.exit(2, f"{p.prog}: error: {e.filename}: {e.strerror}\n")
+    try:
+        run(client, args)
+    except OSError as e:
+        p.exit(2, f"{p.prog}: error: {e.filename}: {e.strerror}\n")
     except grpc.RpcError as e:
         print(f"{e.code().name}: {e.details()}", file=sys.stderr)
         return 1

@@ -43,7 +43,7 @@ class ModelDescription:
 
 def describe(core: NluCore) -> ModelDescription:
     bundle, settings = core.engine.bundle, core.settings
-    generator = settings.generator
+    generator, backend = settings.generator, core.router.backend
     return ModelDescription(
         model_version=model_version(bundle),
         bundle_sha256=bundle.config_sha256,
@@ -57,11 +57,11 @@ def describe(core: NluCore) -> ModelDescription:
         routing=RoutingDescription(
             generator_enabled=generator.generator_backend != "none",
             generator_backend=generator.generator_backend,
-            generator_model=generator.generator_model,
+            generator_model=backend.model if backend is not None else generator.generator_model,
             confidence_threshold=settings.routing.confidence_threshold,
             generator_mode=settings.routing.generator_mode,
             generator_prompt=settings.routing.generator_prompt,
-            generator_ready=core.router.backend is not None and core.router.backend.ready,
+            generator_ready=backend is not None and backend.ready,
         ),
         max_batch_size=settings.batching.max_batch_size,
         max_text_chars=settings.server.max_text_chars,

@@ -261,6 +261,7 @@ def test_the_encoder_serves_while_the_real_generator_loads(tiny_bundle, tmp_path
         client.close()
         assert routed.fallback_reason == "generator_loading" and routed.intent
         assert info.routing.generator_backend == "local" and not info.routing.generator_ready
+        assert info.routing.generator_model.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
         assert metric(srv, "nlu_generator_ready") == 0
         assert serving_s < 15, f"SERVING after {serving_s:.1f} s: the generator held it back"
     finally:
@@ -402,4 +403,5 @@ def test_in_process_generator_never_fails_a_request(tiny_bundle, tiny_lm, tmp_pa
         }
         assert response.timings.generator_ms > 0
     assert info.routing.generator_backend == "local" and info.routing.generator_ready
+    assert info.routing.generator_model == str(tiny_lm)
     assert (info.routing.generator_mode, info.routing.generator_prompt) == ("generate", "few_shot")
