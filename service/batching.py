@@ -23,6 +23,7 @@ from service.errors import DeadlineExceeded, Overloaded, Unavailable
 from service.settings import BatchingSettings
 
 log = logging.getLogger(__name__)
+MIN_RETRY_S = 0.01
 
 
 class Pipeline(Protocol):
@@ -53,6 +54,7 @@ class BatchQueue:
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
+        self.last_batch_s = 0.0  # wall time of the latest batch (tokenise, infer, decode)
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._run(), name="batcher")
@@ -77,7 +79,8 @@ class BatchQueue:
         if self._queue.qsize() + len(texts) > self.max_queue_size:
             raise Overloaded(
                 f"queue full ({self._queue.qsize()} of {self.max_queue_size} utterances "
-                f"waiting); retry with backoff"
+                f"waiting); retry with backoff",
+                retry_after_s=self.drain_estimate_s(),
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -88,6 +91,11 @@ class BatchQueue:
             futures.append(item.future)
         metrics.QUEUE_DEPTH.set(self._queue.qsize())
         return futures
+
+    def drain_estimate_s(self) -> float:
+        """About how long the queued utterances take to run, from the last batch's time."""
+        batches = self._queue.qsize() / self.max_batch_size
+        return max(MIN_RETRY_S, batches * self.last_batch_s)
 
     async def _next_batch(self) -> list[_Item]:
         loop = asyncio.get_running_loop()
@@ -141,6 +149,7 @@ class BatchQueue:
                     if not item.future.done():
                         item.future.set_exception(exc)
                 continue
+            self.last_batch_s = loop.time() - started
             metrics.BATCH_SIZE.observe(len(batch))
             for stage, ms in stages.items():
                 metrics.STAGE_DURATION.labels(stage).observe(ms / 1000)

@@ -7,8 +7,12 @@ Anything not listed becomes INTERNAL with a generic message (the detail goes to 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
 log = logging.getLogger(__name__)
 
@@ -17,10 +21,27 @@ class ServiceError(Exception):
     code = grpc.StatusCode.INTERNAL
     reason = "internal"
 
+    def details(self) -> list[Message]:
+        """Rich status details (google.rpc) a client can act on; none by default."""
+        return []
+
 
 class InvalidArgument(ServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "invalid_argument"
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+    def details(self) -> list[Message]:
+        """A google.rpc.BadRequest naming the field (`requests[1].text`), when known."""
+        if not self.field:
+            return []
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=self.field, description=str(self)
+        )
+        return [error_details_pb2.BadRequest(field_violations=[violation])]
 
 
 class Unauthenticated(ServiceError):
@@ -31,6 +52,16 @@ class Unauthenticated(ServiceError):
 class Overloaded(ServiceError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "queue_full"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def details(self) -> list[Message]:
+        """A google.rpc.RetryInfo: about when the queue will have drained."""
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=self.retry_after_s))
+        return [error_details_pb2.RetryInfo(retry_delay=delay)]
 
 
 class DeadlineExceeded(ServiceError):
@@ -47,8 +78,19 @@ INTERNAL_MESSAGE = "internal error; see server logs"
 
 
 def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
-    """(status code, client-facing message, failure reason label) for any exception."""
+    """(status code, client-facing message, failure reason label) for any exception; a
+    ServiceError's `details()` travel beside them (ErrorMapping sends both)."""
     if isinstance(exc, ServiceError):
         return exc.code, str(exc), exc.reason
     log.error("unexpected error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, "internal"
+
+
+def rich_status(code: grpc.StatusCode, message: str, details: list[Message]) -> status_pb2.Status:
+    """A google.rpc.Status carrying `details` (sent with grpc_status.rpc_status.to_status)."""
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    return status_pb2.Status(code=code.value[0], message=message, details=packed)

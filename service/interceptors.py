@@ -26,9 +26,10 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from grpc_status import rpc_status
 
 from service import metrics
-from service.errors import InvalidArgument, grpc_status
+from service.errors import InvalidArgument, ServiceError, grpc_status, rich_status
 from service.gen.nlu.v1 import nlu_pb2
 from service.lifecycle import Lifecycle
 
@@ -221,6 +222,11 @@ class ErrorMapping(RpcInterceptor):
         outcome = OUTCOME.get(None)
         if outcome is not None:
             outcome.code, outcome.reason = code, reason
+        details = exc.details() if isinstance(exc, ServiceError) else []
+        if details:
+            await context.abort_with_status(
+                rpc_status.to_status(rich_status(code, message, details))
+            )
         await context.abort(code, message)
 
 

@@ -30,7 +30,8 @@ def to_input(request: nlu_pb2.ParseRequest) -> ParseInput:
     if routing.policy not in POLICIES:
         raise InvalidArgument(
             f"routing.policy {routing.policy} is not a RoutingPolicy value "
-            f"(known: {', '.join(map(str, sorted(POLICIES)))})"
+            f"(known: {', '.join(map(str, sorted(POLICIES)))})",
+            "routing.policy",
         )
     return ParseInput(
         text=request.text,

@@ -9,24 +9,31 @@ from service.errors import InvalidArgument
 from service.settings import ServerSettings
 
 
-def check_request(request: ParseInput, limits: ServerSettings, position: str = "") -> None:
-    where = f"{position}: " if position else ""
+def check_request(request: ParseInput, limits: ServerSettings, index: int | None = None) -> None:
+    """`index`: the request's place in a batch (messages say `request 1: ...`, the BadRequest
+    detail names the field `requests[1].text`)."""
+    where = f"request {index}: " if index is not None else ""
+    prefix = f"requests[{index}]." if index is not None else ""
     if not request.text.strip():
-        raise InvalidArgument(f"{where}text is empty or whitespace-only")
+        raise InvalidArgument(f"{where}text is empty or whitespace-only", f"{prefix}text")
     if len(request.text) > limits.max_text_chars:
         raise InvalidArgument(
-            f"{where}text has {len(request.text)} characters; the limit is {limits.max_text_chars}"
+            f"{where}text has {len(request.text)} characters; the limit is {limits.max_text_chars}",
+            f"{prefix}text",
         )
     if request.threshold is not None and not (
         math.isfinite(request.threshold) and 0.0 <= request.threshold <= 1.0
     ):
-        raise InvalidArgument(f"{where}confidence_threshold {request.threshold} is outside [0, 1]")
+        raise InvalidArgument(
+            f"{where}confidence_threshold {request.threshold} is outside [0, 1]",
+            f"{prefix}routing.confidence_threshold",
+        )
 
 
 def check_batch_size(count: int, limits: ServerSettings) -> None:
     if count == 0:
-        raise InvalidArgument("requests is empty")
+        raise InvalidArgument("requests is empty", "requests")
     if count > limits.max_batch_items:
         raise InvalidArgument(
-            f"{count} requests in one batch; the limit is {limits.max_batch_items}"
+            f"{count} requests in one batch; the limit is {limits.max_batch_items}", "requests"
         )

@@ -9,9 +9,11 @@ import time
 import grpc
 import httpx
 import pytest
+from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from grpc_status import rpc_status
 
 from service.client import NluClient, request
 from service.client import main as client_main
@@ -93,6 +95,28 @@ def test_invalid_arguments_name_the_problem_and_the_server_keeps_serving(client,
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.value.details()
     assert client.parse("list airlines").intent
+
+
+def rich_details(error: grpc.RpcError) -> list:
+    """The google.rpc details of a failed call, unpacked."""
+    status = rpc_status.from_call(error)
+    found = []
+    for packed in status.details if status else []:
+        for kind in (error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
+            if packed.Is(kind.DESCRIPTOR):
+                detail = kind()
+                packed.Unpack(detail)
+                found.append(detail)
+    return found
+
+
+def test_a_bad_batch_item_is_named_in_a_bad_request_detail(client):
+    with pytest.raises(grpc.RpcError) as err:
+        client.parse_batch(["ok", "ok", " "])
+    (bad_request,) = rich_details(err.value)
+    (violation,) = bad_request.field_violations
+    assert violation.field == "requests[2].text"
+    assert violation.description == "request 2: text is empty or whitespace-only"
 
 
 def test_invalid_message_in_a_stream_aborts_it_with_its_reason(client):
@@ -191,6 +215,8 @@ def test_a_failed_rpc_is_counted_once_whatever_its_size(tiny_bundle, tmp_path):
         client.close()
         failures = 'nlu_request_failure_total{reason="%s"}'
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        (retry,) = rich_details(err.value)  # a client can back off by this much
+        assert retry.retry_delay.ToTimedelta().total_seconds() > 0
         assert metric(srv, failures % "queue_full") == 1
         assert metric(srv, failures % "invalid_argument") == 1
         requests = 'nlu_requests_total{code="%s",method="%s"}'

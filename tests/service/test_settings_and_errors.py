@@ -90,7 +90,7 @@ def test_groups_read_no_environment_of_their_own(monkeypatch):
     ("exc", "code", "reason"),
     [
         (InvalidArgument("text is empty"), grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
-        (Overloaded("queue full"), grpc.StatusCode.RESOURCE_EXHAUSTED, "queue_full"),
+        (Overloaded("queue full", 0.5), grpc.StatusCode.RESOURCE_EXHAUSTED, "queue_full"),
         (DeadlineExceeded("late"), grpc.StatusCode.DEADLINE_EXCEEDED, "deadline"),
         (Unavailable("draining"), grpc.StatusCode.UNAVAILABLE, "unavailable"),
     ],
