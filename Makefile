@@ -19,7 +19,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 
 .PHONY: setup proto run serve test test-fast lint image-base image image-smoke deploy-check \
-	image-generator-smoke train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
+	image-generator-smoke audit train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
 
 setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 
@@ -169,3 +169,10 @@ $(DEPLOY_STAMP): deploy/requirements-check.txt
 
 deploy-check: $(DEPLOY_STAMP)
 	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH $(DEPLOY_VENV)/bin/python deploy/check.py
+
+# Known vulnerabilities in the serving dependencies (pyproject's base list, as the image installs
+# them). pip-audit needs an online vulnerability database (PyPI/OSV), so it is not part of CI.
+audit: $(DEPLOY_STAMP)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet pip-audit
+	$(DEPLOY_VENV)/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > build/serving-requirements.txt
+	$(DEPLOY_VENV)/bin/pip-audit --requirement build/serving-requirements.txt

@@ -218,4 +218,28 @@ def read_dataset(root: Path, name: str | None = None, seed: int = 13) -> Dataset
         log.warning("%s: no dev split, carved %d examples from train", root, len(splits["dev"]))
     for problem, count in warnings.items():
         log.warning("%s: %d × %s", root, count, problem)
+    warn_unseen_labels(dataset)
     return dataset
+
+
+def slot_type_counts(examples: list[Example]) -> Counter[str]:
+    """Spans per slot type (B- tags)."""
+    return Counter(t[2:] for ex in examples for t in ex.tags if t.startswith("B-"))
+
+
+def warn_unseen_labels(dataset: Dataset) -> None:
+    """Intents and slot types of dev/test never seen in training: a model cannot predict them,
+    so every one of them is an error. Named with their counts, once per split."""
+    train = dataset.splits["train"]
+    intents, types = {ex.intent for ex in train}, set(slot_type_counts(train))
+    for split in ("dev", "test"):
+        examples = dataset.splits.get(split, [])
+        unseen_intents = Counter(ex.intent for ex in examples if ex.intent not in intents)
+        unseen_types = {t: n for t, n in slot_type_counts(examples).items() if t not in types}
+        for kind, unseen in (("intents", unseen_intents), ("slot types", unseen_types)):
+            if unseen:
+                listed = ", ".join(f"{name} ({n})" for name, n in sorted(unseen.items()))
+                log.warning(
+                    "%s: %s holds %d %s never seen in training (always wrong): %s",
+                    dataset.source, split, len(unseen), kind, listed,
+                )  # fmt: skip

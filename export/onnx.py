@@ -16,6 +16,7 @@ import os
 import shutil
 import statistics
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
+from tqdm import tqdm
 
 from export.artifacts import Artifacts, load_artifacts
 from export.data import Example, read_dataset, slot_values
@@ -98,6 +100,24 @@ def export_fp32(artifacts: Artifacts, path: Path, names: list[str]) -> None:
         "slot_logits": {0: "batch", 1: "sequence"},
         "embedding": {0: "batch"},
     }
+    with warnings.catch_warnings():
+        # The tracer warns about Python branches on shapes and about advanced indexing; the
+        # graph is checked against PyTorch on the whole dev split right after, so they add
+        # nothing a user could act on.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        export_graph(artifacts, path, names, feeds, dynamic)
+    onnx.checker.check_model(str(path))
+
+
+def export_graph(
+    artifacts: Artifacts,
+    path: Path,
+    names: list[str],
+    feeds: dict[str, np.ndarray],
+    dynamic: dict[str, dict[int, str]],
+) -> None:
     torch.onnx.export(
         OnnxGraph(artifacts.model).eval(),
         tuple(torch.from_numpy(feeds[n]) for n in names),  # the wrapper passes them by keyword
@@ -108,7 +128,6 @@ def export_fp32(artifacts: Artifacts, path: Path, names: list[str]) -> None:
         opset_version=OPSET,
         dynamo=False,
     )
-    onnx.checker.check_model(str(path))
 
 
 def optimize(raw: Path, out: Path, artifacts: Artifacts) -> dict[str, int]:
@@ -125,12 +144,20 @@ def optimize(raw: Path, out: Path, artifacts: Artifacts) -> dict[str, int]:
 
 
 def quantize(src: Path, dst: Path) -> None:
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    """Dynamic int8. onnxruntime's quantizer advises "pre-processing" on the root logger for
+    every graph: advice for static calibration that does not apply here, so it is silenced."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.setLevel(level)
 
 
 def session(path: Path, threads: int = 0) -> ort.InferenceSession:
@@ -260,7 +287,7 @@ def evaluate_candidates(
     torch_dev = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in splits.dev])
     torch_test = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in splits.test])
     reports: dict[str, CandidateReport] = {}
-    for name, path in candidates.items():
+    for name, path in tqdm(candidates.items(), desc="checking graphs", unit="graph"):
         sess = session(path)
         test_out = run_onnx(sess, artifacts, splits.test, names)
         parity_dev = None
@@ -387,7 +414,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("export").setLevel(os.environ.get("LOGLEVEL", "INFO"))
+    # `python -m export.onnx` runs this module as __main__: raise its own logger too.
+    for name in ("export", __name__):
+        logging.getLogger(name).setLevel(os.environ.get("LOGLEVEL", "INFO"))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", type=Path, required=True, help="folder written by export.train")
     p.add_argument("--out", type=Path, required=True, help="bundle folder to write")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 
@@ -146,3 +147,31 @@ def test_labelset_unseen_intent_and_tag():
     assert labels.intent_id("flight") == 0 and labels.intent_id("atis_day_name") == -1
     assert labels.tag_ids(("B-city", "I-unseen")) == [1, 0]
     assert LabelSet.from_json(labels.to_json()) == labels
+
+
+def test_labels_of_dev_and_test_unseen_in_training_are_named_with_counts(tmp_path, caplog):
+    rows = {
+        "train": [("fly to boston", "flight", [(7, 13, "city")])],
+        "dev": [("fly to boston", "flight", [(7, 13, "city")])],
+        "test": [
+            ("weather in paris", "weather", [(11, 16, "place")]),
+            ("weather in rome", "weather", [(11, 15, "place")]),
+        ],
+    }
+    for split, examples in rows.items():
+        lines = [
+            json.dumps(
+                {
+                    "text": text,
+                    "intent": intent,
+                    "entities": [{"start": s, "end": e, "entity": n} for s, e, n in ents],
+                }
+            )
+            for text, intent, ents in examples
+        ]
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="export.data"):
+        read_dataset(tmp_path)
+    assert "test holds 1 intents never seen in training (always wrong): weather (2)" in caplog.text
+    assert "test holds 1 slot types never seen in training (always wrong): place (2)" in caplog.text
+    assert "dev holds" not in caplog.text
