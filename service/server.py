@@ -2,8 +2,10 @@
 
     python -m service.server --bundle bundles/atis --port 50051
 
-Health is NOT_SERVING until the bundle is verified, loaded and warmed. On SIGTERM/SIGINT health
-turns NOT_SERVING, new RPCs are refused, in-flight ones get `drain_grace_s` to finish, exit 0.
+Health is NOT_SERVING until the bundle is verified, loaded and warmed; the generator, if any,
+loads in the background after that. On SIGTERM/SIGINT health turns NOT_SERVING and new work is
+refused with UNAVAILABLE while the port stays open (`drain_notice_s`, and until in-flight RPCs
+finish, within `drain_grace_s`), then the server stops and exits 0.
 """
 
 from __future__ import annotations
