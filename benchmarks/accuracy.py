@@ -64,11 +64,8 @@ class AccuracySuite(Suite):
             result = evaluate(model_dir, name, "test", limit=limits["limit_eval"])
             print(summary(result))
             bundle = build_bundle(model_dir, bundle_dir, limit_eval=limits["limit_eval"])
-            report[name] = {
-                "torch": {k: result[k] for k in HEADLINE},
-                "onnx_fp32": bundle.metrics["onnx_fp32"],
-                "onnx_int8": bundle.metrics["onnx_int8"],
-            }
+            onnx = {k: m for k, m in bundle.metrics.items() if k.startswith("onnx_")}
+            report[name] = {"torch": {k: result[k] for k in HEADLINE}, **onnx}
             runs[name] = run_record(meta, config, result, bundle)
             report["meta"] = {**meta, "runs": runs}
             write_json(path, report)
@@ -97,9 +94,12 @@ def run_record(meta: dict, config: dict, result: dict, bundle: BundleConfig) -> 
         "train_config": config["train"],
         "bundle": {
             "fp32_graph": bundle.variants["fp32"].graph,
-            "int8_graph": bundle.variants["int8"].graph,
+            "int8_graph": bundle.variants["int8"].graph if "int8" in bundle.variants else None,
             "fp32_parity_dev_vs_torch": bundle.variants["fp32"].parity_dev_vs_torch,
-            "int8_drop_vs_fp32": bundle.variants["int8"].drop_vs_fp32,
+            # the served int8 graph's drops, or every int8 candidate's when none passed
+            "int8_drop_vs_fp32": bundle.variants["int8"].drop_vs_fp32
+            if "int8" in bundle.variants
+            else {n: c.drop_vs_fp32 for n, c in bundle.candidates.items() if n.endswith(".int8")},
             "fused_operators": bundle.fused_operators,
         },
     }
