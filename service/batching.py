@@ -51,6 +51,7 @@ class BatchQueue:
         self.max_batch_size = batching.max_batch_size
         self.max_queue_delay_s = batching.max_queue_delay_ms / 1000
         self.max_queue_size = batching.max_queue_size
+        self.max_queue_wait_s = batching.max_queue_wait_ms / 1000
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._worker: asyncio.Task[None] | None = None
@@ -76,6 +77,13 @@ class BatchQueue:
         """Queue utterances all together or not at all (RESOURCE_EXHAUSTED when no room)."""
         if self._worker is None or self._worker.done():
             raise Unavailable("inference worker is not running")
+        waiting_s = self.drain_estimate_s()
+        if self.max_queue_wait_s and self._queue.qsize() and waiting_s > self.max_queue_wait_s:
+            raise Overloaded(
+                f"about {waiting_s * 1000:.0f} ms of work queued (limit "
+                f"{self.max_queue_wait_s * 1000:.0f} ms); retry with backoff",
+                retry_after_s=waiting_s,
+            )
         if self._queue.qsize() + len(texts) > self.max_queue_size:
             raise Overloaded(
                 f"queue full ({self._queue.qsize()} of {self.max_queue_size} utterances "

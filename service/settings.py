@@ -107,6 +107,13 @@ class BatchingSettings(Group):
     max_queue_size: int = Field(
         1024, ge=1, description="queued utterances before RESOURCE_EXHAUSTED is answered"
     )
+    max_queue_wait_ms: float = Field(
+        0.0,
+        ge=0.0,
+        description="also answer RESOURCE_EXHAUSTED when the queue already holds about this "
+        "much work (queued batches × the last batch's time), so admitted requests keep a "
+        "bounded latency under overload (0: bound by max_queue_size only)",
+    )
 
 
 class EngineSettings(Group):

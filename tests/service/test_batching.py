@@ -142,3 +142,27 @@ def test_stop_fails_what_is_still_queued():
             queue.submit(["after"], 3, None)
 
     run(scenario())
+
+
+def test_a_queue_holding_more_work_than_max_queue_wait_sheds_at_once():
+    async def scenario():
+        pipeline = RecordingPipeline()
+        settings = BatchingSettings(max_batch_size=1, max_queue_size=100, max_queue_wait_ms=50)
+        queue = BatchQueue(pipeline=pipeline, batching=settings)
+        queue.start()
+        await asyncio.gather(*queue.submit(["warm"], 3, None))
+        queue.last_batch_s = 0.02  # as measured on the last batch: 20 ms per utterance
+        pipeline.gate.clear()  # the worker blocks on the next batch
+        running = queue.submit(["busy"], 3, None)
+        await asyncio.sleep(0.05)
+        queued = queue.submit(["a", "b"], 3, None)  # 40 ms of work waiting: still admitted
+        queued += queue.submit(["c"], 3, None)  # 60 ms once admitted
+        with pytest.raises(Overloaded, match="about 60 ms of work queued") as refused:
+            queue.submit(["d"], 3, None)
+        pipeline.gate.set()
+        await asyncio.gather(*running, *queued)
+        await queue.stop()
+        return refused.value
+
+    refused = run(scenario())
+    assert refused.retry_after_s == pytest.approx(0.06)
