@@ -8,6 +8,7 @@ from benchmarks import (
     contention,
     engine,
     experiments,
+    overload,
     serve,
     tradeoff,
 )
@@ -23,5 +24,6 @@ SUITES: dict[str, Suite] = {
         classify_vs_generate.SUITE,
         tradeoff.SUITE,
         contention.SUITE,
+        overload.SUITE,
     )
 }
