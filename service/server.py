@@ -47,9 +47,10 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
             settings.keepalive_min_client_ping_interval_ms,
         ),
         ("grpc.http2.max_ping_strikes", settings.max_ping_strikes),
-        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
         ("grpc.so_reuseport", 0),
     ]
+    if settings.max_concurrent_streams:
+        options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
     if settings.max_connection_age_s > 0:
         options += [
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),

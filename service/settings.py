@@ -71,10 +71,12 @@ class ServerSettings(Group):
         2, ge=0, description="pings over the allowed rate tolerated before GOAWAY (0: any)"
     )
     max_concurrent_streams: int = Field(
-        1024,
-        ge=1,
+        0,
+        ge=0,
         description="most RPCs in flight on one client connection (HTTP/2 "
-        "SETTINGS_MAX_CONCURRENT_STREAMS); the rest wait in the client",
+        "SETTINGS_MAX_CONCURRENT_STREAMS; 0: gRPC's default, unlimited). A client that opens "
+        "more at once before it has seen the setting gets UNAVAILABLE (REFUSED_STREAM) for the "
+        "excess; the bounded queue protects the server either way",
     )
     max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
     max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")

@@ -98,3 +98,14 @@ def test_render_replaces_only_between_markers():
     text = f"intro\n{START}\nold\n{END}\nrest\n"
     out = render(text, "new")
     assert out == f"intro\n{START}\nnew\n{END}\nrest\n"
+
+
+def test_quick_overload(tiny_bundle, tmp_path):
+    args = ["overload", "--quick", "--out-dir", str(tmp_path), "--bundle", str(tiny_bundle)]
+    assert main([*args, "--data", "atis"]) == 0
+    rows = json.loads((tmp_path / "overload.json").read_text())["rows"]
+    assert [r["max_queue_wait_ms"] for r in rows] == [0.0, 100.0]
+    for row in rows:
+        assert row["capacity_rps"] > 0 and row["offered_rps"] > row["capacity_rps"]
+        assert set(row["other_errors"]) <= {"CANCELLED"}, row["other_errors"]  # see closing note
+        assert row["rss_max_mb"] > 0

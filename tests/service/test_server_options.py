@@ -30,6 +30,7 @@ def test_no_cgroup_files_means_no_quota(tmp_path):
 
 
 def test_http2_limits_are_server_options():
+    assert "grpc.max_concurrent_streams" not in dict(grpc_options(ServerSettings()))
     options = dict(grpc_options(ServerSettings(max_concurrent_streams=7, max_ping_strikes=3)))
     assert options["grpc.max_concurrent_streams"] == 7
     assert options["grpc.http2.max_ping_strikes"] == 3
