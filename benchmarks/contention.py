@@ -22,11 +22,10 @@ from matplotlib.figure import Figure
 
 from benchmarks.measure import latency_stats
 from benchmarks.meta import run_meta
-from benchmarks.suite import Suite, save_figure, write_csv, write_json
+from benchmarks.suite import BundleSuite, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
 from service.client import request
-from service.contract.paths import PROJECT_ROOT
 from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.process import ServerProcess
 
@@ -59,7 +58,7 @@ async def load(
     return encoder, generator
 
 
-class ContentionSuite(Suite):
+class ContentionSuite(BundleSuite):
     name = "contention"
     help = "encoder p50/p99 with and without generator requests in flight (local backend)"
     in_default_run = False
@@ -72,14 +71,6 @@ class ContentionSuite(Suite):
             "--modes", nargs="+", default=["generate", "score"], choices=["generate", "score"]
         )
         parser.add_argument("--lm", default="", help="generator model (default: packaged SmolLM2)")
-
-    def bundle(self, args: argparse.Namespace) -> Path:
-        return args.bundle or PROJECT_ROOT / "bundles" / args.data
-
-    def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
-        if not (self.bundle(args) / "config.json").is_file():
-            return f"needs a bundle at {self.bundle(args)} (make export)"
-        return None
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]

@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.meta import run_meta
 from benchmarks.serve import closed_loop
-from benchmarks.suite import Suite, write_json
+from benchmarks.suite import BundleSuite, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
 from service.client import request
@@ -137,7 +137,7 @@ def measure(bundle: Path, texts: list[str], queue_wait_ms: float, args, out_dir:
     }
 
 
-class OverloadSuite(Suite):
+class OverloadSuite(BundleSuite):
     name = "overload"
     help = "shedding, admitted latency, RSS and recovery at about 3x capacity"
 
@@ -147,14 +147,6 @@ class OverloadSuite(Suite):
         parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
         parser.add_argument("--workers", type=int, default=2, help="load processes")
         parser.add_argument("--multiple", type=float, default=3.0, help="offered / capacity")
-
-    def bundle(self, args: argparse.Namespace) -> Path:
-        return args.bundle or PROJECT_ROOT / "bundles" / args.data
-
-    def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
-        if not (self.bundle(args) / "config.json").is_file():
-            return f"needs a bundle at {self.bundle(args)} (make export)"
-        return None
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         if args.quick:

@@ -18,6 +18,8 @@ matplotlib.use("Agg")
 
 from matplotlib.figure import Figure
 
+from service.contract.paths import PROJECT_ROOT
+
 
 class Suite(ABC):
     name: str
@@ -45,6 +47,18 @@ class Suite(ABC):
     @abstractmethod
     def summary(self, result: dict) -> str:
         """Markdown for benchmarks/README.md, rendered from the JSON alone."""
+
+
+class BundleSuite(Suite):
+    """A suite that measures a served bundle: `--bundle`, else bundles/DATA."""
+
+    def bundle(self, args: argparse.Namespace) -> Path:
+        return args.bundle or PROJECT_ROOT / "bundles" / args.data
+
+    def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
+        if not (self.bundle(args) / "config.json").is_file():
+            return f"needs a bundle at {self.bundle(args)} (make export)"
+        return None
 
 
 def datasets_in(report: dict) -> list[str]:

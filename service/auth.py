@@ -23,7 +23,7 @@ class TokenStore:
         self.path, self.inline = path, [t.strip() for t in inline.split(",") if t.strip()]
         self.stamp: tuple[int, int] | None = None
         self.checked = 0.0
-        self.tokens = self.inline
+        self.tokens = [t.encode() for t in self.inline]
         self.refresh()
 
     def refresh(self) -> None:
@@ -35,14 +35,15 @@ class TokenStore:
         stat = self.path.stat()
         if (stat.st_mtime_ns, stat.st_size) != self.stamp:
             lines = self.path.read_text(encoding="utf-8").splitlines()
-            self.tokens = self.inline + [t.strip() for t in lines if t.strip()]
+            tokens = self.inline + [t.strip() for t in lines if t.strip()]
+            self.tokens = [t.encode() for t in tokens]
             self.stamp = (stat.st_mtime_ns, stat.st_size)
 
     def accepts(self, token: str) -> bool:
         self.refresh()
         given = token.encode()
         # Every configured token is compared (no early exit), each in constant time.
-        matches = [hmac.compare_digest(given, t.encode()) for t in self.tokens]
+        matches = [hmac.compare_digest(given, t) for t in self.tokens]
         return any(matches)
 
 

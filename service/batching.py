@@ -88,7 +88,7 @@ class BatchQueue:
             raise Overloaded(
                 f"queue full ({self._queue.qsize()} of {self.max_queue_size} utterances "
                 f"waiting); retry with backoff",
-                retry_after_s=self.drain_estimate_s(),
+                retry_after_s=waiting_s,
             )
         loop = asyncio.get_running_loop()
         now = loop.time()

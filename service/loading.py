@@ -14,7 +14,6 @@ from service.contract.retrieval import load_index
 from service.core import NluCore
 from service.generators.base import GeneratorBackend
 from service.generators.registry import build_backend
-from service.model_info import model_version
 from service.router import Router
 from service.runtime import Engine
 from service.settings import Settings
@@ -59,7 +58,7 @@ async def load_core(settings: Settings) -> NluCore:
     )
     config = engine.bundle.config
     metrics.MODEL_INFO.labels(
-        model_version(engine.bundle),
+        engine.bundle.model_version,
         config.encoder,
         config.dataset,
         engine.variant,
@@ -80,7 +79,7 @@ async def load_core(settings: Settings) -> NluCore:
     log.info(
         "model loaded",
         extra={
-            "model_version": model_version(engine.bundle),
+            "model_version": engine.bundle.model_version,
             "providers": engine.providers,
             "intra_op_threads": engine.intra_op_threads,
             "instances": engine.instances,

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from service.contract.bundle import Bundle
 from service.core import NluCore
-
-
-def model_version(bundle: Bundle) -> str:
-    """Dataset name plus the start of the bundle's identity (the sha256 of its config.json)."""
-    return f"{bundle.config.dataset}-{bundle.config_sha256[:12]}"
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ def describe(core: NluCore) -> ModelDescription:
     bundle, settings = core.engine.bundle, core.settings
     generator, backend = settings.generator, core.router.backend
     return ModelDescription(
-        model_version=model_version(bundle),
+        model_version=bundle.model_version,
         bundle_sha256=bundle.config_sha256,
         encoder=bundle.config.encoder,
         dataset=bundle.config.dataset,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -53,7 +52,8 @@ def select_providers(provider: Provider) -> list[str]:
 
 
 class Engine:
-    """One ONNX Runtime session over one bundle variant (fp32 or int8)."""
+    """ONNX Runtime over one bundle variant: fp32 runs whole batches on one session; int8 runs
+    each utterance alone (`per_row`) on `instances` sessions side by side."""
 
     def __init__(
         self,
@@ -71,6 +71,10 @@ class Engine:
         self.intra_op_threads = settings.intra_op_threads or usable_cpus()
         spinning = settings.ort_allow_spinning
         self.spinning = cpu_quota() is None if spinning is None else spinning
+        # The int8 graphs are dynamically quantised: activation scales come from the whole
+        # input tensor, so in a batch one user's answer would depend on the other requests (and
+        # on padding). Run alone, every answer is the same in any batch.
+        self.per_row = self.variant == "int8"
         # Per-row mode runs utterances side by side on `instances` sessions (as Triton's
         # instance groups do), sharing the intra-op threads; batched mode uses one session.
         self.instances = (settings.instances or self.intra_op_threads) if self.per_row else 1
@@ -78,9 +82,12 @@ class Engine:
         self.sessions = [
             self.open_session(threads, graph_optimization) for _ in range(self.instances)
         ]
-        self.session = self.sessions[0]
-        self.providers = self.session.get_providers()
-        self.pool = ThreadPoolExecutor(self.instances, thread_name_prefix="onnx-instance")
+        self.providers = self.sessions[0].get_providers()
+        self.pool = (
+            ThreadPoolExecutor(self.instances, thread_name_prefix="onnx-instance")
+            if self.per_row
+            else None
+        )
         if warmup:
             self.warm_up()
 
@@ -108,17 +115,10 @@ class Engine:
     def encode(self, texts: Sequence[str]) -> EncodedBatch:
         return encode_texts(self.tokenizer, texts)
 
-    @cached_property
-    def per_row(self) -> bool:
-        """Run each utterance alone? The int8 graphs are dynamically quantised: activation
-        scales come from the whole input tensor, so in a batch one user's answer would depend on
-        the other requests (and on padding). Alone, every answer is the same in any batch."""
-        return self.variant == "int8"
-
     def infer(self, enc: EncodedBatch) -> RawOutputs:
         if self.per_row:
             return self.infer_rows(enc)
-        intent, slots, embedding = self.session.run(
+        intent, slots, embedding = self.sessions[0].run(
             list(OUTPUTS), onnx_feeds(enc, self.bundle.config.inputs)
         )
         return RawOutputs(intent, slots, embedding)

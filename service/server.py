@@ -27,7 +27,6 @@ from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.interceptors import SERVICE_NAME, chain
 from service.lifecycle import Lifecycle
 from service.loading import load_core, load_generator
-from service.model_info import model_version
 from service.servicer import NluServicer
 from service.settings import ServerSettings, Settings, load_settings
 from service.tls import server_credentials
@@ -130,7 +129,7 @@ async def serve(settings: Settings) -> int:
     if loading.done() and loading.exception() is None:
         lifecycle.core = loading.result()
         await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", extra={"model_version": model_version(lifecycle.core.engine.bundle)})
+        log.info("serving", extra={"model_version": lifecycle.core.engine.bundle.model_version})
         backend = lifecycle.core.router.backend
         generator = asyncio.ensure_future(load_generator(backend)) if backend else None
         await stopping

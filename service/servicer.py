@@ -13,7 +13,7 @@ from service.contract.types import ParseInput, ParseResult, Policy, Source
 from service.errors import InvalidArgument
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.lifecycle import Lifecycle
-from service.model_info import describe, model_version
+from service.model_info import describe
 from service.settings import Settings
 from service.validation import check_batch_size
 
@@ -97,7 +97,7 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         results = await core.parse([to_input(r) for r in requests], context.time_remaining())
         total_ms = (time.perf_counter() - started) * 1000
         with_text = self.settings.observability.return_generated_text
-        version = model_version(core.engine.bundle)
+        version = core.engine.bundle.model_version
         return [to_response(r, version, total_ms, with_text) for r in results]
 
     async def Parse(self, request, context):

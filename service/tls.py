@@ -25,7 +25,7 @@ class CertificateFiles:
         self.stamps = self.read_stamps()
 
     def read_stamps(self) -> list[tuple[int, int]]:
-        return [(p.stat().st_mtime_ns, p.stat().st_size) for p in self.paths]
+        return [(s.st_mtime_ns, s.st_size) for s in (p.stat() for p in self.paths)]
 
     def configuration(self) -> grpc.ServerCertificateConfiguration:
         return grpc.ssl_server_certificate_configuration(

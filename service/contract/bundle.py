@@ -102,6 +102,11 @@ class Bundle:
     labels: LabelSet
     crf: CrfParams | None
 
+    @property
+    def model_version(self) -> str:
+        """Dataset name plus the start of the bundle's identity (its config.json's sha256)."""
+        return f"{self.config.dataset}-{self.config_sha256[:12]}"
+
     def model_file(self, variant: str) -> Path:
         if variant not in VARIANT_FILES:
             raise BundleError(f"unknown model variant {variant!r} (expected fp32 or int8)")
