@@ -16,12 +16,11 @@ import asyncio
 import itertools
 import multiprocessing
 import time
-from collections import Counter
 from pathlib import Path
 
 import grpc
-import numpy as np
 
+from benchmarks.calls import Call, percentile_ms, tally, timed
 from benchmarks.meta import run_meta
 from benchmarks.serve import closed_loop
 from benchmarks.suite import BundleSuite, write_json
@@ -36,31 +35,19 @@ SATURATION_CONCURRENCY = 16  # the serve suite's saturation point (throughput wi
 QUEUE_WAITS_MS = (0.0, 100.0)
 
 
-async def fire(target: str, texts: list[str], rate: float, seconds: float) -> list[tuple]:
-    """Open loop: a request every 1/rate s whatever the answers; (code, latency s) each."""
+async def fire(target: str, texts: list[str], rate: float, seconds: float) -> list[Call]:
+    """Open loop: a request every 1/rate s whatever the answers."""
     cycle = itertools.cycle(texts)
-    results: list[tuple[str, float]] = []
     async with grpc.aio.insecure_channel(target) as channel:
         stub = nlu_pb2_grpc.NluServiceStub(channel)
-
-        async def one() -> None:
-            started = time.perf_counter()
-            try:
-                await stub.Parse(request(next(cycle)), timeout=10)
-                code = "OK"
-            except grpc.aio.AioRpcError as e:
-                code = e.code().name
-            results.append((code, time.perf_counter() - started))
-
         start, tasks = time.perf_counter(), []
         for i in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            tasks.append(asyncio.ensure_future(one()))
-        await asyncio.gather(*tasks)
-    return results
+            tasks.append(asyncio.ensure_future(timed(stub.Parse(request(next(cycle)), timeout=10))))
+        return list(await asyncio.gather(*tasks))
 
 
-def fire_process(args: tuple[str, list[str], float, float]) -> list[tuple]:
+def fire_process(args: tuple[str, list[str], float, float]) -> list[Call]:
     return asyncio.run(fire(*args))
 
 
@@ -69,10 +56,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def percentile_ms(seconds: list[float], p: float) -> float | None:
-    return round(float(np.percentile(np.asarray(seconds) * 1000, p)), 2) if seconds else None
 
 
 def capacity(target: str, texts: list[str], seconds: float) -> tuple[float, float]:
@@ -91,25 +74,17 @@ def overload(server: ServerProcess, texts: list[str], rate: float, args) -> dict
         while not job.ready():
             rss.append(rss_mb(pid))
             time.sleep(0.2)
-        results = [r for worker in job.get() for r in worker]
-    ok = [s for code, s in results if code == "OK"]
-    shed = [s for code, s in results if code == "RESOURCE_EXHAUSTED"]
+        results = [call for worker in job.get() for call in worker]
     return {
         "offered_rps": round(len(results) / args.seconds, 1),
-        "achieved_ok_rps": round(len(ok) / args.seconds, 1),
-        "shed_rate": round(len(shed) / len(results), 3),
-        "other_errors": dict(
-            Counter(code for code, _ in results if code not in ("OK", "RESOURCE_EXHAUSTED"))
-        ),
-        "shed_p50_ms": percentile_ms(shed, 50),
-        "shed_p99_ms": percentile_ms(shed, 99),
-        "admitted_p50_ms": percentile_ms(ok, 50),
-        "admitted_p99_ms": percentile_ms(ok, 99),
+        "achieved_ok_rps": round(sum(c.outcome == "answered" for c in results) / args.seconds, 1),
+        **tally(results),
         "rss_max_mb": round(max(rss), 1),
     }
 
 
-def measure(bundle: Path, texts: list[str], queue_wait_ms: float, args, out_dir: Path) -> dict:
+def measure(bundle: Path, texts: list[str], queue_wait_ms: float, args) -> dict:
+    """Capacity, then `args.multiple` × capacity offered, then capacity again."""
     server = ServerProcess.launch(
         bundle, PROJECT_ROOT / "logs" / f"overload-{queue_wait_ms:g}.log",
         "--max-queue-wait-ms", str(queue_wait_ms),
@@ -123,7 +98,7 @@ def measure(bundle: Path, texts: list[str], queue_wait_ms: float, args, out_dir:
         rss_after = rss_mb(server.process.pid)
     finally:
         server.stop()
-    admitted_p99 = loaded["admitted_p99_ms"]
+    admitted_p99 = loaded["answered_p99_ms"]
     return {
         "max_queue_wait_ms": queue_wait_ms,
         "capacity_rps": capacity_rps,
@@ -153,7 +128,7 @@ class OverloadSuite(BundleSuite):
             args.seconds = 1.0
         texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]
         (PROJECT_ROOT / "logs").mkdir(exist_ok=True)  # server logs (not committed)
-        rows = [measure(self.bundle(args), texts, w, args, out_dir) for w in QUEUE_WAITS_MS]
+        rows = [measure(self.bundle(args), texts, w, args) for w in QUEUE_WAITS_MS]
         result = {
             "bundle": str(self.bundle(args)),
             "seconds_per_phase": args.seconds,
@@ -169,15 +144,17 @@ class OverloadSuite(BundleSuite):
     def summary(self, result: dict) -> str:
         lines = [
             "| max_queue_wait_ms | capacity rps | sat. p99 ms | offered rps | OK rps | shed | "
-            "shed p99 ms | admitted p99 ms | ×sat p99 | RSS before/max/after MB | recovered |",
-            "|---" * 11 + "|",
+            "failed/lost | shed p99 ms | admitted p99 ms | ×sat p99 | RSS before/max/after MB | "
+            "recovered |",
+            "|---" * 12 + "|",
         ]
         for r in result["rows"]:
+            shed_pct = 100 * r["shed"] / r["sent"]
             recovered = "yes" if r["recovered"] else "NO"
             lines.append(
                 f"| {r['max_queue_wait_ms']:g} | {r['capacity_rps']} | {r['saturation_p99_ms']} | "
-                f"{r['offered_rps']} | {r['achieved_ok_rps']} | {100 * r['shed_rate']:.1f} % | "
-                f"{r['shed_p99_ms']} | {r['admitted_p99_ms']} | "
+                f"{r['offered_rps']} | {r['achieved_ok_rps']} | {shed_pct:.1f} % | "
+                f"{r['failed']}/{r['lost']} | {r['shed_p99_ms']} | {r['answered_p99_ms']} | "
                 f"{r['admitted_p99_over_saturation']} | {r['rss_before_mb']}/{r['rss_max_mb']}/"
                 f"{r['rss_after_mb']} | {r['recovered_rps']} rps {recovered} |"
             )

@@ -9,6 +9,7 @@ from benchmarks import (
     engine,
     experiments,
     overload,
+    reliability,
     serve,
     tradeoff,
 )
@@ -25,5 +26,6 @@ SUITES: dict[str, Suite] = {
         tradeoff.SUITE,
         contention.SUITE,
         overload.SUITE,
+        reliability.SUITE,
     )
 }

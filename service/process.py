@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 
 from service.client import NluClient
 from service.contract.paths import PROJECT_ROOT
@@ -32,9 +33,12 @@ class ServerProcess:
     log_path: Path
 
     @classmethod
-    def launch(cls, bundle: Path, log_path: Path, *flags: str) -> ServerProcess:
-        """Start `python -m service.server` on free ports; output goes to log_path."""
-        port, metrics_port = free_port(), free_port()
+    def launch(
+        cls, bundle: Path, log_path: Path, *flags: str, port: int | None = None
+    ) -> ServerProcess:
+        """Start `python -m service.server` on free ports (or gRPC on `port`, e.g. to restart
+        where a killed server listened); output goes to log_path."""
+        port, metrics_port = port or free_port(), free_port()
         cmd = [
             sys.executable,
             "-m",
@@ -90,6 +94,13 @@ class ServerProcess:
             client.close()
         self.process.kill()
         raise TimeoutError(f"server not SERVING after {timeout_s} s:\n{self.log()}")
+
+    def metric(self, sample: str) -> float:
+        """One sample's value from /metrics, e.g. `nlu_requests_total{code="OK",method="Parse"}`
+        (0 when it has not appeared yet)."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        lines = [ln for ln in text.splitlines() if ln.startswith(sample + " ")]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM (graceful drain), then the exit code."""

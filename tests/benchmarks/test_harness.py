@@ -107,5 +107,27 @@ def test_quick_overload(tiny_bundle, tmp_path):
     assert [r["max_queue_wait_ms"] for r in rows] == [0.0, 100.0]
     for row in rows:
         assert row["capacity_rps"] > 0 and row["offered_rps"] > row["capacity_rps"]
-        assert set(row["other_errors"]) <= {"CANCELLED"}, row["other_errors"]  # see closing note
+        assert row["failed"] == row["lost"] == 0, row["failures"]
         assert row["rss_max_mb"] > 0
+
+
+def test_quick_reliability(tiny_bundle, tmp_path):
+    args = ["reliability", "--quick", "--out-dir", str(tmp_path), "--bundle", str(tiny_bundle)]
+    assert main([*args, "--data", "atis"]) == 0
+    result = json.loads((tmp_path / "reliability.json").read_text())
+    rows = {r["scenario"]: r for r in result["scenarios"]}
+    assert list(rows) == [
+        "overload", "generator_down", "generator_slow", "generator_http_500",
+        "generator_garbage", "shutdown", "crash_restart",
+    ]  # fmt: skip
+    for name, row in rows.items():
+        assert row["lost"] == 0, (name, row["failures"])
+        assert row["answered"] > 0, name
+    for fault in ("down", "slow", "http_500", "garbage"):
+        row = rows[f"generator_{fault}"]
+        assert row["failed"] == 0 and row["shed"] == 0, row["failures"]
+        assert row["generator_answers_after_heal"] == 5, fault  # the probe closed the circuit
+    assert rows["shutdown"]["exit_code"] == 0 and rows["shutdown"]["failed"] == 0
+    crash = rows["crash_restart"]
+    assert crash["failed"] <= 8 and crash["after_restart_answered"] == crash["after_restart_sent"]
+    assert (tmp_path / "reliability.png").is_file()

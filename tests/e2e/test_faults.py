@@ -10,11 +10,10 @@ import time
 import grpc
 import pytest
 
+from benchmarks.chat_stub import Script, chat_server
 from service.client import NluClient
 from service.gen.nlu.v1 import nlu_pb2
 from service.process import ServerProcess, free_port
-from tests.e2e.test_server import metric
-from tests.service.chat_stub import Script, chat_server
 
 GOOD = '{"intent": "atis_flight", "slots": []}'
 ROUTED = ["--confidence-threshold", "1.0", "--generator-timeout-s", "0.5"]
@@ -46,9 +45,9 @@ def test_breaker_opens_on_server_errors_then_a_probe_closes_it(tiny_bundle, tmp_
             after = client.parse("show flights to denver")
             assert probe.source == after.source == nlu_pb2.SOURCE_GENERATOR
             failures = 'nlu_generator_failure_total{reason="%s"}'
-            assert metric(srv, failures % "breaker_open") == 2
-            assert metric(srv, failures % "backend_error") == 2
-            assert metric(srv, 'nlu_requests_total{code="OK",method="Parse"}') == 6
+            assert srv.metric(failures % "breaker_open") == 2
+            assert srv.metric(failures % "backend_error") == 2
+            assert srv.metric('nlu_requests_total{code="OK",method="Parse"}') == 6
             client.close()
         finally:
             assert srv.stop() == 0

@@ -15,11 +15,11 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from grpc_status import rpc_status
 
+from benchmarks.chat_stub import Script, chat_server
 from service.client import NluClient, request
 from service.client import main as client_main
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.process import ServerProcess, free_port
-from tests.service.chat_stub import Script, chat_server
 
 UTTERANCES = ["show me flights from boston to denver", "list airlines", "what is fare code h"]
 
@@ -196,13 +196,6 @@ def test_metrics_move(server, client):
         assert name in after
 
 
-def metric(server: ServerProcess, sample: str) -> float:
-    """One sample's value from the server's /metrics (0 when it has not appeared yet)."""
-    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
-    lines = [ln for ln in text.splitlines() if ln.startswith(sample + " ")]
-    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
-
-
 def test_a_failed_rpc_is_counted_once_whatever_its_size(tiny_bundle, tmp_path):
     srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--max-queue-size", "2")
     try:
@@ -217,11 +210,11 @@ def test_a_failed_rpc_is_counted_once_whatever_its_size(tiny_bundle, tmp_path):
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         (retry,) = rich_details(err.value)  # a client can back off by this much
         assert retry.retry_delay.ToTimedelta().total_seconds() > 0
-        assert metric(srv, failures % "queue_full") == 1
-        assert metric(srv, failures % "invalid_argument") == 1
+        assert srv.metric(failures % "queue_full") == 1
+        assert srv.metric(failures % "invalid_argument") == 1
         requests = 'nlu_requests_total{code="%s",method="%s"}'
-        assert metric(srv, requests % ("RESOURCE_EXHAUSTED", "ParseBatch")) == 1
-        assert metric(srv, requests % ("INVALID_ARGUMENT", "ParseStream")) == 1
+        assert srv.metric(requests % ("RESOURCE_EXHAUSTED", "ParseBatch")) == 1
+        assert srv.metric(requests % ("INVALID_ARGUMENT", "ParseStream")) == 1
     finally:
         assert srv.stop() == 0
 
@@ -288,7 +281,7 @@ def test_the_encoder_serves_while_the_real_generator_loads(tiny_bundle, tmp_path
         assert routed.fallback_reason == "generator_loading" and routed.intent
         assert info.routing.generator_backend == "local" and not info.routing.generator_ready
         assert info.routing.generator_model.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
-        assert metric(srv, "nlu_generator_ready") == 0
+        assert srv.metric("nlu_generator_ready") == 0
         assert serving_s < 15, f"SERVING after {serving_s:.1f} s: the generator held it back"
     finally:
         assert srv.stop(timeout_s=30) == 0

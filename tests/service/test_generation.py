@@ -7,6 +7,7 @@ import typing
 import numpy as np
 import pytest
 
+from benchmarks.chat_stub import Script, chat_server
 from service.breaker import CircuitBreaker, State
 from service.contract.labels import LabelSet
 from service.contract.types import Frame, IntentScore, Slot
@@ -19,8 +20,6 @@ from service.process import free_port
 from service.router import Router
 from service.schema import InvalidAnswer, validate
 from service.settings import GeneratorSettings, RoutingSettings
-
-from .chat_stub import Script, chat_server
 
 INTENTS = ("atis_airfare", "atis_flight")
 TAGS = ("O", "B-fromloc.city_name", "I-fromloc.city_name", "B-toloc.city_name", "I-toloc.city_name")

@@ -1,8 +1,10 @@
-"""A minimal OpenAI-compatible chat server on 127.0.0.1 whose behaviour a test scripts:
-a fixed answer, slowness, garbage, server errors. For fault tests of the HTTP backend."""
+"""A minimal OpenAI-compatible chat server on 127.0.0.1 whose behaviour a caller scripts:
+a fixed answer, slowness, garbage, server errors. For the fault tests of the HTTP backend and the
+reliability suite's generator-fault scenarios (a script may be changed while the server runs)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import threading
@@ -22,7 +24,7 @@ class Script:
 
 
 @contextmanager
-def chat_server(script: Script) -> Iterator[str]:
+def chat_server(script: Script, port: int = 0) -> Iterator[str]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -37,16 +39,17 @@ def chat_server(script: Script) -> Iterator[str]:
                 )
             )
             data = payload.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # caller timed out
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

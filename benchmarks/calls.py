@@ -1,0 +1,86 @@
+"""What happened to each call a load generator sent, and the tally the reliability figures use.
+
+Outcomes, from the client's side:
+- answered: OK;
+- shed: the server refused it and said to retry (RESOURCE_EXHAUSTED, or UNAVAILABLE while it
+  drains or has not loaded its model yet): nothing was done, nothing is lost;
+- refused: no server was listening (the connection failed); never accepted;
+- failed: the server answered with another error status;
+- lost: the transport broke after the call was sent (the server died or dropped the connection
+  mid-call), so an accepted request may have gone unanswered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+OUTCOMES = ("answered", "shed", "refused", "failed", "lost")
+# The server's UNAVAILABLE messages while it drains or loads (service.lifecycle).
+REFUSALS = ("draining", "not loaded yet")
+# Transport errors grpc reports as UNAVAILABLE or CANCELLED when a connection breaks mid-call.
+BROKEN = ("socket closed", "connection reset", "broken pipe", "goaway", "received rst_stream")
+
+
+@dataclass(frozen=True)
+class Call:
+    started: float  # time.monotonic(): the same clock in every process on this machine
+    seconds: float
+    code: str
+    details: str
+
+    @property
+    def ended(self) -> float:
+        return self.started + self.seconds
+
+    @property
+    def outcome(self) -> str:
+        details = self.details.lower()
+        if self.code == "OK":
+            return "answered"
+        refusal = self.code == "UNAVAILABLE" and any(r in details for r in REFUSALS)
+        if self.code == "RESOURCE_EXHAUSTED" or refusal:
+            return "shed"
+        if self.code == "UNAVAILABLE" and "failed to connect" in details:
+            return "refused"
+        if self.code in ("UNAVAILABLE", "CANCELLED") and any(b in details for b in BROKEN):
+            return "lost"
+        return "failed"
+
+
+async def timed(call) -> Call:
+    """Await one RPC (a coroutine) and record how it ended."""
+    started = time.monotonic()
+    try:
+        await call
+        code, details = "OK", ""
+    except grpc.aio.AioRpcError as e:
+        code, details = e.code().name, e.details() or ""
+    return Call(started, time.monotonic() - started, code, details)
+
+
+def percentile_ms(seconds: list[float], p: float) -> float | None:
+    return round(float(np.percentile(np.asarray(seconds) * 1000, p)), 2) if seconds else None
+
+
+def tally(calls: list[Call]) -> dict:
+    """Counts per outcome, p50/p99 of the answered and the shed ones, the codes behind failures."""
+    by_outcome: dict[str, list[float]] = {o: [] for o in OUTCOMES}
+    for call in calls:
+        by_outcome[call.outcome].append(call.seconds)
+    unexpected = Counter(
+        f"{c.code}: {c.details[:80]}" for c in calls if c.outcome in ("failed", "lost")
+    )
+    return {
+        "sent": len(calls),
+        **{o: len(s) for o, s in by_outcome.items()},
+        "answered_p50_ms": percentile_ms(by_outcome["answered"], 50),
+        "answered_p99_ms": percentile_ms(by_outcome["answered"], 99),
+        "shed_p50_ms": percentile_ms(by_outcome["shed"], 50),
+        "shed_p99_ms": percentile_ms(by_outcome["shed"], 99),
+        "failures": dict(unexpected.most_common(5)),
+    }
