@@ -38,12 +38,17 @@ proto: $(STAMP)
 $(GEN)/nlu/v1/nlu_pb2.py: proto/nlu/v1/nlu.proto proto/generate.sh $(STAMP)
 	proto/generate.sh $(PY) $(GEN)
 
+# Training threads: half the cores, at least one. On 2 cores one thread trained CLINC150 at 1.9
+# batches/s (4.2 min an epoch) and does not collapse when something else wants the CPU (5-9 s
+# per batch with torch's default, both cores, against ~1 s with one).
+THREADS ?= $(shell n=$$(nproc); echo $$(( n > 3 ? n / 2 : 1 )))
 PORT ?= 50051
 METRICS_PORT ?= 9090
 
 # The whole job on a fresh machine: set up, train + export a bundle if none exists, serve.
 run: setup
-	test -f $(MODEL)/model.safetensors || $(PY) -m export.train --data $(DATA) --out $(MODEL)
+	test -f $(MODEL)/model.safetensors || \
+		$(PY) -m export.train --data $(DATA) --out $(MODEL) --threads $(THREADS)
 	test -f $(BUNDLE)/config.json || $(PY) -m export.onnx --model $(MODEL) --out $(BUNDLE)
 	$(MAKE) --no-print-directory serve
 
@@ -54,10 +59,14 @@ run: setup
 # tradeoff suite's dev choice for ATIS (see benchmarks/README.md).
 GENERATOR_BACKEND ?= local
 GENERATOR_MODE ?= score
+# The banner is printed once health says SERVING (a watcher in the background), not at start.
+CLIENT := $(PY) -m service.client --target localhost:$(PORT)
+TRY := book a flight from boston to denver tomorrow
 serve: setup
-	@echo "serving $(BUNDLE) on localhost:$(PORT) (metrics: http://localhost:$(METRICS_PORT)/metrics)"
-	@echo "try:  $(PY) -m service.client --target localhost:$(PORT) parse \"book a flight from boston to denver tomorrow\""
-	@echo "      $(PY) -m service.client --target localhost:$(PORT) parse --policy generator \"book a flight from boston to denver tomorrow\""
+	@($(CLIENT) health --wait 900 >/dev/null 2>&1 && \
+	  echo "SERVING $(BUNDLE) on localhost:$(PORT) (metrics: http://localhost:$(METRICS_PORT)/metrics)" && \
+	  echo "try:  $(CLIENT) parse \"$(TRY)\"" && \
+	  echo "      $(CLIENT) parse --policy generator \"$(TRY)\"") &
 	$(PY) -m service.server --bundle $(BUNDLE) --port $(PORT) --metrics-port $(METRICS_PORT) \
 		--generator-backend $(GENERATOR_BACKEND) --generator-mode $(GENERATOR_MODE)
 
@@ -73,7 +82,7 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 train: setup
-	$(PY) -m export.train --data $(DATA) --out $(MODEL)
+	$(PY) -m export.train --data $(DATA) --out $(MODEL) --threads $(THREADS)
 
 eval: setup
 	$(PY) -m export.evaluate --model $(MODEL) --data $(DATA) --split $(SPLIT)

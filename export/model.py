@@ -76,8 +76,13 @@ class JointModel(nn.Module):
 
 
 def load_pretrained_encoder(name_or_path: str | Path) -> PreTrainedModel:
-    """A pretrained encoder from a local folder or a Hugging Face name."""
-    return AutoModel.from_pretrained(str(name_or_path), add_pooling_layer=False)
+    """A pretrained encoder from a local folder or a Hugging Face name. The checkpoint's pooler
+    is loaded (so transformers reports no "UNEXPECTED" weights) and then dropped: the heads read
+    the token states, and the ONNX graph should not compute an unused output."""
+    encoder = AutoModel.from_pretrained(str(name_or_path))
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
 
 
 def encoder_from_config(

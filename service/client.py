@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,8 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--policy", choices=sorted(POLICIES), default="default")
         sp.add_argument("--threshold", type=float)
     sub.add_parser("info", help="what the server is serving", parents=common)
-    sub.add_parser("health", help="grpc.health.v1 status", parents=common)
+    health = sub.add_parser("health", help="grpc.health.v1 status", parents=common)
+    health.add_argument(
+        "--wait", type=float, default=0.0, metavar="S",
+        help="poll up to S seconds until SERVING (exit 1 if it never is)",
+    )  # fmt: skip
     return p
+
+
+def wait_serving(client: NluClient, seconds: float) -> str:
+    """The health status once SERVING, or the last one seen (or the last error) after `seconds`."""
+    deadline, status = time.monotonic() + seconds, "UNREACHABLE"
+    while True:
+        try:
+            status = client.health()
+        except grpc.RpcError as e:
+            status = f"{e.code().name}: {e.details()}"
+        if status == "SERVING" or time.monotonic() >= deadline:
+            return status
+        time.sleep(0.2)
 
 
 def read_lines(file: str) -> list[str]:
@@ -176,7 +194,10 @@ def run(client: NluClient, args: argparse.Namespace) -> None:
     elif args.command == "info":
         print(json.dumps(as_dict(client.info()), indent=2))
     else:
-        print(client.health())
+        status = wait_serving(client, args.wait) if args.wait else client.health()
+        print(status)
+        if status != "SERVING":
+            raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> int:

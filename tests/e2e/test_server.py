@@ -64,6 +64,13 @@ def test_cli_parse_and_health(server, capsys):
     assert '"intent"' in capsys.readouterr().out
     assert client_main(["--target", server.target, "health"]) == 0
     assert capsys.readouterr().out.strip() == "SERVING"
+    assert client_main(["--target", server.target, "health", "--wait", "5"]) == 0
+
+
+def test_health_wait_gives_up_on_a_server_that_never_serves(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        client_main(["--target", f"127.0.0.1:{free_port()}", "health", "--wait", "0.5"])
+    assert exit_.value.code == 1 and "UNAVAILABLE" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
