@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import threading
+from collections.abc import Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 REGISTRY = CollectorRegistry()
 # Sub-millisecond to 30 s: the encoder path lives around 1 ms, a CPU generator at 2-15 s.
@@ -88,7 +93,31 @@ MODEL_INFO = Gauge(
 )
 
 
+def only_metrics(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    """The exposition at GET /metrics and nothing else: prometheus_client answers every path
+    and method with the metrics, which an on-call engineer would not expect of a port."""
+    path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+    if path != "/metrics":
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"only /metrics is served on this port\n"]
+    if method not in ("GET", "HEAD"):
+        start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+        return [b""]
+    return EXPOSITION(environ, start_response)
+
+
+EXPOSITION = make_wsgi_app(REGISTRY)
+
+
+class QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape on stderr."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 def serve_metrics(port: int) -> None:
-    """Expose /metrics on its own HTTP port (a daemon thread)."""
+    """Expose GET /metrics on its own HTTP port (a daemon thread)."""
     if port:
-        start_http_server(port, registry=REGISTRY)
+        server = make_server("", port, only_metrics, ThreadingWSGIServer, QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

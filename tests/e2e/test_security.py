@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import socket
 import ssl
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from benchmarks.chat_stub import Script, chat_server
 from service.client import Credentials, NluClient
 from service.process import ServerProcess, free_port
 
@@ -176,3 +180,50 @@ def test_bearer_tokens_are_required_rotatable_and_not_asked_of_probes(tiny_bundl
     finally:
         assert srv.stop() == 0
     assert "first-secret" not in srv.log() and "third-secret" not in srv.log()
+
+
+def test_a_generator_prompt_holds_its_own_request_and_no_other(tiny_bundle, tmp_path):
+    """Concurrent and batched requests all routed: each prompt names one request's text only."""
+    markers = [
+        f"show flights to denver ref{word}" for word in ["qzx", "wvk", "jhy", "plm", "rtb", "gnc"]
+    ]
+    script = Script(content='{"intent": "atis_flight", "slots": []}')
+    with chat_server(script) as url:
+        srv = launch(
+            tiny_bundle, tmp_path, "--generator-backend", "openai", "--generator-base-url", url,
+            "--confidence-threshold", "1.0", "--generator-max-concurrency", "3",
+        )  # fmt: skip
+        try:
+            client = NluClient(srv.target)
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(client.parse, markers[:4]))
+            client.parse_batch(markers[4:])
+            client.close()
+        finally:
+            assert srv.stop() == 0
+    assert len(script.requests) == len(markers)
+    seen = []
+    for body in script.requests:
+        prompt = json.dumps(body["messages"])
+        present = [m for m in markers if m.split("ref")[1] in prompt]
+        assert len(present) == 1, present
+        seen += present
+    assert sorted(seen) == sorted(markers)
+
+
+def test_the_metrics_port_serves_metrics_only_and_no_request_text(tiny_bundle, tmp_path):
+    srv = launch(tiny_bundle, tmp_path)
+    try:
+        client = NluClient(srv.target)
+        client.parse("book a flight to denver refqzx")
+        client.close()
+        base = f"http://127.0.0.1:{srv.metrics_port}"
+        metrics = httpx.get(f"{base}/metrics")
+        assert metrics.status_code == 200 and "nlu_requests_total" in metrics.text
+        assert "refqzx" not in metrics.text
+        for path in ("/", "/debug", "/metrics/../admin"):
+            assert httpx.get(base + path).status_code == 404
+        assert httpx.post(f"{base}/metrics", content=b"x").status_code == 405
+    finally:
+        assert srv.stop() == 0
+    assert "refqzx" not in srv.log()  # request text stays out of the logs by default
