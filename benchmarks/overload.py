@@ -32,7 +32,6 @@ from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.process import ServerProcess
 
 SATURATION_CONCURRENCY = 16  # the serve suite's saturation point (throughput within 10 % of max)
-QUEUE_WAITS_MS = (0.0, 100.0)
 
 
 async def fire(target: str, texts: list[str], rate: float, seconds: float) -> list[Call]:
@@ -122,13 +121,17 @@ class OverloadSuite(BundleSuite):
         parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
         parser.add_argument("--workers", type=int, default=2, help="load processes")
         parser.add_argument("--multiple", type=float, default=3.0, help="offered / capacity")
+        parser.add_argument(
+            "--queue-waits-ms", type=lambda v: [float(x) for x in v.split(",")],
+            default=[0.0, 100.0], help="max_queue_wait_ms settings to compare (0: off)",
+        )  # fmt: skip
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         if args.quick:
             args.seconds = 1.0
         texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]
         (PROJECT_ROOT / "logs").mkdir(exist_ok=True)  # server logs (not committed)
-        rows = [measure(self.bundle(args), texts, w, args) for w in QUEUE_WAITS_MS]
+        rows = [measure(self.bundle(args), texts, w, args) for w in args.queue_waits_ms]
         result = {
             "bundle": str(self.bundle(args)),
             "seconds_per_phase": args.seconds,
