@@ -19,8 +19,8 @@ from service.contract.bundle import TOKENIZER, Bundle, load_bundle
 from service.contract.graph import OUTPUTS, onnx_feeds
 from service.contract.text import (
     EncodedBatch,
-    decode_batch_word_tags,
     decode_bio,
+    decode_word_tags,
     encode_texts,
     load_tokenizer,
     softmax,
@@ -149,16 +149,13 @@ class Engine:
         """Calibrated intent probabilities, top-k, and BIO slots with character offsets."""
         labels, temperature = self.bundle.labels, self.bundle.config.temperature
         probs = softmax(raw.intent_logits.astype(np.float64), temperature)  # (B, I)
-        word_logits = [
-            word_scores(enc.word_index[b], raw.slot_logits[b], len(words))  # (W, S)
-            for b, words in enumerate(enc.words)
-        ]
-        decoded = decode_batch_word_tags(word_logits, labels.slot_tags, self.bundle.crf)
         frames = []
-        for b, (text, (tags, confidences)) in enumerate(zip(texts, decoded, strict=True)):
+        for b, text in enumerate(texts):
             order = np.argsort(-probs[b])[: max(1, top_k)]
             top = [IntentScore(labels.intents[i], float(probs[b, i])) for i in order]
             words = enc.words[b]
+            logits = word_scores(enc.word_index[b], raw.slot_logits[b], len(words))  # (W, S)
+            tags, confidences = decode_word_tags(logits, labels.slot_tags, self.bundle.crf)
             frames.append(
                 Frame(
                     text=text,

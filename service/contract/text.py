@@ -202,35 +202,18 @@ def viterbi(
 ) -> list[int]:
     """Best tag sequence of a linear-chain CRF: emissions (W, S), start/end (S,), transitions
     (S, S) indexed [from, to]. Runs outside the exported graph, in numpy."""
-    return viterbi_batch([emissions], start, end, transitions)[0]
-
-
-def viterbi_batch(
-    emissions: Sequence[np.ndarray], start: np.ndarray, end: np.ndarray, transitions: np.ndarray
-) -> list[list[int]]:
-    """`viterbi` for several sequences (each (W_b, S), W_b >= 1) at once: one numpy step per
-    word position for the whole batch instead of one per word per sequence, so a batch spends
-    far less time in Python holding the GIL. Same arithmetic, same ties, same answers."""
-    lengths = np.array([len(e) for e in emissions])  # (B,)
-    padded = np.zeros((len(emissions), lengths.max(), len(start)))  # (B, W_max, S)
-    for b, e in enumerate(emissions):
-        padded[b, : len(e)] = e
-    score = start + padded[:, 0]  # (B, S)
-    backpointers = []  # W_max - 1 arrays (B, S_to)
-    for t in range(1, padded.shape[1]):
-        candidates = score[:, :, None] + transitions  # (B, S_from, S_to)
-        best_from = candidates.argmax(axis=1)  # (B, S_to)
+    score = start + emissions[0]  # (S,)
+    columns = np.arange(len(score))
+    backpointers = []
+    for row in emissions[1:]:
+        candidates = score[:, None] + transitions  # (S_from, S_to)
+        best_from = candidates.argmax(axis=0)  # (S_to,)
         backpointers.append(best_from)
-        stepped = np.take_along_axis(candidates, best_from[:, None, :], axis=1)[:, 0] + padded[:, t]
-        score = np.where((t < lengths)[:, None], stepped, score)  # finished sequences keep theirs
-    last = (score + end).argmax(axis=-1)  # (B,)
-    paths = []
-    for b, length in enumerate(lengths):
-        best = [int(last[b])]
-        for pointers in reversed(backpointers[: length - 1]):
-            best.append(int(pointers[b, best[-1]]))
-        paths.append(best[::-1])
-    return paths
+        score = candidates[best_from, columns] + row
+    best = [int((score + end).argmax())]
+    for pointers in reversed(backpointers):
+        best.append(int(pointers[best[-1]]))
+    return best[::-1]
 
 
 CrfParams = tuple[np.ndarray, np.ndarray, np.ndarray]  # (start, end, transitions)
@@ -252,26 +235,16 @@ def decode_word_tags(
     no tokens, such as a lone zero-width character, anywhere in the utterance) are tagged O with
     probability 1; the others are decoded as one sequence, as if those words were not there.
     """
-    return decode_batch_word_tags([word_logits], slot_tags, crf)[0]
-
-
-def decode_batch_word_tags(
-    word_logits: Sequence[np.ndarray], slot_tags: Sequence[str], crf: CrfParams | None = None
-) -> list[tuple[list[str], list[float]]]:
-    """`decode_word_tags` for every utterance of a batch, the CRF decoded in one `viterbi_batch`."""
-    kept = [np.flatnonzero(~np.isnan(x).any(axis=-1)) for x in word_logits]  # B × (W_kept,)
-    probs = [softmax(x[k]) for x, k in zip(word_logits, kept, strict=True)]  # B × (W_kept, S)
-    ids: list[list[int]] = [p.argmax(axis=-1).tolist() for p in probs]
-    decodable = [b for b, k in enumerate(kept) if len(k)]
-    if crf is not None and decodable:
-        paths = viterbi_batch([word_logits[b][kept[b]] for b in decodable], *crf)
-        for b, path in zip(decodable, paths, strict=True):
-            ids[b] = path
-    decoded = []
-    for x, k, p, i in zip(word_logits, kept, probs, ids, strict=True):
-        tags = [OUTSIDE_TAG] * len(x)
-        confidences = [1.0] * len(x)
-        for row, (w, tag) in enumerate(zip(k, i, strict=True)):
-            tags[w], confidences[w] = slot_tags[tag], float(p[row, tag])
-        decoded.append((tags, confidences))
-    return decoded
+    kept = np.flatnonzero(~np.isnan(word_logits).any(axis=-1))  # (W_kept,)
+    probs = softmax(word_logits[kept])  # (W_kept, S)
+    if len(kept) == 0:
+        ids: list[int] = []
+    elif crf is None:
+        ids = probs.argmax(axis=-1).tolist()
+    else:
+        ids = viterbi(word_logits[kept], *crf)
+    tags = [OUTSIDE_TAG] * len(word_logits)
+    confidences = [1.0] * len(word_logits)
+    for row, (w, i) in enumerate(zip(kept, ids, strict=True)):
+        tags[w], confidences[w] = slot_tags[i], float(probs[row, i])
+    return tags, confidences

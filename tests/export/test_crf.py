@@ -9,7 +9,7 @@ import torch
 from export.artifacts import load_artifacts
 from export.crf import CRF, gather_words
 from export.train import TrainConfig, train
-from service.contract.text import viterbi, viterbi_batch
+from service.contract.text import viterbi
 
 
 def path_score(em, start, end, trans, path):
@@ -54,22 +54,6 @@ def test_viterbi_finds_the_best_path(crf):
             key=lambda p: path_score(em, start, end, trans, p),
         )
         assert viterbi(em, start, end, trans) == list(best)
-
-
-def test_viterbi_batch_finds_each_best_path_whatever_the_lengths_beside_it(crf):
-    rng = np.random.default_rng(2)
-    start, end, trans = crf.numpy_params()
-    emissions = [rng.normal(size=(n, 3)) for n in (1, 5, 2, 4, 1, 3)]
-    expected = [
-        list(
-            max(
-                itertools.product(range(3), repeat=len(em)),
-                key=lambda p, em=em: path_score(em, start, end, trans, p),
-            )
-        )
-        for em in emissions
-    ]
-    assert viterbi_batch(emissions, start, end, trans) == expected
 
 
 def test_gather_words_picks_first_subtokens():
