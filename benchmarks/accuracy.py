@@ -99,7 +99,7 @@ def run_record(meta: dict, config: dict, result: dict, bundle: BundleConfig) -> 
             # the served int8 graph's drops, or every int8 candidate's when none passed
             "int8_drop_vs_fp32": bundle.variants["int8"].drop_vs_fp32
             if "int8" in bundle.variants
-            else {n: c.drop_vs_fp32 for n, c in bundle.candidates.items() if n.endswith(".int8")},
+            else {n: c.drop_vs_fp32 for n, c in bundle.candidates.items() if ".int8" in n},
             "fused_operators": bundle.fused_operators,
         },
     }

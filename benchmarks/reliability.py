@@ -201,12 +201,13 @@ async def crash_restart(bundle: Path, texts: list[str], args: argparse.Namespace
         killed = time.monotonic()
         server.process.kill()
         await asyncio.to_thread(server.process.wait, 30)
+        dead = time.monotonic()  # calls sent before this may have reached the dying server
         again = await asyncio.to_thread(launch, bundle, "restarted", port=server.port)
         serving = time.monotonic()
         await asyncio.sleep(args.seconds)
     exit_code = again.stop()
     counts = tally(load.calls)
-    at_kill = [c for c in load.calls if c.started <= killed and c.outcome != "answered"]
+    at_kill = [c for c in load.calls if c.started <= dead and c.outcome in ("failed", "lost")]
     after = [c for c in load.calls if c.started >= serving]
     unanswered = counts["failed"] + counts["lost"]
     return {

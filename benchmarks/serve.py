@@ -166,6 +166,8 @@ class ServeSuite(Suite):
             str(args.server_threads),
             "--max-queue-size",
             "4096",
+            "--max-concurrent-rpcs",
+            "0",  # latency at each concurrency, up to 64: nothing refused
         )
         try:
             server.wait_serving()

@@ -63,7 +63,11 @@ def main_server(
 ) -> tuple[grpc.aio.Server, int]:
     """nlu.v1 behind the interceptor chain, health and reflection; and the port it bound."""
     interceptors = chain(lifecycle, authentication(settings.security))
-    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings.server))
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=grpc_options(settings.server),
+        maximum_concurrent_rpcs=settings.server.concurrent_rpcs_limit,
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     nlu_pb2_grpc.add_NluServiceServicer_to_server(NluServicer(lifecycle, settings), server)
     reflection.enable_server_reflection(

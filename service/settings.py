@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from service.cpus import usable_cpus
+
 ENV_PREFIX = "NLU_"
 GeneratorMode = Literal["generate", "score"]
 PromptStyle = Literal["few_shot", "plain"]
@@ -78,6 +80,16 @@ class ServerSettings(Group):
         "more at once before it has seen the setting gets UNAVAILABLE (REFUSED_STREAM) for the "
         "excess; the bounded queue protects the server either way",
     )
+    max_concurrent_rpcs: int | None = Field(
+        None,
+        ge=0,
+        description="most RPCs the gRPC port handles at once (None: 8 per usable CPU, the "
+        "saturation point the serve suite measured on 2 CPUs; 0: unlimited). grpc refuses the "
+        "excess with RESOURCE_EXHAUSTED before any service code runs, which stays cheap at "
+        "three times capacity where shedding in Python starves inference; those refusals are "
+        "not in nlu_requests_total. Open streams and health checks on this port count: probe "
+        "the health_port",
+    )
     max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
     max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")
     default_top_k: int = Field(3, ge=1, description="top_intents returned when top_k is 0")
@@ -94,6 +106,13 @@ class ServerSettings(Group):
         description="also serve grpc.health.v1 alone, in plaintext, on this port (0: no), for "
         "probes that present no client certificate when the main port needs TLS",
     )
+
+    @property
+    def concurrent_rpcs_limit(self) -> int | None:
+        """`max_concurrent_rpcs` resolved: a number, or None for unlimited."""
+        if self.max_concurrent_rpcs is None:
+            return 8 * usable_cpus()
+        return self.max_concurrent_rpcs or None
 
 
 class BatchingSettings(Group):
