@@ -5,6 +5,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -201,6 +202,41 @@ def test_metrics_move(server, client):
         'nlu_request_failure_total{reason="invalid_argument"}',
     ):
         assert name in after
+
+
+def test_rpcs_over_the_concurrency_limit_are_refused_before_the_service_and_probes_still_pass(
+    tiny_bundle, tmp_path
+):
+    health_port = free_port()
+    srv = ServerProcess.launch(
+        tiny_bundle, tmp_path / "log", "--max-concurrent-rpcs", "2",
+        "--health-port", str(health_port),
+    )  # fmt: skip
+    srv.wait_serving(target=f"127.0.0.1:{health_port}")
+    open_streams, release = [], threading.Event()
+
+    def held_open() -> Iterator[nlu_pb2.ParseRequest]:
+        yield request("list airlines")
+        release.wait(30)
+
+    try:
+        client = NluClient(srv.target)
+        for _ in range(2):  # two RPCs in flight: the limit
+            stream = client.stub.ParseStream(held_open())
+            next(stream)
+            open_streams.append(stream)
+        with pytest.raises(grpc.RpcError) as refused:
+            client.parse("list airlines")
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert NluClient(f"127.0.0.1:{health_port}").health() == "SERVING"
+        release.set()
+        for stream in open_streams:
+            list(stream)
+        assert client.parse("list airlines").intent  # room again
+        client.close()
+    finally:
+        release.set()
+        assert srv.stop() == 0
 
 
 def test_a_failed_rpc_is_counted_once_whatever_its_size(tiny_bundle, tmp_path):

@@ -34,4 +34,3 @@ def test_the_most_sensitive_layer_stays_fp32_and_the_rest_is_quantised(tiny_mode
     assert set(groups[kept[0]]) <= float_matmuls
     quantised = {n for layer, nodes in groups.items() if layer != kept[0] for n in nodes}
     assert not quantised & float_matmuls
-
