@@ -111,16 +111,21 @@ def measure(bundle: Path, texts: list[str], queue_wait_ms: float, args) -> dict:
     }
 
 
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bundle and the load: shared with the reliability suite's overload scenario."""
+    parser.add_argument("--data", default="atis")
+    parser.add_argument("--bundle", type=Path, help="default: bundles/DATA")
+    parser.add_argument("--seconds", type=float, default=10.0, help="load per phase")
+    parser.add_argument("--workers", type=int, default=2, help="open-loop load processes")
+    parser.add_argument("--multiple", type=float, default=3.0, help="overload / capacity")
+
+
 class OverloadSuite(BundleSuite):
     name = "overload"
     help = "shedding, admitted latency, RSS and recovery at about 3x capacity"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--data", default="atis")
-        parser.add_argument("--bundle", type=Path, help="default: bundles/DATA")
-        parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
-        parser.add_argument("--workers", type=int, default=2, help="load processes")
-        parser.add_argument("--multiple", type=float, default=3.0, help="offered / capacity")
+        add_load_arguments(parser)
         parser.add_argument(
             "--queue-waits-ms", type=lambda v: [float(x) for x in v.split(",")],
             default=[0.0, 100.0], help="max_queue_wait_ms settings to compare (0: off)",

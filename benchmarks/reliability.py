@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 from benchmarks.calls import OUTCOMES, Call, tally, timed
 from benchmarks.chat_stub import Script, chat_server
 from benchmarks.meta import run_meta
-from benchmarks.overload import capacity, fire_process, measure, rss_mb
+from benchmarks.overload import add_load_arguments, capacity, fire_process, measure, rss_mb
 from benchmarks.suite import BundleSuite, save_figure, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
@@ -261,11 +261,7 @@ class ReliabilitySuite(BundleSuite):
     help = "overload, generator faults, shutdown and crash under load: sent/answered/shed/lost"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--data", default="atis")
-        parser.add_argument("--bundle", type=Path, help="default: bundles/DATA")
-        parser.add_argument("--seconds", type=float, default=10.0, help="load per phase")
-        parser.add_argument("--workers", type=int, default=2, help="overload processes")
-        parser.add_argument("--multiple", type=float, default=3.0, help="overload / capacity")
+        add_load_arguments(parser)
         parser.add_argument("--soak", action="store_true", help="only the soak run (not in CI)")
         parser.add_argument("--soak-seconds", type=float, default=600.0)
 
