@@ -19,11 +19,15 @@ from matplotlib.figure import Figure
 
 from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, datasets_in, save_figure, write_csv, write_json
+from export.data import read_dataset
 from export.evaluate import evaluate, summary
+from export.fetch import resolve_dataset
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
 from service.contract.bundle import BundleConfig
 from service.contract.paths import PROJECT_ROOT
+from service.runtime import Engine
+from service.settings import EngineSettings
 
 HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
 VARIANTS = ("torch", "onnx_fp32", "onnx_int8")
@@ -67,6 +71,10 @@ class AccuracySuite(Suite):
             onnx = {k: m for k, m in bundle.metrics.items() if k.startswith("onnx_")}
             report[name] = {"torch": {k: result[k] for k in HEADLINE}, **onnx}
             runs[name] = run_record(meta, config, result, bundle)
+            texts = [ex.text for ex in read_dataset(resolve_dataset(name)).splits["test"]]
+            runs[name]["alone_vs_batched"] = alone_vs_batched(
+                bundle_dir, texts[: limits["limit_eval"]]
+            )
             report["meta"] = {**meta, "runs": runs}
             write_json(path, report)
         write_csv(out_dir / "accuracy.csv", csv_rows(report))
@@ -102,6 +110,29 @@ def run_record(meta: dict, config: dict, result: dict, bundle: BundleConfig) -> 
             else {n: c.drop_vs_fp32 for n, c in bundle.candidates.items() if ".int8" in n},
             "fused_operators": bundle.fused_operators,
         },
+    }
+
+
+def alone_vs_batched(bundle_dir: Path, texts: list[str], batch_size: int = 64) -> dict:
+    """The served engine on each utterance alone and in shuffled batches (long beside short):
+    an answer must not depend on its batch-mates. Percent identical, largest confidence gap."""
+    engine = Engine(bundle_dir, settings=EngineSettings())
+    alone = [engine.parse([text])[0] for text in texts]
+    order = np.random.default_rng(0).permutation(len(texts))
+    batched = [None] * len(texts)
+    for start in range(0, len(texts), batch_size):
+        rows = order[start : start + batch_size]
+        for i, frame in zip(rows, engine.parse([texts[i] for i in rows]), strict=True):
+            batched[i] = frame
+    pairs = list(zip(alone, batched, strict=True))
+    return {
+        "variant": engine.variant,
+        "utterances": len(texts),
+        "intents_identical": round(100 * np.mean([a.intent == b.intent for a, b in pairs]), 2),
+        "tags_identical": round(100 * np.mean([a.word_tags == b.word_tags for a, b in pairs]), 2),
+        "max_confidence_gap": float(
+            max(abs(a.confidence - b.confidence) for a, b in pairs) if pairs else 0.0
+        ),
     }
 
 
@@ -156,6 +187,16 @@ def accuracy_table(report: dict) -> str:
             )
         for ref, (i, s, f) in PUBLISHED.get(name, {}).items():
             rows.append(f"| {name} | {ref} (published) | {i:.2f} | {s:.2f} | {f:.2f} | | |")
+    for name in datasets_in(report):
+        agreement = runs.get(name, {}).get("alone_vs_batched")
+        if agreement:
+            rows.append(
+                f"\n{name}: the served {agreement['variant']} engine on {agreement['utterances']} "
+                f"test utterances alone vs in shuffled batches of 64: intents "
+                f"{agreement['intents_identical']} % identical, tag sequences "
+                f"{agreement['tags_identical']} %, largest confidence gap "
+                f"{agreement['max_confidence_gap']:.2g}."
+            )
     meta = report.get("meta", {})
     rows += [
         "",

@@ -20,6 +20,10 @@ def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
     accuracy = json.loads((tmp_path / "accuracy.json").read_text())
     assert set(accuracy["atis"]) == {"torch", "onnx_fp32", "onnx_int8"}
     assert accuracy["meta"]["runs"]["atis"]["test_examples"] == 50
+    agreement = accuracy["meta"]["runs"]["atis"]["alone_vs_batched"]
+    assert agreement["utterances"] == 50
+    assert agreement["intents_identical"] == agreement["tags_identical"] == 100.0
+    assert agreement["max_confidence_gap"] <= 1e-3
     for name in ("accuracy.csv", "accuracy.png"):
         assert (tmp_path / name).stat().st_size > 0
 
