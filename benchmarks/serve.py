@@ -168,6 +168,8 @@ class ServeSuite(Suite):
             "4096",
             "--max-concurrent-rpcs",
             "0",  # latency at each concurrency, up to 64: nothing refused
+            "--max-queue-wait-ms",
+            "0",
         )
         try:
             server.wait_serving()
