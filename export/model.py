@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import MODEL_MAPPING, AutoConfig, AutoModel, PreTrainedModel
 
 from export.crf import CRF
 
@@ -76,13 +76,18 @@ class JointModel(nn.Module):
 
 
 def load_pretrained_encoder(name_or_path: str | Path) -> PreTrainedModel:
-    """A pretrained encoder from a local folder or a Hugging Face name. The checkpoint's pooler
-    is loaded (so transformers reports no "UNEXPECTED" weights) and then dropped: the heads read
-    the token states, and the ONNX graph should not compute an unused output."""
-    encoder = AutoModel.from_pretrained(str(name_or_path))
-    if getattr(encoder, "pooler", None) is not None:
-        encoder.pooler = None
-    return encoder
+    """A pretrained encoder from a local folder or a Hugging Face name, without its pooler (the
+    heads read the token states). Checkpoints such as all-MiniLM-L6-v2 carry pooler weights; they
+    are declared as expected-unused, so transformers prints no "UNEXPECTED" load report a user
+    cannot act on."""
+    config = AutoConfig.from_pretrained(str(name_or_path))
+    architecture = MODEL_MAPPING[type(config)]
+    without_pooler = type(
+        architecture.__name__,
+        (architecture,),
+        {"_keys_to_ignore_on_load_unexpected": [r"^pooler\."]},
+    )
+    return without_pooler.from_pretrained(str(name_or_path), add_pooling_layer=False)
 
 
 def encoder_from_config(

@@ -176,3 +176,23 @@ def test_a_slim_bundle_holds_one_variant_and_verifies(tiny_bundle, tmp_path, cap
     (out / "model.int8.onnx").write_bytes(b"tampered")
     with pytest.raises(BundleError, match=r"model\.int8\.onnx: sha256 does not match"):
         load_bundle(out)
+
+
+def test_int8_graphs_about_as_fast_are_ranked_by_their_drop_not_by_timing_noise():
+    from export.onnx import choose_variants
+    from service.contract.bundle import CandidateReport
+
+    def report(ms: float, intent: float) -> CandidateReport:
+        metrics = {"intent_acc": intent, "slot_f1": 90.0, "sentence_acc": 80.0}
+        return CandidateReport(test=metrics, batch1_p50_ms=ms)
+
+    reports = {
+        "plain": report(2.0, 95.0),
+        "optimized": report(1.8, 95.0),
+        "plain.int8": report(0.9, 94.8),  # the fastest, 0.2 lost: within the gate
+        "optimized.int8pc": report(0.95, 95.0),  # 5 % slower: as fast, and nothing lost
+        "optimized.int8": report(1.5, 95.0),
+    }
+    assert choose_variants(reports, 0.3) == {"fp32": "optimized", "int8": "optimized.int8pc"}
+    reports["optimized.int8pc"] = report(1.2, 95.0)  # now clearly slower
+    assert choose_variants(reports, 0.3)["int8"] == "plain.int8"

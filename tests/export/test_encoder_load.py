@@ -1,0 +1,35 @@
+"""Loading a pretrained encoder that carries pooler weights (as all-MiniLM-L6-v2 does) logs no
+load report a user cannot act on, and the encoder comes without its pooler."""
+
+from __future__ import annotations
+
+import logging
+
+from transformers import BertConfig, BertModel
+
+from export.model import load_pretrained_encoder
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_a_checkpoint_pooler_is_dropped_without_an_unexpected_weights_report(tmp_path):
+    config = BertConfig(
+        vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32,
+    )  # fmt: skip
+    BertModel(config).save_pretrained(tmp_path)  # with its pooler, like the packaged MiniLM
+    collect, library = Collect(), logging.getLogger("transformers")  # does not propagate
+    library.addHandler(collect)
+    try:
+        encoder = load_pretrained_encoder(tmp_path)
+    finally:
+        library.removeHandler(collect)
+    assert encoder.pooler is None
+    assert not [m for m in collect.messages if "LOAD REPORT" in m], collect.messages
