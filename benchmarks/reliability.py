@@ -305,7 +305,7 @@ class ReliabilitySuite(BundleSuite):
         ax.invert_yaxis()
         ax.set_xlabel("% of requests sent")
         ax.set_title("What clients saw, per scenario")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(OUTCOMES), fontsize=8)
         save_figure(fig, path)
 
     def summary(self, result: dict) -> str:
