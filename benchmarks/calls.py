@@ -12,6 +12,7 @@ Outcomes, from the client's side:
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ def tally(calls: list[Call]) -> dict:
     unexpected = Counter(
         f"{c.code}: {c.details[:80]}" for c in calls if c.outcome in ("failed", "lost")
     )
+    shed = Counter(  # which limit refused: grpc's concurrency limit or the queue (~N ms queued)
+        re.sub(r"\d+", "N", f"{c.code}: {c.details[:60]}") for c in calls if c.outcome == "shed"
+    )
     return {
         "sent": len(calls),
         **{o: len(s) for o, s in by_outcome.items()},
@@ -83,4 +87,5 @@ def tally(calls: list[Call]) -> dict:
         "shed_p50_ms": percentile_ms(by_outcome["shed"], 50),
         "shed_p99_ms": percentile_ms(by_outcome["shed"], 99),
         "failures": dict(unexpected.most_common(5)),
+        "shed_reasons": dict(shed.most_common(3)),
     }
