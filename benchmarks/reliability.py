@@ -321,7 +321,9 @@ class ReliabilitySuite(BundleSuite):
             s = result["soak"]
             lines.append(
                 f"\nSoak: {s['seconds']:g} s at {s['offered_rps']} rps (half of {s['capacity_rps']}"
-                f" rps): {s['sent']} sent, {s['errors']} errors, RSS {s['rss_start_mb']} → "
+                f" rps): {s['sent']} sent, {s['errors']} not answered ({s['shed']} shed "
+                f"{s.get('shed_reasons', '')}, {s['failed']} failed, {s['lost']} lost), RSS "
+                f"{s['rss_start_mb']} → "
                 f"{s['rss_end_mb']} MB (max {s['rss_max_mb']}, growth {s['rss_growth_pct']} %)."
             )
         return "\n".join(lines)
@@ -330,8 +332,9 @@ class ReliabilitySuite(BundleSuite):
     def row(r: dict) -> str:
         notes = {
             "overload": lambda: (
-                f"{r.get('offered_rps')} rps offered, capacity "
-                f"{r.get('capacity_rps')}, recovered {r.get('recovered_rps')} rps"
+                f"{r.get('offered_rps')} rps offered, capacity {r.get('capacity_rps')}, "
+                f"answered p99 {r.get('admitted_p99_over_saturation')}x the saturation p99 "
+                f"({r.get('saturation_p99_ms')} ms), recovered {r.get('recovered_rps')} rps"
             ),
             "shutdown": lambda: (
                 f"exit {r.get('exit_code')} {r.get('sigterm_to_exit_s')} s after SIGTERM"
