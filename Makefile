@@ -38,9 +38,9 @@ proto: $(STAMP)
 $(GEN)/nlu/v1/nlu_pb2.py: proto/nlu/v1/nlu.proto proto/generate.sh $(STAMP)
 	proto/generate.sh $(PY) $(GEN)
 
-# Training threads: half the cores, at least one. On 2 cores one thread trained CLINC150 at 1.9
-# batches/s (4.2 min an epoch) and does not collapse when something else wants the CPU (5-9 s
-# per batch with torch's default, both cores, against ~1 s with one).
+# Training threads: half the cores, at least one. On 2 cores one thread is slower on an idle
+# machine (ATIS: 120-126 s an epoch against ~80-89 s with two) but does not collapse when
+# something else wants the CPU (5-9 s per batch with both cores, against ~1 s with one).
 THREADS ?= $(shell n=$$(nproc); echo $$(( n > 3 ? n / 2 : 1 )))
 PORT ?= 50051
 METRICS_PORT ?= 9090
