@@ -22,7 +22,7 @@ from benchmarks.suite import Suite, datasets_in, save_figure, write_csv, write_j
 from export.data import read_dataset
 from export.evaluate import evaluate, summary
 from export.fetch import resolve_dataset
-from export.onnx import build_bundle
+from export.onnx import build_bundle, is_int8
 from export.train import TrainConfig, train
 from service.contract.bundle import BundleConfig
 from service.contract.paths import PROJECT_ROOT
@@ -107,7 +107,7 @@ def run_record(meta: dict, config: dict, result: dict, bundle: BundleConfig) -> 
             # the served int8 graph's drops, or every int8 candidate's when none passed
             "int8_drop_vs_fp32": bundle.variants["int8"].drop_vs_fp32
             if "int8" in bundle.variants
-            else {n: c.drop_vs_fp32 for n, c in bundle.candidates.items() if ".int8" in n},
+            else {n: c.drop_vs_fp32 for n, c in bundle.candidates.items() if is_int8(n)},
             "fused_operators": bundle.fused_operators,
         },
     }
