@@ -23,6 +23,7 @@ from export.data import read_dataset
 from export.evaluate import evaluate, summary
 from export.fetch import resolve_dataset
 from export.onnx import build_bundle, is_int8
+from export.scoring import pct_text
 from export.train import TrainConfig, train
 from service.contract.bundle import BundleConfig
 from service.contract.paths import PROJECT_ROOT
@@ -151,7 +152,11 @@ def chart(report: dict) -> Figure:
     fig = Figure(figsize=(6 * len(names), 4.2))
     for i, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), i + 1)
-        series = {v: [report[name][v][k] for k in HEADLINE] for v in VARIANTS if v in report[name]}
+        series = {  # an intent-only dataset has no slot F1: a gap, not a zero
+            v: [np.nan if report[name][v].get(k) is None else report[name][v][k] for k in HEADLINE]
+            for v in VARIANTS
+            if v in report[name]
+        }
         series |= {f"{ref} (published)": list(v) for ref, v in PUBLISHED.get(name, {}).items()}
         width = 0.8 / len(series)
         x = np.arange(len(HEADLINE))
@@ -159,7 +164,7 @@ def chart(report: dict) -> Figure:
             bars = ax.bar(x + (j - (len(series) - 1) / 2) * width, values, width, label=label)
             ax.bar_label(bars, fmt="%.1f", fontsize=6, rotation=90, padding=2)
         ax.set_xticks(x, ["intent acc", "slot F1", "sentence acc"])
-        low = min(min(v) for v in series.values())
+        low = np.nanmin([np.nanmin(v) for v in series.values()])
         ax.set_ylim(max(0.0, low - 5), 101)
         ax.set_ylabel("% on test")
         ax.set_title(f"{name.upper()} test")
@@ -181,7 +186,7 @@ def accuracy_table(report: dict) -> str:
             m = report[name][variant]
             rows.append(
                 f"| {name} | MiniLM-L6 joint, {variant} | {m['intent_acc']:.2f} | "
-                f"{m['slot_f1']:.2f} | {m['sentence_acc']:.2f} | "
+                f"{pct_text(m['slot_f1'])} | {m['sentence_acc']:.2f} | "
                 f"{run.get('epochs_run', '?')} ({run.get('best_epoch', '?')}) | "
                 f"{run.get('train_seconds', 0) / 60:.1f} min |"
             )

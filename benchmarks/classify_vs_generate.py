@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from benchmarks import generation as gen
 from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, datasets_in, save_figure, write_csv
+from export.scoring import pct_text
 
 METRICS = ("intent_acc", "slot_f1", "sentence_acc")
 QUICK_SAMPLE = 3
@@ -176,7 +177,7 @@ def table(report: dict) -> str:
             )
             valid = f"{m['valid_rate']:.0f} %" if "valid_rate" in m else ""
             rows.append(
-                f"| {d} | {name} | {m['n']} | {m['intent_acc']:.2f} | {m['slot_f1']:.2f} | "
+                f"| {d} | {name} | {m['n']} | {m['intent_acc']:.2f} | {pct_text(m['slot_f1'])} | "
                 f"{m['sentence_acc']:.2f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | "
                 f"{m['utterances_per_s']:.1f} | {valid} |"
             )

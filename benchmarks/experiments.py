@@ -17,6 +17,7 @@ from pathlib import Path
 from benchmarks.meta import run_meta
 from benchmarks.suite import Suite
 from export.evaluate import evaluate
+from export.scoring import pct_text
 from export.train import TrainConfig, train
 from service.contract.paths import PROJECT_ROOT
 
@@ -104,8 +105,8 @@ class ExperimentsSuite(Suite):
             d, t = r["dev"], r["test"]
             lines.append(
                 f"| {r['dataset']} | {r['variant']} {r['overrides'] or ''} | "
-                f"{d['intent_acc']:.2f} | {d['slot_f1']:.2f} | {d['sentence_acc']:.2f} | "
-                f"{t['intent_acc']:.2f} | {t['slot_f1']:.2f} | {t['sentence_acc']:.2f} | "
+                f"{d['intent_acc']:.2f} | {pct_text(d['slot_f1'])} | {d['sentence_acc']:.2f} | "
+                f"{t['intent_acc']:.2f} | {pct_text(t['slot_f1'])} | {t['sentence_acc']:.2f} | "
                 f"{r['best_epoch']}/{r['epochs_run']} | {r['train_seconds'] / 60:.1f} min "
                 f"({r['torch_threads']} thr) |"
             )

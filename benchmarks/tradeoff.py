@@ -45,6 +45,7 @@ from benchmarks.generation import (
 from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, datasets_in, save_figure, write_csv
 from export.data import Example
+from export.scoring import pct_text
 
 P50_BUDGET = 1.10
 GRID = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
@@ -297,8 +298,9 @@ def chart(report: dict) -> Figure:
 
 def fmt(point: dict) -> str:
     return (
-        f"{point['fallback_rate']:.1f} % | {point['intent_acc']:.2f} | {point['slot_f1']:.2f} | "
-        f"{point['sentence_acc']:.2f} | {point['p50_ms']:.2f} | {point['p99_ms']:.1f} | "
+        f"{point['fallback_rate']:.1f} % | {point['intent_acc']:.2f} | "
+        f"{pct_text(point['slot_f1'])} | {point['sentence_acc']:.2f} | "
+        f"{point['p50_ms']:.2f} | {point['p99_ms']:.1f} | "
         f"{point['mean_ms']:.1f}"
     )
 
@@ -334,7 +336,8 @@ def table(report: dict) -> str:
         if "skipped" not in gen:
             rows.append(
                 f"| {d} | test sample of {gen['n']} | generator only ({gen['variant']}) | 100 % | "
-                f"{gen['intent_acc']:.2f} | {gen['slot_f1']:.2f} | {gen['sentence_acc']:.2f} | "
+                f"{gen['intent_acc']:.2f} | {pct_text(gen['slot_f1'])} | "
+                f"{gen['sentence_acc']:.2f} | "
                 f"{gen['p50_ms']:.0f} | {gen['p99_ms']:.0f} | {gen['mean_ms']:.0f} |"
             )
     rows += ["", *failure_table(report)]

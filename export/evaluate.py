@@ -18,6 +18,7 @@ from export.calibration import expected_calibration_error, softmax
 from export.data import read_dataset
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import evaluate_examples
+from export.scoring import pct_text
 
 
 def evaluate(
@@ -46,7 +47,7 @@ def evaluate(
 def summary(result: dict) -> str:
     lines = [
         f"{result['dataset']} {result['split']} (n={result['n']}): intent acc "
-        f"{result['intent_acc']:.2f}  slot F1 {result['slot_f1']:.2f}  sentence acc "
+        f"{result['intent_acc']:.2f}  slot F1 {pct_text(result['slot_f1'])}  sentence acc "
         f"{result['sentence_acc']:.2f}",
         f"ECE {result['calibration']['ece_uncalibrated']:.2f} % uncalibrated → "
         f"{result['calibration']['ece_calibrated']:.2f} % at T="
@@ -56,12 +57,14 @@ def summary(result: dict) -> str:
         lines.append(
             "intents unseen in training (always wrong): " + ", ".join(result["unseen_intents"])
         )
-    lines.append(
-        "worst slot types (F1, support): "
-        + ", ".join(
-            f"{r['slot']} {r['f1']:.1f} ({r['support']})" for r in result["worst_slot_types"][:5]
+    if result["worst_slot_types"]:
+        lines.append(
+            "worst slot types (F1, support): "
+            + ", ".join(
+                f"{r['slot']} {r['f1']:.1f} ({r['support']})"
+                for r in result["worst_slot_types"][:5]
+            )
         )
-    )
     return "\n".join(lines)
 
 

@@ -1,5 +1,8 @@
 """Frame metrics: intent accuracy, span-level slot F1 (seqeval, conlleval-compatible), sentence
-accuracy, per-intent accuracy and the worst slot types. Percentages 0–100."""
+accuracy, per-intent accuracy and the worst slot types. Percentages 0–100.
+
+An intent-only dataset (no slot spans in gold or prediction, e.g. CLINC150) has no slot F1: it is
+None, not a 0 that reads as a failure, and seqeval is not asked for an undefined score."""
 
 from __future__ import annotations
 
@@ -8,11 +11,22 @@ from collections.abc import Sequence
 
 from seqeval.metrics import classification_report, f1_score
 
+from service.contract.text import OUTSIDE_TAG
+
 WORST_SLOT_TYPES = 10
 
 
 def pct(x: float) -> float:
     return round(100.0 * x, 2)
+
+
+def pct_text(x: float | None) -> str:
+    """A percentage for tables and logs; "n/a" for a metric the dataset does not have."""
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def has_spans(tag_lists: Sequence[Sequence[str]]) -> bool:
+    return any(tag != OUTSIDE_TAG for tags in tag_lists for tag in tags)
 
 
 def frame_metrics(
@@ -37,7 +51,12 @@ def frame_metrics(
         per_intent[gold][0] += 1
         per_intent[gold][1] += ok
     gold_lists, pred_lists = [list(t) for t in gold_tags], [list(t) for t in pred_tags]
-    report = classification_report(gold_lists, pred_lists, output_dict=True, zero_division=0)
+    with_slots = has_spans(gold_lists) or has_spans(pred_lists)
+    report = (
+        classification_report(gold_lists, pred_lists, output_dict=True, zero_division=0)
+        if with_slots
+        else {}
+    )
     slot_types = [
         {
             "slot": name,
@@ -54,7 +73,7 @@ def frame_metrics(
     return {
         "n": n,
         "intent_acc": pct(sum(intent_ok) / n),
-        "slot_f1": pct(float(f1_score(gold_lists, pred_lists))),
+        "slot_f1": pct(float(f1_score(gold_lists, pred_lists))) if with_slots else None,
         "sentence_acc": pct(sum(i and t for i, t in zip(intent_ok, tags_ok, strict=True)) / n),
         "per_intent": {
             k: {"n": c, "acc": pct(ok / c)} for k, (c, ok) in sorted(per_intent.items())

@@ -31,6 +31,7 @@ from export.data import Dataset, Example, read_dataset
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import evaluate_examples
 from export.model import JointModel, load_pretrained_encoder
+from export.scoring import pct_text
 from service.contract.labels import LabelSet
 from service.contract.packaged import default_encoder_path
 from service.contract.text import (
@@ -148,6 +149,11 @@ def batch_loss(
     return cfg.alpha * intent_loss(intent_logits, intent_targets) + (1 - cfg.alpha) * slot_term
 
 
+def rank_value(metric: float | None) -> float:
+    """A metric for comparing epochs; an absent one (slot F1 of an intent-only set) ties."""
+    return -1.0 if metric is None else metric
+
+
 @dataclass
 class TrainingRun:
     """Everything one training run works on, set up once by `prepare`."""
@@ -182,8 +188,8 @@ class Progress:
         """Keep the row; True when it is the best so far (sentence, then slot F1, then intent)."""
         self.history.append(row)
         key = ("sentence_acc", "slot_f1", "intent_acc")
-        improved = self.best is None or tuple(row[k] for k in key) > tuple(
-            self.best[k] for k in key
+        improved = self.best is None or tuple(rank_value(row[k]) for k in key) > tuple(
+            rank_value(self.best[k]) for k in key
         )
         if improved:
             self.best, self.best_state = row, copy.deepcopy(model.state_dict())
@@ -281,7 +287,7 @@ def fit(run: TrainingRun) -> Progress:
             improved = progress.record(row, run.model)
             tqdm.write(
                 f"epoch {epoch}: loss {row['loss']:.4f}  dev intent {row['intent_acc']:.2f}  "
-                f"slot F1 {row['slot_f1']:.2f}  sentence {row['sentence_acc']:.2f}  "
+                f"slot F1 {pct_text(row['slot_f1'])}  sentence {row['sentence_acc']:.2f}  "
                 f"({row['seconds']:.0f} s){'  *best' if improved else ''}"
             )
             if epoch - progress.best["epoch"] >= run.cfg.patience:

@@ -46,3 +46,11 @@ def test_fit_temperature_ignores_unseen_labels():
     t_all = fit_temperature(logits[:2], np.array([0, 1]))
     t_masked = fit_temperature(logits, np.array([0, 1, -1]))
     assert t_masked == pytest.approx(t_all)
+
+
+def test_intent_only_data_has_no_slot_f1_and_no_warnings(recwarn):
+    m = frame_metrics(["a", "b"], ["a", "a"], [["O"], ["O", "O"]], [["O"], ["O", "O"]])
+    assert m["slot_f1"] is None
+    assert m["worst_slot_types"] == []
+    assert (m["intent_acc"], m["sentence_acc"]) == (50.0, 50.0)
+    assert not recwarn.list
