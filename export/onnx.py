@@ -40,6 +40,7 @@ from export.data import Example, read_dataset, slot_values
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import Outputs, run_model, score
 from export.model import JointModel, mean_pool
+from export.out_of_scope import DEFAULT_BUDGET, DEFAULT_LABEL, build_out_of_scope
 from export.quantization import layer_groups, quantize, rank_layers
 from service.contract.bundle import (
     FP32_MODEL,
@@ -53,6 +54,7 @@ from service.contract.bundle import (
     write_labels,
 )
 from service.contract.graph import INPUTS, OUTPUTS, onnx_feeds
+from service.contract.oos import METHODS
 from service.contract.retrieval import IndexEntry, write_index
 from service.contract.text import encode_words, split_words, word_scores
 
@@ -440,8 +442,10 @@ def build_bundle(
     data: str | None = None,
     max_int8_drop: float = MAX_INT8_DROP,
     limit_eval: int | None = None,
+    oos: dict | None = None,
 ) -> BundleConfig:
-    """Export, check parity, pick the fastest passing graphs, write and checksum the bundle.
+    """Export, check parity, pick the fastest passing graphs, choose the out-of-scope detector
+    (`oos`: keyword arguments of `build_out_of_scope`), write and checksum the bundle.
 
     `limit_eval` scores only the first N dev/test utterances (smoke runs, never a real bundle).
     """
@@ -476,10 +480,21 @@ def build_bundle(
         [retrieval_example(ex) for ex in splits.train],
     )
     shutil.rmtree(work)
+    served = "int8" if "int8" in choice else "fp32"
+    out_of_scope = build_out_of_scope(
+        session(out / VARIANT_FILES[served]),
+        artifacts,
+        out,
+        splits.train,
+        splits.dev,
+        names,
+        as_served(choice[served]),
+        **(oos or {}),
+    )
     config = bundle_config(
         artifacts, model_dir, names, reports, choice, torch_metrics, splits, fused
     )
-    return write_config(out, config)
+    return write_config(out, config.model_copy(update={"out_of_scope": out_of_scope}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -500,10 +515,28 @@ def main(argv: list[str] | None = None) -> None:
         default=MAX_INT8_DROP,
         help="largest test-metric drop (points) int8 may show against fp32",
     )
+    p.add_argument(
+        "--oos-label",
+        default=DEFAULT_LABEL,
+        help="the dataset's out-of-scope intent label (default: %(default)s)",
+    )
+    p.add_argument(
+        "--oos-budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        help="points of dev in-scope accuracy an out-of-scope threshold may cost "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--oos-method",
+        choices=["off", *METHODS],
+        help="force an out-of-scope method (default: the best on dev; off without dev examples)",
+    )
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    oos = {"label": args.oos_label, "budget": args.oos_budget, "method": args.oos_method}
     try:
-        config = build_bundle(args.model, args.out, args.data, args.max_int8_drop)
+        config = build_bundle(args.model, args.out, args.data, args.max_int8_drop, oos=oos)
     except ParityError as e:
         raise SystemExit(f"export failed: {e}") from e
     except INPUT_ERRORS as e:
@@ -512,6 +545,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{v} = {r.graph} ({r.batch1_p50_ms} ms)" for v, r in config.variants.items()
     )
     print(f"wrote {args.out}: {graphs}; serves {config.served_variant}; test {config.metrics}")
+    print(f"out-of-scope: {config.out_of_scope.method} ({config.out_of_scope.chosen_by})")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Cut a slim bundle for an image: only the served variant's graph (the int8 graph is ~25 MB, the
-fp32 one ~90 MB), the tokenizer and labels, and the retrieval index only when asked for. Its
-config.json records the new checksums and the full bundle it came from, so the server verifies it
-exactly as it verifies a full one.
+fp32 one ~90 MB), the tokenizer, labels and out-of-scope reference data, and the retrieval index
+only when asked for. Its config.json records the new checksums and the full bundle it came from,
+so the server verifies it exactly as it verifies a full one.
 
     python -m export.slim --bundle bundles/atis --variant int8 --out build/image-bundle
 """
@@ -22,6 +22,7 @@ from service.contract.bundle import (
     write_config,
 )
 from service.contract.bundle import verify as verify_bundle
+from service.contract.oos import OOS_DIR
 from service.contract.retrieval import INDEX_DIR
 
 
@@ -39,6 +40,8 @@ def slim_bundle(
         shutil.copyfile(source / name, out / name)
     if with_index and (source / INDEX_DIR).is_dir():
         shutil.copytree(source / INDEX_DIR, out / INDEX_DIR)
+    if (source / OOS_DIR).is_dir():
+        shutil.copytree(source / OOS_DIR, out / OOS_DIR)
     slim = config.model_copy(
         update={
             "variants": {v: config.variants[v] for v in variants},

@@ -52,7 +52,13 @@ async def load_generator(backend: GeneratorBackend) -> None:
 
 async def load_core(settings: Settings) -> NluCore:
     bundle_dir = settings.server.bundle
-    engine = await asyncio.to_thread(Engine, bundle_dir, settings=settings.engine, warmup=False)
+    engine = await asyncio.to_thread(
+        Engine,
+        bundle_dir,
+        settings=settings.engine,
+        open_world=settings.open_world,
+        warmup=False,
+    )
     await asyncio.to_thread(
         engine.warm_up, settings.engine.warmup_batches, settings.batching.max_batch_size
     )

@@ -19,6 +19,15 @@ class RoutingDescription:
 
 
 @dataclass(frozen=True)
+class OutOfScopeDescription:
+    method: str
+    threshold: float | None
+    intent: str
+    trained_label: str
+    chosen_by: str
+
+
+@dataclass(frozen=True)
 class ModelDescription:
     model_version: str
     bundle_sha256: str
@@ -33,6 +42,7 @@ class ModelDescription:
     max_batch_size: int
     max_text_chars: int
     max_batch_items: int
+    out_of_scope: OutOfScopeDescription
 
 
 def describe(core: NluCore) -> ModelDescription:
@@ -43,7 +53,7 @@ def describe(core: NluCore) -> ModelDescription:
         bundle_sha256=bundle.config_sha256,
         encoder=bundle.config.encoder,
         dataset=bundle.config.dataset,
-        intents=list(bundle.labels.intents),
+        intents=list(core.engine.intent_names),
         slot_tags=list(bundle.labels.slot_tags),
         max_seq_len=bundle.config.max_seq_len,
         quantization=core.engine.variant,
@@ -60,4 +70,22 @@ def describe(core: NluCore) -> ModelDescription:
         max_batch_size=settings.batching.max_batch_size,
         max_text_chars=settings.server.max_text_chars,
         max_batch_items=settings.server.max_batch_items,
+        out_of_scope=out_of_scope(core),
+    )
+
+
+def out_of_scope(core: NluCore) -> OutOfScopeDescription:
+    record, detector = core.engine.bundle.config.out_of_scope, core.engine.detector
+    if record is None:
+        chosen_by = "bundle exported before out-of-scope detection"
+    elif detector.threshold is None and record.threshold is not None:
+        chosen_by = "off by the out_of_scope_detection setting"
+    else:
+        chosen_by = record.chosen_by
+    return OutOfScopeDescription(
+        method=detector.method,
+        threshold=detector.threshold,
+        intent=core.engine.oos_intent,
+        trained_label=(record.trained_label or "") if record is not None else "",
+        chosen_by=chosen_by,
     )

@@ -17,6 +17,7 @@ import onnxruntime as ort
 
 from service.contract.bundle import TOKENIZER, Bundle, load_bundle
 from service.contract.graph import OUTPUTS, onnx_feeds
+from service.contract.oos import Detector, Reference, read_reference
 from service.contract.text import (
     EncodedBatch,
     decode_bio,
@@ -28,7 +29,7 @@ from service.contract.text import (
 )
 from service.contract.types import Frame, IntentScore, RawOutputs
 from service.cpus import cpu_quota, usable_cpus
-from service.settings import EngineSettings
+from service.settings import EngineSettings, OpenWorldSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,21 @@ def select_providers(provider: Provider) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def load_detector(bundle: Bundle, enabled: bool) -> Detector:
+    """The bundle's out-of-scope detector; without a threshold when detection is off or the
+    bundle predates it (a trained out-of-scope class still counts)."""
+    record = bundle.config.out_of_scope
+    intents = bundle.labels.intents
+    trained_label = record.trained_label if record is not None else None
+    in_scope = np.array([i != trained_label for i in intents])
+    if record is None or not enabled or record.threshold is None:
+        method = record.method if record is not None and record.method == "oos_class" else "off"
+        return Detector(method, None, in_scope, Reference())
+    return Detector(
+        record.method, record.threshold, in_scope, read_reference(bundle.path, record.method)
+    )
+
+
 class Engine:
     """ONNX Runtime over one bundle variant: fp32 runs whole batches on one session; int8 runs
     each utterance alone (`per_row`) on `instances` sessions side by side."""
@@ -60,12 +76,20 @@ class Engine:
         bundle_dir: str | Path,
         *,
         settings: EngineSettings,
+        open_world: OpenWorldSettings | None = None,
         graph_optimization: str = "all",
         warmup: bool = True,
     ) -> None:
         bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = load_bundle(bundle_dir)
         self.settings = settings
+        open_world = open_world or OpenWorldSettings()
+        self.detector = load_detector(self.bundle, open_world.out_of_scope_detection == "bundle")
+        self.oos_intent = open_world.out_of_scope_intent
+        self.intent_names = [  # as answered: a trained out-of-scope class under the set name
+            i if kept else self.oos_intent
+            for i, kept in zip(self.bundle.labels.intents, self.detector.in_scope, strict=True)
+        ]
         self.variant = settings.variant or self.bundle.config.served_variant
         self.tokenizer = load_tokenizer(bundle_dir / TOKENIZER, self.bundle.config.max_seq_len)
         self.intra_op_threads = settings.intra_op_threads or usable_cpus()
@@ -149,18 +173,23 @@ class Engine:
         """Calibrated intent probabilities, top-k, and BIO slots with character offsets."""
         labels, temperature = self.bundle.labels, self.bundle.config.temperature
         probs = softmax(raw.intent_logits.astype(np.float64), temperature)  # (B, I)
+        out_of_scope, in_scope_scores = self.detector.decide(probs, raw.embedding)  # (B,), (B,)
+        best_in_scope = probs[:, self.detector.in_scope].max(axis=1)  # (B,)
         frames = []
         for b, text in enumerate(texts):
             order = np.argsort(-probs[b])[: max(1, top_k)]
-            top = [IntentScore(labels.intents[i], float(probs[b, i])) for i in order]
+            top = [IntentScore(self.intent_names[i], float(probs[b, i])) for i in order]
+            intent, confidence = top[0].label, top[0].probability
+            if out_of_scope[b]:
+                intent, confidence = self.oos_intent, 1.0 - float(best_in_scope[b])
             words = enc.words[b]
             logits = word_scores(enc.word_index[b], raw.slot_logits[b], len(words))  # (W, S)
             tags, confidences = decode_word_tags(logits, labels.slot_tags, self.bundle.crf)
             frames.append(
                 Frame(
                     text=text,
-                    intent=top[0].label,
-                    confidence=top[0].probability,
+                    intent=intent,
+                    confidence=confidence,
                     top_intents=top,
                     probabilities=probs[b],
                     slots=decode_bio(text, words, tags, confidences),
@@ -168,6 +197,8 @@ class Engine:
                     min_tag_confidence=min(confidences, default=1.0),
                     embedding=raw.embedding[b],
                     truncated_words=enc.truncated_words[b],
+                    out_of_scope=bool(out_of_scope[b]),
+                    in_scope_score=float(in_scope_scores[b]),
                 )
             )
         return frames

@@ -78,6 +78,8 @@ def to_response(
         encoder_intent=frame.intent,
         encoder_confidence=frame.confidence,
         generated_text=routed.generated_text if with_text else "",
+        out_of_scope=routed.out_of_scope,
+        in_scope_score=frame.in_scope_score,
     )
 
 
@@ -112,7 +114,14 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
 
     async def GetModelInfo(self, request, context):
         info = asdict(describe(self.lifecycle.loaded()))
-        return nlu_pb2.ModelInfo(**info | {"routing": nlu_pb2.RoutingInfo(**info["routing"])})
+        oos = {k: v for k, v in info["out_of_scope"].items() if v is not None}
+        return nlu_pb2.ModelInfo(
+            **info
+            | {
+                "routing": nlu_pb2.RoutingInfo(**info["routing"]),
+                "out_of_scope": nlu_pb2.OutOfScopeInfo(**oos),
+            }
+        )
 
     async def ParseStream(
         self,

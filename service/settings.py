@@ -213,6 +213,23 @@ class RoutingSettings(Group):
     )
 
 
+class OpenWorldSettings(Group):
+    """Utterances no intent of the schema covers."""
+
+    out_of_scope_intent: str = Field(
+        "out_of_scope",
+        min_length=1,
+        description="the intent out-of-scope answers carry (a dialog framework's fallback "
+        "intent; the dataset's own label, e.g. CLINC150's `oos`, is never returned)",
+    )
+    out_of_scope_detection: Literal["bundle", "off"] = Field(
+        "bundle",
+        description="bundle: the detector and threshold chosen on dev at export (off in a "
+        "bundle trained without out-of-scope examples); off: no threshold (a trained "
+        "out-of-scope class still answers out-of-scope)",
+    )
+
+
 class GeneratorSettings(Group):
     """The generator backend and the circuit breaker around it."""
 
@@ -300,6 +317,7 @@ GROUPS: dict[str, type[Group]] = {
     "batching": BatchingSettings,
     "engine": EngineSettings,
     "routing": RoutingSettings,
+    "open_world": OpenWorldSettings,
     "generator": GeneratorSettings,
     "security": SecuritySettings,
     "observability": ObservabilitySettings,
@@ -341,6 +359,7 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     engine: EngineSettings = EngineSettings()
     routing: RoutingSettings = RoutingSettings()
+    open_world: OpenWorldSettings = OpenWorldSettings()
     generator: GeneratorSettings = GeneratorSettings()
     security: SecuritySettings = SecuritySettings()
     observability: ObservabilitySettings = ObservabilitySettings()

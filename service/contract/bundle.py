@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from service.contract.labels import LabelSet
+from service.contract.oos import Method
 from service.contract.text import CrfParams
 
 FORMAT_VERSION = 1
@@ -66,6 +67,30 @@ class TrainingRecord(_Record):
     created_at: str
 
 
+class DetectorReport(_Record):
+    """One out-of-scope method on dev at its chosen threshold, in percent (None: dev has no
+    out-of-scope utterances to measure it on)."""
+
+    threshold: float | None
+    in_scope_accuracy: float
+    oos_recall: float | None
+    oos_precision: float | None
+    oos_f1: float | None
+
+
+class OutOfScopeRecord(_Record):
+    """How the bundle decides out-of-scope (`service.contract.oos`), chosen on dev at export."""
+
+    method: Method
+    threshold: float | None
+    trained_label: str | None
+    """The dataset's out-of-scope label the model learned as a class (CLINC150: `oos`)."""
+    in_scope_budget: float
+    """Points of dev in-scope accuracy a threshold may cost."""
+    chosen_by: str
+    dev: dict[str, DetectorReport]
+
+
 class BundleConfig(_Record):
     format_version: int = FORMAT_VERSION
     encoder: str
@@ -89,6 +114,8 @@ class BundleConfig(_Record):
     source_model: str
     created_at: str
     files: dict[str, str] = {}  # relative path → sha256 of every file but config.json
+    out_of_scope: OutOfScopeRecord | None = None
+    """None in bundles from before out-of-scope detection: served as method "off"."""
     derived_from: str | None = None
     """A slim bundle (served variants only, for images): the sha256 of the full bundle's
     config.json it was cut from."""

@@ -29,7 +29,8 @@ class IntentScore:
 
 @dataclass(frozen=True)
 class Frame:
-    """The encoder's answer for one utterance."""
+    """The encoder's answer for one utterance. Out of scope, `intent` is the server's
+    out-of-scope intent and `confidence` 1 - the best in-scope intent's probability."""
 
     text: str
     intent: str
@@ -41,6 +42,8 @@ class Frame:
     min_tag_confidence: float  # lowest per-word probability of the chosen tag
     embedding: np.ndarray  # (H,) L2-normalised
     truncated_words: int
+    out_of_scope: bool = False  # then `intent` is the out-of-scope intent name
+    in_scope_score: float = 0.0  # the bundle's out-of-scope detector score (higher: in scope)
 
 
 @dataclass(frozen=True)
@@ -74,10 +77,13 @@ class Routed:
     fallback_reason: str = ""
     generator_ms: float = 0.0
     generated_text: str = ""
+    out_of_scope: bool = False
 
     @classmethod
     def from_encoder(cls, frame: Frame) -> Routed:
-        return cls(False, frame.intent, frame.confidence, frame.slots)
+        return cls(
+            False, frame.intent, frame.confidence, frame.slots, out_of_scope=frame.out_of_scope
+        )
 
 
 class Policy(Enum):

@@ -1,0 +1,197 @@
+"""Choose a bundle's out-of-scope detector on dev (`service.contract.oos` runs it).
+
+Each method's threshold is the largest whose dev in-scope accuracy stays within `budget` points
+of the model's without detection: the most out-of-scope recall that budget buys (recall only
+grows with the threshold, in-scope accuracy only falls). The method with the highest dev recall
+wins (ties: higher in-scope accuracy, then the simpler method). A dataset with no out-of-scope
+utterances in dev (none labelled `label`; intents unseen in training are errors, not
+out-of-scope) has nothing to compare methods on: detection stays off unless a method is named,
+whose threshold the same budget rule sets. So closed-world bundles (ATIS, SNIPS) answer as before.
+
+Outputs come from the served graph, run as the engine runs it, so the thresholds hold for what
+is served; any change of graph or model re-runs this.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export.artifacts import Artifacts
+from export.data import Example
+from export.scoring import pct
+from service.contract.bundle import DetectorReport, OutOfScopeRecord
+from service.contract.graph import OUTPUTS, onnx_feeds
+from service.contract.oos import (
+    METHODS,
+    Detector,
+    Method,
+    Reference,
+    fit_reference,
+    write_reference,
+)
+from service.contract.text import encode_words, softmax
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LABEL = "oos"
+DEFAULT_BUDGET = 1.0
+
+
+@dataclass(frozen=True)
+class GraphOutputs:
+    """What a detector needs from the graph for a list of utterances."""
+
+    probabilities: np.ndarray  # (N, I) calibrated
+    embeddings: np.ndarray  # (N, H) L2-normalised
+
+
+def graph_outputs(
+    sess, artifacts: Artifacts, examples: Sequence[Example], names: list[str], batch_size: int
+) -> GraphOutputs:
+    intent_rows, embedding_rows = [], []
+    for i in range(0, len(examples), batch_size):
+        enc = encode_words(artifacts.tokenizer, [ex.words for ex in examples[i : i + batch_size]])
+        intent, _, embedding = sess.run(list(OUTPUTS), onnx_feeds(enc, names))
+        intent_rows.append(intent)
+        embedding_rows.append(embedding)
+    logits = np.concatenate(intent_rows).astype(np.float64)  # (N, I)
+    return GraphOutputs(
+        softmax(logits, artifacts.config["temperature"]), np.concatenate(embedding_rows)
+    )
+
+
+def oos_metrics(
+    flags: np.ndarray, predicted: Sequence[str], gold_oos: np.ndarray, gold: Sequence[str]
+) -> dict:
+    """In-scope accuracy (right intent and not flagged), OOS recall, precision and F1 in percent;
+    the OOS ones None when there are no out-of-scope utterances."""
+    right = np.array([p == g for p, g in zip(predicted, gold, strict=True)])
+    n_in, n_oos = int((~gold_oos).sum()), int(gold_oos.sum())
+    caught, flagged = int((flags & gold_oos).sum()), int(flags.sum())
+    report = {
+        "in_scope_accuracy": pct(float((right & ~flags & ~gold_oos).sum()) / max(n_in, 1)),
+        "oos_recall": None,
+        "oos_precision": None,
+        "oos_f1": None,
+    }
+    if n_oos:
+        recall, precision = caught / n_oos, caught / flagged if flagged else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if caught else 0.0
+        report |= {"oos_recall": pct(recall), "oos_precision": pct(precision), "oos_f1": pct(f1)}
+    return report
+
+
+def budget_threshold(
+    scores: np.ndarray, correct: np.ndarray, n_in_scope: int, budget: float
+) -> float:
+    """The largest threshold that flags at most `budget` % of the in-scope utterances the model
+    gets right (those with a score below it)."""
+    kept = np.sort(scores[correct])
+    allowed = int(np.floor(budget / 100 * n_in_scope))
+    return float(kept[min(allowed, len(kept) - 1)]) if len(kept) else float("-inf")
+
+
+def choose(
+    dev: GraphOutputs,
+    dev_gold: Sequence[str],
+    train: GraphOutputs,
+    train_gold: Sequence[str],
+    intents: Sequence[str],
+    label: str,
+    budget: float,
+    method: Method | None,
+) -> tuple[OutOfScopeRecord, Reference]:
+    """Every applicable method on dev at its budget threshold, and the one to ship."""
+    trained = label in intents
+    in_scope = np.array([i != label for i in intents])
+    dev_oos = np.array([g == label for g in dev_gold])  # unseen intents are errors, not OOS
+    argmax = dev.probabilities.argmax(axis=1)
+    predicted = [intents[i] if in_scope[i] else label for i in argmax]
+    correct = np.array([p == g for p, g in zip(predicted, dev_gold, strict=True)]) & ~dev_oos
+    keep = np.array([g != label for g in train_gold])
+    train_in = [g for g in train_gold if g != label]
+    reports: dict[str, DetectorReport] = {}
+    references: dict[str, Reference] = {}
+    for name in METHODS:
+        if name == "oos_class" and not trained:
+            continue
+        reference = fit_reference(name, train.embeddings[keep], train_in)
+        probe = Detector(name, None, in_scope, reference)
+        _, scores = probe.decide(dev.probabilities, dev.embeddings)
+        threshold = (
+            None
+            if name == "oos_class"
+            else budget_threshold(scores, correct, int((~dev_oos).sum()), budget)
+        )
+        flags, _ = Detector(name, threshold, in_scope, reference).decide(
+            dev.probabilities, dev.embeddings
+        )
+        reports[name] = DetectorReport(
+            threshold=threshold, **oos_metrics(flags, predicted, dev_oos, dev_gold)
+        )
+        references[name] = reference
+    if method is not None:
+        chosen, why = method, "named at export"
+    elif dev_oos.any():
+        chosen = max(
+            reports,
+            key=lambda n: (
+                reports[n].oos_recall,
+                reports[n].in_scope_accuracy,
+                -METHODS.index(n),
+            ),
+        )
+        why = "dev: highest out-of-scope recall within the in-scope budget"
+    else:
+        chosen, why = "off", "dev has no out-of-scope utterances: detection off"
+    record = OutOfScopeRecord(
+        method=chosen,
+        threshold=reports[chosen].threshold if chosen in reports else None,
+        trained_label=label if trained else None,
+        in_scope_budget=budget,
+        chosen_by=why,
+        dev=reports,
+    )
+    return record, references.get(chosen, Reference())
+
+
+def build_out_of_scope(
+    sess,
+    artifacts: Artifacts,
+    bundle_dir: Path,
+    train: Sequence[Example],
+    dev: Sequence[Example],
+    names: list[str],
+    batch_size: int,
+    label: str = DEFAULT_LABEL,
+    budget: float = DEFAULT_BUDGET,
+    method: Method | None = None,
+) -> OutOfScopeRecord:
+    """Choose the detector with the served graph `sess` and write its reference data."""
+    intents = list(artifacts.labels.intents)
+    dev_out = graph_outputs(sess, artifacts, dev, names, batch_size)
+    train_out = graph_outputs(sess, artifacts, train, names, batch_size)
+    record, reference = choose(
+        dev_out,
+        [ex.intent for ex in dev],
+        train_out,
+        [ex.intent for ex in train],
+        intents,
+        label,
+        budget,
+        method,
+    )
+    write_reference(bundle_dir, reference)
+    log.info(
+        "out-of-scope: %s (threshold %s; %s); dev: %s",
+        record.method,
+        record.threshold,
+        record.chosen_by,
+        {k: v.model_dump() for k, v in record.dev.items()},
+    )
+    return record

@@ -1,0 +1,133 @@
+"""Out-of-scope detection: decide that no intent of the schema covers an utterance.
+
+Every method gives each utterance an in-scope score (higher: more in scope) and calls it
+out-of-scope below a threshold chosen on dev at export time (`export.out_of_scope`); a bundle
+trained with an out-of-scope class (CLINC150's `oos`) also calls it out-of-scope whenever that
+class wins the argmax.
+
+- `oos_class`: the trained class alone (no threshold).
+- `confidence`: the calibrated probability of the best in-scope intent.
+- `knn`: cosine similarity of the sentence embedding to its nearest in-scope training utterance.
+- `mahalanobis`: minus the Mahalanobis distance to the nearest in-scope intent mean (one shared
+  covariance), the standard strong baseline for embedding-based detection.
+
+The exporter writes the chosen method's reference data under `oos/` in the bundle; the server
+reads it here. numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+OOS_DIR = "oos"
+KNN_EMBEDDINGS = f"{OOS_DIR}/knn_embeddings.npy"
+MAHALANOBIS_MEANS = f"{OOS_DIR}/mahalanobis_means.npy"
+MAHALANOBIS_PRECISION = f"{OOS_DIR}/mahalanobis_precision.npy"
+Method = Literal["off", "oos_class", "confidence", "knn", "mahalanobis"]
+METHODS: tuple[Method, ...] = ("oos_class", "confidence", "knn", "mahalanobis")
+"""The detectors in order of simplicity (ties on dev go to the simpler one)."""
+COVARIANCE_RIDGE = 1e-3
+"""Added to the covariance diagonal so its inverse exists with 384 dimensions and ~100 examples
+per intent."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a method compares an utterance to, from in-scope training utterances only."""
+
+    knn_embeddings: np.ndarray | None = None  # (N, H) L2-normalised
+    means: np.ndarray | None = None  # (C, H) per-intent mean embedding
+    precision: np.ndarray | None = None  # (H, H) inverse shared covariance
+
+
+def fit_reference(method: Method, embeddings: np.ndarray, intents: list[str]) -> Reference:
+    """The reference data of `method` from in-scope training embeddings (N, H) and intents."""
+    if method == "knn":
+        return Reference(knn_embeddings=embeddings.astype(np.float32))
+    if method == "mahalanobis":
+        names = sorted(set(intents))
+        ids = np.array([names.index(i) for i in intents])  # (N,)
+        x = embeddings.astype(np.float64)
+        means = np.stack([x[ids == c].mean(axis=0) for c in range(len(names))])  # (C, H)
+        centred = x - means[ids]  # (N, H)
+        covariance = centred.T @ centred / len(x) + COVARIANCE_RIDGE * np.eye(x.shape[1])
+        return Reference(means=means, precision=np.linalg.inv(covariance))
+    return Reference()
+
+
+def in_scope_scores(
+    method: Method,
+    reference: Reference,
+    probabilities: np.ndarray,
+    embeddings: np.ndarray,
+    in_scope: np.ndarray,
+) -> np.ndarray:
+    """(B,) in-scope scores from calibrated probabilities (B, I), embeddings (B, H) and a mask
+    (I,) of the in-scope intents."""
+    if method in ("confidence", "oos_class"):
+        return probabilities[:, in_scope].max(axis=1)
+    if method == "knn":
+        similarity = embeddings.astype(np.float32) @ reference.knn_embeddings.T  # (B, N)
+        return similarity.max(axis=1)
+    if method == "mahalanobis":
+        x = embeddings.astype(np.float64)  # (B, H)
+        projected = x @ reference.precision  # (B, H)
+        # (x - m)ᵀ P (x - m) = xᵀPx - 2 mᵀPx + mᵀPm, for every mean m at once: (B, C)
+        distance = (
+            (projected * x).sum(axis=1, keepdims=True)
+            - 2 * projected @ reference.means.T
+            + np.einsum("ch,hk,ck->c", reference.means, reference.precision, reference.means)
+        )
+        return -distance.min(axis=1)
+    return np.zeros(len(probabilities))  # off
+
+
+@dataclass(frozen=True)
+class Detector:
+    """A bundle's out-of-scope rule, ready to run on a batch. A trained out-of-scope class
+    counts whatever the method ("off" included: it is the model's own answer); `threshold` is
+    None for "off" and "oos_class"."""
+
+    method: Method
+    threshold: float | None
+    in_scope: np.ndarray  # (I,) bool: False for the trained out-of-scope class, if any
+    reference: Reference
+
+    def decide(
+        self, probabilities: np.ndarray, embeddings: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(B,) out-of-scope flags and (B,) in-scope scores."""
+        scores = in_scope_scores(
+            self.method, self.reference, probabilities, embeddings, self.in_scope
+        )
+        flags = ~self.in_scope[probabilities.argmax(axis=1)]  # the trained class won
+        if self.threshold is not None:
+            flags |= scores < self.threshold
+        return flags, scores
+
+
+def write_reference(bundle_dir: Path, reference: Reference) -> None:
+    if reference.knn_embeddings is None and reference.means is None:
+        return
+    (bundle_dir / OOS_DIR).mkdir(parents=True, exist_ok=True)
+    if reference.knn_embeddings is not None:
+        np.save(bundle_dir / KNN_EMBEDDINGS, reference.knn_embeddings.astype(np.float16))
+    if reference.means is not None:
+        np.save(bundle_dir / MAHALANOBIS_MEANS, reference.means)
+        np.save(bundle_dir / MAHALANOBIS_PRECISION, reference.precision)
+
+
+def read_reference(bundle_dir: Path, method: Method) -> Reference:
+    if method == "knn":
+        embeddings = np.load(bundle_dir / KNN_EMBEDDINGS, allow_pickle=False)
+        return Reference(knn_embeddings=embeddings.astype(np.float32))
+    if method == "mahalanobis":
+        return Reference(
+            means=np.load(bundle_dir / MAHALANOBIS_MEANS, allow_pickle=False),
+            precision=np.load(bundle_dir / MAHALANOBIS_PRECISION, allow_pickle=False),
+        )
+    return Reference()
