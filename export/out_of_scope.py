@@ -90,10 +90,12 @@ def budget_threshold(
     scores: np.ndarray, correct: np.ndarray, n_in_scope: int, budget: float
 ) -> float:
     """The largest threshold that flags at most `budget` % of the in-scope utterances the model
-    gets right (those with a score below it)."""
+    gets right (those with a score below it); with none right, the lowest score (flags none)."""
     kept = np.sort(scores[correct])
+    if not len(kept):
+        return float(scores.min()) if len(scores) else 0.0
     allowed = int(np.floor(budget / 100 * n_in_scope))
-    return float(kept[min(allowed, len(kept) - 1)]) if len(kept) else float("-inf")
+    return float(kept[min(allowed, len(kept) - 1)])
 
 
 def choose(

@@ -23,6 +23,9 @@ os.environ.update(OFFLINE)
 
 SHARED_ATIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "atis"
 SPLIT_SIZES = {"train": 300, "dev": 60, "test": 60}
+SHARED_CLINC = SHARED_ATIS.parent / "clinc150"
+CLINC_INTENTS = ("translate", "balance", "weather", "alarm", "timer", "recipe")
+CLINC_SIZES = {"train": (20, 20), "dev": (6, 20), "test": (6, 20)}  # per intent, oos
 
 
 FOLDER_MARKERS = {"e2e": "e2e", "benchmarks": "e2e", "deploy": "deploy"}
@@ -86,6 +89,56 @@ def tiny_model(
             threads=1,
         )
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_clinc(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few CLINC150 intents plus out-of-scope (`oos`) utterances: an intent-only span JSONL
+    dataset with a trained out-of-scope class."""
+    import json
+
+    out = tmp_path_factory.mktemp("data") / "clinc-small"
+    out.mkdir()
+    for split, (per_intent, oos) in CLINC_SIZES.items():
+        rows = [json.loads(line) for line in (SHARED_CLINC / f"{split}.jsonl").open()]
+        kept = [
+            r for i in CLINC_INTENTS for r in [r for r in rows if r["intent"] == i][:per_intent]
+        ]
+        kept += [r for r in rows if r["intent"] == "oos"][:oos]
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_clinc_model(
+    tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path, small_clinc: Path
+) -> Path:
+    """A tiny model trained on `small_clinc`."""
+    from export.train import TrainConfig, train
+
+    model = tmp_path_factory.mktemp("clinc-model")
+    train(
+        TrainConfig(
+            data=str(small_clinc),
+            out=str(model),
+            encoder=str(tiny_encoder),
+            epochs=10,
+            batch_size=16,
+            lr=1e-3,
+            threads=1,
+        )
+    )
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_clinc_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_clinc_model: Path) -> Path:
+    """The tiny CLINC model exported with the out-of-scope detector chosen on its dev split."""
+    from export.onnx import build_bundle
+
+    out = tmp_path_factory.mktemp("clinc-bundle")
+    build_bundle(tiny_clinc_model, out, max_int8_drop=100.0)
     return out
 
 
