@@ -8,6 +8,7 @@ from benchmarks import (
     contention,
     engine,
     experiments,
+    open_world,
     overload,
     reliability,
     serve,
@@ -27,5 +28,6 @@ SUITES: dict[str, Suite] = {
         contention.SUITE,
         overload.SUITE,
         reliability.SUITE,
+        open_world.SUITE,
     )
 }

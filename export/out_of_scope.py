@@ -107,8 +107,9 @@ def choose(
     label: str,
     budget: float,
     method: Method | None,
-) -> tuple[OutOfScopeRecord, Reference]:
-    """Every applicable method on dev at its budget threshold, and the one to ship."""
+) -> tuple[OutOfScopeRecord, dict[str, Reference]]:
+    """Every applicable method on dev at its budget threshold (and its reference data), and the
+    one to ship."""
     trained = label in intents
     in_scope = np.array([i != label for i in intents])
     dev_oos = np.array([g == label for g in dev_gold])  # unseen intents are errors, not OOS
@@ -159,7 +160,7 @@ def choose(
         chosen_by=why,
         dev=reports,
     )
-    return record, references.get(chosen, Reference())
+    return record, references
 
 
 def build_out_of_scope(
@@ -178,7 +179,7 @@ def build_out_of_scope(
     intents = list(artifacts.labels.intents)
     dev_out = graph_outputs(sess, artifacts, dev, names, batch_size)
     train_out = graph_outputs(sess, artifacts, train, names, batch_size)
-    record, reference = choose(
+    record, references = choose(
         dev_out,
         [ex.intent for ex in dev],
         train_out,
@@ -188,7 +189,7 @@ def build_out_of_scope(
         budget,
         method,
     )
-    write_reference(bundle_dir, reference)
+    write_reference(bundle_dir, references.get(record.method, Reference()))
     log.info(
         "out-of-scope: %s (threshold %s; %s); dev: %s",
         record.method,

@@ -138,3 +138,20 @@ def test_quick_reliability(tiny_bundle, tmp_path):
     crash = rows["crash_restart"]
     assert crash["failed"] <= 8 and crash["after_restart_answered"] == crash["after_restart_sent"]
     assert (tmp_path / "reliability.png").is_file()
+
+
+def test_quick_open_world(tiny_clinc_bundle, small_clinc, tmp_path):
+    args = ["open-world", "--quick", "--out-dir", str(tmp_path), "--bundle", str(tiny_clinc_bundle)]
+    assert main([*args, "--data", str(small_clinc)]) == 0
+    result = json.loads((tmp_path / "open_world.json").read_text())
+    (dataset,) = [k for k in result if k != "meta"]
+    rows = {r["method"]: r for r in result[dataset]["oos"]}
+    assert set(rows) == {"oos_class", "confidence", "knn", "mahalanobis"}
+    assert sum(r["default"] for r in rows.values()) == 1
+    bundle = json.loads((tiny_clinc_bundle / "config.json").read_text())["out_of_scope"]
+    assert rows[bundle["method"]]["default"]
+    for method, row in rows.items():  # the suite re-derives the exporter's dev thresholds
+        assert row["threshold"] == bundle["dev"][method]["threshold"]
+        assert set(row) >= {"in_scope_accuracy", "oos_recall", "oos_precision", "oos_f1"}
+        assert row["p50_ms"] > 0 and row["routed_fraction"] == 0.0
+    assert (tmp_path / "open_world.png").is_file() and (tmp_path / "open_world.csv").is_file()
