@@ -26,12 +26,14 @@ from matplotlib.figure import Figure
 
 from benchmarks.measure import latency_stats
 from benchmarks.meta import run_meta
+from benchmarks.runtime_intents import HELD_OUT, ensure_bundle, held_out_intents, measure
 from benchmarks.suite import BundleSuite, save_figure, write_csv, write_json
 from export.data import Example, read_dataset
 from export.fetch import resolve_dataset
 from export.out_of_scope import DEFAULT_LABEL, GraphOutputs, choose, oos_metrics
 from export.scoring import pct_text
 from service.contract.oos import Detector
+from service.contract.paths import PROJECT_ROOT
 from service.contract.text import softmax
 from service.runtime import Engine
 from service.settings import EngineSettings
@@ -97,6 +99,16 @@ class OpenWorldSuite(BundleSuite):
         parser.add_argument(
             "--latency-sample", type=int, default=1000, help="test utterances timed per method"
         )
+        parser.add_argument("--held-out", type=int, default=HELD_OUT, help="intents held out")
+        parser.add_argument(
+            "--holdout-bundle",
+            type=Path,
+            help="bundle trained without the held-out intents (default: bundles/DATA-holdoutN; "
+            "trained and exported first when missing)",
+        )
+        parser.add_argument("--holdout-epochs", type=int, default=8)
+        parser.add_argument("--encoder", help="encoder for the held-out model (default: packaged)")
+        parser.add_argument("--threads", type=int, help="torch threads for that training")
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         meta = run_meta()
@@ -147,10 +159,21 @@ class OpenWorldSuite(BundleSuite):
             )
             if dev.threshold is not None:
                 curves[method] = curve(detector, test, predicted, gold_oos, gold)
+        source = resolve_dataset(args.data)
+        held_out = held_out_intents(source, args.oos_label, args.held_out)
+        holdout_bundle = ensure_bundle(
+            source,
+            held_out,
+            args.holdout_bundle
+            or PROJECT_ROOT / "bundles" / f"{Path(args.data).name}-holdout{args.held_out}",
+            {"epochs": args.holdout_epochs, "encoder": args.encoder, "threads": args.threads},
+        )
+        runtime = measure(source, holdout_bundle, held_out, args.oos_label, out_dir / "work")
         result = {
             "meta": meta,
             config.dataset: {
                 "oos": rows,
+                "runtime_intents": runtime,
                 "curves": curves,
                 "bundle": {
                     "path": str(bundle_dir),
@@ -229,6 +252,21 @@ class OpenWorldSuite(BundleSuite):
                     f"{pct_text(r['oos_f1'])} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                     f"{'yes' if r['default'] else ''} |"
                 )
+            runtime = report["runtime_intents"]
+            lines += [
+                "",
+                f"Runtime intents: {len(runtime['held_out'])} intents held out of training, then "
+                f"added through the extension file with {runtime['examples_per_intent']} examples "
+                "each:",
+                "",
+                "| | held-out intents | other intents | OOS recall |",
+                "|---|---|---|---|",
+                f"| before (right answer: out-of-scope) | "
+                f"{runtime['added_answered_out_of_scope_before']:.2f} | "
+                f"{runtime['others_accuracy_before']:.2f} | {runtime['oos_recall_before']:.2f} |",
+                f"| after adding them | {runtime['added_accuracy']:.2f} | "
+                f"{runtime['others_accuracy_after']:.2f} | {runtime['oos_recall_after']:.2f} |",
+            ]
             lines += [
                 "",
                 "Published (Larson et al. 2019, BERT): oos class 96.9 / 40.3, threshold 96.2 / "

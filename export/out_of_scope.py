@@ -9,7 +9,8 @@ out-of-scope) has nothing to compare methods on: detection stays off unless a me
 whose threshold the same budget rule sets. So closed-world bundles (ATIS, SNIPS) answer as before.
 
 Outputs come from the served graph, run as the engine runs it, so the thresholds hold for what
-is served; any change of graph or model re-runs this.
+is served; any change of graph or model re-runs this. The kNN reference data is written whatever
+the method: runtime extension intents (`service.extensions`) are matched against it.
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ def build_out_of_scope(
         method,
     )
     write_reference(bundle_dir, references.get(record.method, Reference()))
+    write_reference(bundle_dir, references["knn"])  # extension intents compare against it
     log.info(
         "out-of-scope: %s (threshold %s; %s); dev: %s",
         record.method,

@@ -22,14 +22,23 @@ log = logging.getLogger(__name__)
 
 class NluCore:
     def __init__(
-        self, *, engine: Engine, batcher: BatchQueue, router: Router, settings: Settings
+        self,
+        *,
+        engine: Engine,
+        batcher: BatchQueue,
+        router: Router,
+        settings: Settings,
+        watcher: asyncio.Task | None = None,
     ) -> None:
         self.engine = engine
         self.batcher = batcher
         self.router = router
         self.settings = settings
+        self.watcher = watcher  # keeps the extension intents in step with their file
 
     async def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.cancel()
         await self.batcher.stop()
         if self.router.backend is not None:
             await self.router.backend.close()
@@ -59,6 +68,10 @@ class NluCore:
         for request, enc, top_k, answer in zip(requests, encoded, top_ks, routed, strict=True):
             result = ParseResult(request.request_id, enc, answer, top_k)
             metrics.ROUTES.labels(result.source.value).inc()
+            if answer.out_of_scope:
+                metrics.OUT_OF_SCOPE.inc()
+            if answer.extension:
+                metrics.EXTENSION_ANSWERS.inc()
             results.append(result)
         if log.isEnabledFor(logging.DEBUG):
             self.log_results(requests, results)

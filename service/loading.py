@@ -12,6 +12,7 @@ from service import metrics
 from service.batching import BatchQueue
 from service.contract.retrieval import load_index
 from service.core import NluCore
+from service.extension_watch import load_extensions, watch_extensions
 from service.generators.base import GeneratorBackend
 from service.generators.registry import build_backend
 from service.router import Router
@@ -80,6 +81,14 @@ async def load_core(settings: Settings) -> NluCore:
         routing=settings.routing,
         index=load_index(bundle_dir) if shows_examples else None,
     )
+    watcher = None
+    extension_file = settings.open_world.extension_intents_file
+    if extension_file is not None:
+        seen = await asyncio.to_thread(load_extensions, engine, extension_file)
+        watcher = asyncio.get_running_loop().create_task(
+            watch_extensions(engine, extension_file, settings.open_world.extension_poll_s, seen),
+            name="extension-watch",
+        )
     batcher = BatchQueue(pipeline=engine, batching=settings.batching)
     batcher.start()
     log.info(
@@ -92,4 +101,6 @@ async def load_core(settings: Settings) -> NluCore:
             "spinning": engine.spinning,
         },
     )
-    return NluCore(engine=engine, batcher=batcher, router=router, settings=settings)
+    return NluCore(
+        engine=engine, batcher=batcher, router=router, settings=settings, watcher=watcher
+    )

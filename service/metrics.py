@@ -85,6 +85,19 @@ GENERATOR_READY = Gauge(
     "loading failed); absent without a generator",
     registry=REGISTRY,
 )
+OUT_OF_SCOPE = Counter(
+    "nlu_out_of_scope_total", "Answers flagged out-of-scope by the encoder", registry=REGISTRY
+)
+EXTENSION_ANSWERS = Counter(
+    "nlu_extension_answer_total", "Answers given by an extension intent", registry=REGISTRY
+)
+EXTENSION_RELOADS = Counter(
+    "nlu_extension_reload_total",
+    "Extension-intent file loads by result (ok: swapped in; error: refused, previous set kept)",
+    ["result"],
+    registry=REGISTRY,
+)
+EXTENSION_INTENTS = Gauge("nlu_extension_intents", "Extension intents live now", registry=REGISTRY)
 MODEL_INFO = Gauge(
     "nlu_model_info",
     "Always 1; labels describe the bundle being served",

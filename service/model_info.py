@@ -28,6 +28,13 @@ class OutOfScopeDescription:
 
 
 @dataclass(frozen=True)
+class ExtensionDescription:
+    name: str
+    description: str
+    examples: int
+
+
+@dataclass(frozen=True)
 class ModelDescription:
     model_version: str
     bundle_sha256: str
@@ -43,11 +50,14 @@ class ModelDescription:
     max_text_chars: int
     max_batch_items: int
     out_of_scope: OutOfScopeDescription
+    extension_intents: list[ExtensionDescription]
+    extension_similarity_threshold: float | None
 
 
 def describe(core: NluCore) -> ModelDescription:
     bundle, settings = core.engine.bundle, core.settings
     generator, backend = settings.generator, core.router.backend
+    extensions = core.engine.extensions
     return ModelDescription(
         model_version=bundle.model_version,
         bundle_sha256=bundle.config_sha256,
@@ -71,6 +81,13 @@ def describe(core: NluCore) -> ModelDescription:
         max_text_chars=settings.server.max_text_chars,
         max_batch_items=settings.server.max_batch_items,
         out_of_scope=out_of_scope(core),
+        extension_intents=[
+            ExtensionDescription(i.name, i.description, len(i.examples))
+            for i in (extensions.intents if extensions is not None else ())
+        ],
+        extension_similarity_threshold=core.engine.extension_threshold
+        if extensions is not None
+        else None,
     )
 
 

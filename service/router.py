@@ -35,8 +35,8 @@ def margin(frame: Frame) -> float:
 
 class Router:
     """Routes one encoder frame: the encoder's answer, or the generator's when the encoder is
-    unsure (or the caller forces it) and the answer fits the label schema. An out-of-scope frame
-    keeps the encoder's answer unless the caller forces the generator.
+    unsure (or the caller forces it) and the answer fits the label schema. An out-of-scope or
+    extension-intent frame keeps the encoder's answer unless the caller forces the generator.
 
     `routing.generator_mode` generate: the LM writes the JSON frame; score: the LM picks one of
     the encoder's top `score_candidates` intents by log-likelihood (one forward pass) and the
@@ -73,7 +73,9 @@ class Router:
     ) -> Routed:
         """Encoder answer unless (forced or unsure) and the generator's answer fits the schema."""
         encoder = Routed.from_encoder(frame)
-        if not force and (frame.out_of_scope or not self.unsure(frame, threshold)):
+        if not force and (
+            frame.out_of_scope or frame.extension or not self.unsure(frame, threshold)
+        ):
             return encoder
         if self.backend is None:
             return self.fallback(encoder, "generator_disabled")

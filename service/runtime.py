@@ -6,6 +6,7 @@ training uses.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,13 @@ import onnxruntime as ort
 
 from service.contract.bundle import TOKENIZER, Bundle, load_bundle
 from service.contract.graph import OUTPUTS, onnx_feeds
-from service.contract.oos import Detector, Reference, read_reference
+from service.contract.oos import (
+    KNN_EMBEDDINGS,
+    Detector,
+    Reference,
+    in_scope_scores,
+    read_reference,
+)
 from service.contract.text import (
     EncodedBatch,
     decode_bio,
@@ -29,6 +36,7 @@ from service.contract.text import (
 )
 from service.contract.types import Frame, IntentScore, RawOutputs
 from service.cpus import cpu_quota, usable_cpus
+from service.extensions import ExtensionError, ExtensionSet, parse_extensions
 from service.settings import EngineSettings, OpenWorldSettings
 
 log = logging.getLogger(__name__)
@@ -86,6 +94,15 @@ class Engine:
         open_world = open_world or OpenWorldSettings()
         self.detector = load_detector(self.bundle, open_world.out_of_scope_detection == "bundle")
         self.oos_intent = open_world.out_of_scope_intent
+        record = self.bundle.config.out_of_scope
+        knn = record.dev.get("knn") if record is not None else None
+        self.extension_threshold = (
+            open_world.extension_similarity_threshold
+            if open_world.extension_similarity_threshold is not None
+            else (knn.threshold if knn is not None else None)
+        )
+        self.extensions: ExtensionSet | None = None  # swapped whole by `service.extension_watch`
+        self.knn_reference: Reference | None = None  # loaded with the first extension set
         self.intent_names = [  # as answered: a trained out-of-scope class under the set name
             i if kept else self.oos_intent
             for i, kept in zip(self.bundle.labels.intents, self.detector.in_scope, strict=True)
@@ -175,12 +192,16 @@ class Engine:
         probs = softmax(raw.intent_logits.astype(np.float64), temperature)  # (B, I)
         out_of_scope, in_scope_scores = self.detector.decide(probs, raw.embedding)  # (B,), (B,)
         best_in_scope = probs[:, self.detector.in_scope].max(axis=1)  # (B,)
+        extensions = self.extensions  # one set for the whole batch, whatever a reload does
+        from_extension, similarity, owner = self.match_extensions(extensions, probs, raw.embedding)
         frames = []
         for b, text in enumerate(texts):
             order = np.argsort(-probs[b])[: max(1, top_k)]
             top = [IntentScore(self.intent_names[i], float(probs[b, i])) for i in order]
             intent, confidence = top[0].label, top[0].probability
-            if out_of_scope[b]:
+            if from_extension[b]:
+                intent, confidence = extensions.intents[owner[b]].name, float(similarity[b])
+            elif out_of_scope[b]:
                 intent, confidence = self.oos_intent, 1.0 - float(best_in_scope[b])
             words = enc.words[b]
             logits = word_scores(enc.word_index[b], raw.slot_logits[b], len(words))  # (W, S)
@@ -197,11 +218,57 @@ class Engine:
                     min_tag_confidence=min(confidences, default=1.0),
                     embedding=raw.embedding[b],
                     truncated_words=enc.truncated_words[b],
-                    out_of_scope=bool(out_of_scope[b]),
+                    out_of_scope=bool(out_of_scope[b] and not from_extension[b]),
                     in_scope_score=float(in_scope_scores[b]),
+                    extension=bool(from_extension[b]),
                 )
             )
         return frames
+
+    def match_extensions(
+        self, extensions: ExtensionSet | None, probs: np.ndarray, embedding: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B,) answered by an extension intent: its nearest example is at least the threshold
+        and as close as any training utterance; (B,) that similarity; (B,) the intent index."""
+        batch = len(embedding)
+        if extensions is None or not extensions.intents:
+            return np.zeros(batch, bool), np.zeros(batch), np.zeros(batch, int)
+        similarity, owner = extensions.nearest(embedding)  # (B,), (B,)
+        trained = in_scope_scores(
+            "knn", self.knn_reference, probs, embedding, self.detector.in_scope
+        )  # (B,)
+        chosen = (similarity >= self.extension_threshold) & (similarity >= trained)
+        return chosen, similarity, owner
+
+    def build_extensions(self, source: Path, text: str) -> ExtensionSet:
+        """Parse and embed an extension file (off the serving path); ExtensionError if it must
+        not go live."""
+        reserved = set(self.bundle.labels.intents) | {self.oos_intent}
+        intents = parse_extensions(source, text, reserved)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if not intents:
+            empty = np.zeros((0, 1), np.float32)
+            return ExtensionSet(str(source), digest, (), empty, np.zeros(0, int))
+        if self.extension_threshold is None:
+            raise ExtensionError(
+                source,
+                None,
+                "the bundle has no kNN threshold: re-export it, or set "
+                "extension_similarity_threshold",
+            )
+        if self.knn_reference is None:
+            if not (self.bundle.path / KNN_EMBEDDINGS).is_file():
+                raise ExtensionError(
+                    source, None, f"{self.bundle.path} has no {KNN_EMBEDDINGS}: re-export it"
+                )
+            self.knn_reference = read_reference(self.bundle.path, "knn")
+        texts = [e for i in intents for e in i.examples]
+        owners = np.array([k for k, i in enumerate(intents) for _ in i.examples], dtype=int)
+        rows = [
+            self.infer(self.encode(texts[i : i + 32])).embedding for i in range(0, len(texts), 32)
+        ]
+        embeddings = np.concatenate(rows)  # (M, H)
+        return ExtensionSet(str(source), digest, tuple(intents), embeddings, owners)
 
     def parse(self, texts: Sequence[str], top_k: int = 3) -> list[Frame]:
         enc = self.encode(texts)

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from service import logs, metrics
 from service.auth import authentication
 from service.contract.bundle import BundleError
+from service.extensions import ExtensionError
 from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.interceptors import SERVICE_NAME, chain
 from service.lifecycle import Lifecycle
@@ -175,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(settings.observability.log_level)
     try:
         return asyncio.run(serve(settings))
+    except ExtensionError as e:
+        log.error("cannot load the extension intents", extra={"error": str(e)})
+        print(f"cannot load the extension intents: {e}", file=sys.stderr)
+        return 1
     except (BundleError, FileNotFoundError) as e:
         log.error("cannot serve the bundle", extra={"error": str(e)})
         print(f"cannot serve {settings.server.bundle}: {e}", file=sys.stderr)

@@ -79,6 +79,7 @@ def to_response(
         encoder_confidence=frame.confidence,
         generated_text=routed.generated_text if with_text else "",
         out_of_scope=routed.out_of_scope,
+        from_extension=routed.extension,
         in_scope_score=frame.in_scope_score,
     )
 
@@ -116,10 +117,13 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         info = asdict(describe(self.lifecycle.loaded()))
         oos = {k: v for k, v in info["out_of_scope"].items() if v is not None}
         return nlu_pb2.ModelInfo(
-            **info
+            **{k: v for k, v in info.items() if v is not None}
             | {
                 "routing": nlu_pb2.RoutingInfo(**info["routing"]),
                 "out_of_scope": nlu_pb2.OutOfScopeInfo(**oos),
+                "extension_intents": [
+                    nlu_pb2.ExtensionIntentInfo(**e) for e in info["extension_intents"]
+                ],
             }
         )
 

@@ -228,6 +228,22 @@ class OpenWorldSettings(Group):
         "bundle trained without out-of-scope examples); off: no threshold (a trained "
         "out-of-scope class still answers out-of-scope)",
     )
+    extension_intents_file: Path | None = Field(
+        None,
+        description="YAML/JSON file of intents added without retraining (name, description, "
+        "3-10 examples; `python -m service.extensions validate FILE`); re-read when it changes, "
+        "a broken version is refused and the previous set stays live",
+    )
+    extension_poll_s: float = Field(
+        2.0, gt=0.0, description="how often the extension file is checked for changes"
+    )
+    extension_similarity_threshold: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="cosine similarity an utterance needs to an extension example; unset: the "
+        "bundle's kNN out-of-scope threshold, chosen on dev at export",
+    )
 
 
 class GeneratorSettings(Group):

@@ -11,13 +11,14 @@ class wins the argmax.
 - `mahalanobis`: minus the Mahalanobis distance to the nearest in-scope intent mean (one shared
   covariance), the standard strong baseline for embedding-based detection.
 
-The exporter writes the chosen method's reference data under `oos/` in the bundle; the server
-reads it here. numpy only.
+The exporter writes the chosen method's reference data under `oos/` in the bundle (and the kNN
+data always: extension intents are matched against it); the server reads it here. numpy only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +43,11 @@ class Reference:
     knn_embeddings: np.ndarray | None = None  # (N, H) L2-normalised
     means: np.ndarray | None = None  # (C, H) per-intent mean embedding
     precision: np.ndarray | None = None  # (H, H) inverse shared covariance
+
+    @cached_property
+    def mean_terms(self) -> np.ndarray:
+        """(C,) mᵀPm of every mean, computed once rather than per batch."""
+        return ((self.means @ self.precision) * self.means).sum(axis=1)
 
 
 def fit_reference(method: Method, embeddings: np.ndarray, intents: list[str]) -> Reference:
@@ -80,7 +86,7 @@ def in_scope_scores(
         distance = (
             (projected * x).sum(axis=1, keepdims=True)
             - 2 * projected @ reference.means.T
-            + np.einsum("ch,hk,ck->c", reference.means, reference.precision, reference.means)
+            + reference.mean_terms
         )
         return -distance.min(axis=1)
     return np.zeros(len(probabilities))  # off

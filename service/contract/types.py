@@ -44,6 +44,7 @@ class Frame:
     truncated_words: int
     out_of_scope: bool = False  # then `intent` is the out-of-scope intent name
     in_scope_score: float = 0.0  # the bundle's out-of-scope detector score (higher: in scope)
+    extension: bool = False  # `intent` is an extension intent; `confidence` its cosine similarity
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,17 @@ class Routed:
     generator_ms: float = 0.0
     generated_text: str = ""
     out_of_scope: bool = False
+    extension: bool = False
 
     @classmethod
     def from_encoder(cls, frame: Frame) -> Routed:
         return cls(
-            False, frame.intent, frame.confidence, frame.slots, out_of_scope=frame.out_of_scope
+            False,
+            frame.intent,
+            frame.confidence,
+            frame.slots,
+            out_of_scope=frame.out_of_scope,
+            extension=frame.extension,
         )
 
 

@@ -140,9 +140,11 @@ def test_quick_reliability(tiny_bundle, tmp_path):
     assert (tmp_path / "reliability.png").is_file()
 
 
-def test_quick_open_world(tiny_clinc_bundle, small_clinc, tmp_path):
+def test_quick_open_world(tiny_clinc_bundle, small_clinc, tiny_encoder, tmp_path):
     args = ["open-world", "--quick", "--out-dir", str(tmp_path), "--bundle", str(tiny_clinc_bundle)]
-    assert main([*args, "--data", str(small_clinc)]) == 0
+    holdout = ["--held-out", "2", "--holdout-bundle", str(tmp_path / "holdout-bundle")]
+    holdout += ["--encoder", str(tiny_encoder), "--holdout-epochs", "3", "--threads", "1"]
+    assert main([*args, "--data", str(small_clinc), *holdout]) == 0
     result = json.loads((tmp_path / "open_world.json").read_text())
     (dataset,) = [k for k in result if k != "meta"]
     rows = {r["method"]: r for r in result[dataset]["oos"]}
@@ -155,3 +157,12 @@ def test_quick_open_world(tiny_clinc_bundle, small_clinc, tmp_path):
         assert set(row) >= {"in_scope_accuracy", "oos_recall", "oos_precision", "oos_f1"}
         assert row["p50_ms"] > 0 and row["routed_fraction"] == 0.0
     assert (tmp_path / "open_world.png").is_file() and (tmp_path / "open_world.csv").is_file()
+    runtime = result[dataset]["runtime_intents"]
+    assert len(runtime["held_out"]) == 2 and runtime["examples_per_intent"] == 5
+    for key in ("added_accuracy", "others_accuracy_before", "others_accuracy_after"):
+        assert 0.0 <= runtime[key] <= 100.0
+    for key in ("oos_recall_before", "oos_recall_after"):
+        assert 0.0 <= runtime[key] <= 100.0
+    labels = json.loads((tmp_path / "holdout-bundle" / "labels.json").read_text())
+    assert not set(runtime["held_out"]) & set(labels["intents"])  # never trained on
+    assert "name: " + runtime["held_out"][0] in runtime["extension_file"]

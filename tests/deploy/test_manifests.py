@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from service.extensions import parse_extensions
 from service.metrics import REGISTRY
 from service.settings import GROUPS, Settings, env_name
 
@@ -53,7 +54,11 @@ def rendered(request) -> list[dict]:
 
 
 def settings_of(objects: list[dict]) -> dict[str, str]:
-    (config,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    (config,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("nlu-settings")
+    ]
     return config["data"]
 
 
@@ -132,3 +137,21 @@ def test_the_image_exposes_the_ports_the_manifests_use():
     exposed = set(re.search(r"^EXPOSE (.+)$", containerfile, re.M).group(1).split())
     assert {env["NLU_PORT"], env["NLU_METRICS_PORT"]} <= exposed
     assert f"NLU_PORT={env['NLU_PORT']}" in containerfile
+
+
+def test_extension_intents_reload_in_place(rendered):
+    """A fixed-name ConfigMap (an edit updates the mounted file, which the server reloads,
+    instead of rolling the pods), mounted where NLU_EXTENSION_INTENTS_FILE points, holding a
+    file the server accepts."""
+    env = settings_of(rendered)
+    config = one(rendered, "ConfigMap", "nlu-extension-intents")
+    pod = one(rendered, "Deployment", "nlu-service")["spec"]["template"]["spec"]
+    (volume,) = [
+        v
+        for v in pod["volumes"]
+        if v.get("configMap", {}).get("name") == config["metadata"]["name"]
+    ]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    path = Path(env["NLU_EXTENSION_INTENTS_FILE"])
+    assert path.parent == Path(mount["mountPath"]) and path.name in config["data"]
+    assert parse_extensions(path, config["data"][path.name], set()) == []

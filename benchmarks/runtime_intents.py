@@ -1,0 +1,140 @@
+"""The runtime-intents half of the `open-world` suite: intents added through the extension file,
+without retraining.
+
+A fixed, seeded list of HELD_OUT in-scope CLINC150 intents is held out: their training and dev
+utterances are dropped and a model is trained and exported on the rest (`ensure_bundle`, cached
+under bundles/). Before the intents are added, the right answer for their test utterances is
+out-of-scope; then an extension file gives each EXAMPLES_PER_INTENT of its training utterances
+(seeded) and its name as the description (CLINC150 has no descriptions), loaded through the
+server's own loader. Reported on the test split, before and after: the held-out intents'
+accuracy (after: the right extension intent), the other intents' accuracy (right intent, not
+flagged) and out-of-scope recall on the dataset's own out-of-scope utterances.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from export.onnx import build_bundle
+from export.train import TrainConfig, train
+from service.contract.paths import PROJECT_ROOT
+from service.contract.types import Frame
+from service.extension_watch import load_extensions
+from service.runtime import Engine
+from service.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+HELD_OUT = 15
+EXAMPLES_PER_INTENT = 5
+SEED = 13
+SPLITS = ("train", "dev", "test")
+
+
+def read_rows(folder: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]
+
+
+def held_out_intents(
+    folder: Path, oos_label: str, n: int = HELD_OUT, seed: int = SEED
+) -> list[str]:
+    intents = sorted({r["intent"] for r in read_rows(folder, "train")} - {oos_label})
+    return sorted(random.Random(seed).sample(intents, n))
+
+
+def write_dataset(source: Path, out: Path, held_out: list[str]) -> None:
+    """train and dev without the held-out intents; test untouched (scored by the suite)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        rows = read_rows(source, split)
+        kept = rows if split == "test" else [r for r in rows if r["intent"] not in held_out]
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def ensure_bundle(source: Path, held_out: list[str], bundle: Path, train_config: dict) -> Path:
+    """The held-out model's bundle; trained and exported first when it does not exist yet."""
+    if (bundle / "config.json").is_file():
+        return bundle
+    data = PROJECT_ROOT / "build" / bundle.name
+    model = PROJECT_ROOT / "artifacts" / bundle.name
+    write_dataset(source, data, held_out)
+    log.info("training %s without %d intents (%s)", model, len(held_out), train_config)
+    train(TrainConfig(data=str(data), out=str(model), **train_config))
+    build_bundle(model, bundle)
+    return bundle
+
+
+def extension_yaml(source: Path, held_out: list[str], per_intent: int, seed: int) -> str:
+    rng = random.Random(seed)
+    train_rows = read_rows(source, "train")
+    intents = []
+    for name in held_out:
+        texts = [r["text"] for r in train_rows if r["intent"] == name]
+        intents.append(
+            {
+                "name": name,
+                "description": name.replace("_", " "),
+                "examples": rng.sample(texts, per_intent),
+            }
+        )
+    return yaml.safe_dump({"intents": intents}, sort_keys=False)
+
+
+def parse_all(engine: Engine, texts: list[str], batch_size: int = 64) -> list[Frame]:
+    chunks = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
+    return [frame for chunk in chunks for frame in engine.parse(chunk)]
+
+
+def score(
+    frames: list[Frame], gold: list[str], held_out: set[str], oos_label: str, added: bool
+) -> dict:
+    """Percentages over the test split: held-out intents (right answer: out-of-scope before
+    they are added, the extension intent after), the other in-scope intents, and OOS recall."""
+
+    def right(frame: Frame, truth: str) -> bool:
+        if truth == oos_label:
+            return frame.out_of_scope
+        if truth in held_out and not added:
+            return frame.out_of_scope
+        return frame.intent == truth and not frame.out_of_scope
+
+    groups = {
+        "held_out": [t in held_out for t in gold],
+        "others": [t not in held_out and t != oos_label for t in gold],
+        "oos": [t == oos_label for t in gold],
+    }
+    ok = np.array([right(f, t) for f, t in zip(frames, gold, strict=True)])
+    return {k: round(100 * float(ok[np.array(m)].mean()), 2) for k, m in groups.items()}
+
+
+def measure(source: Path, bundle: Path, held_out: list[str], oos_label: str, work: Path) -> dict:
+    """Before/after accuracies of the held-out bundle as served, extensions loaded by the
+    server's own loader."""
+    engine = Engine(bundle, settings=EngineSettings())
+    test = read_rows(source, "test")
+    texts, gold = [r["text"] for r in test], [r["intent"] for r in test]
+    before = score(parse_all(engine, texts), gold, set(held_out), oos_label, added=False)
+    path = work / "extensions.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(extension_yaml(source, held_out, EXAMPLES_PER_INTENT, SEED))
+    load_extensions(engine, path)
+    after = score(parse_all(engine, texts), gold, set(held_out), oos_label, added=True)
+    return {
+        "held_out": held_out,
+        "examples_per_intent": EXAMPLES_PER_INTENT,
+        "added_accuracy": after["held_out"],
+        "added_answered_out_of_scope_before": before["held_out"],
+        "others_accuracy_before": before["others"],
+        "others_accuracy_after": after["others"],
+        "oos_recall_before": before["oos"],
+        "oos_recall_after": after["oos"],
+        "extension_similarity_threshold": engine.extension_threshold,
+        "bundle": str(bundle),
+        "extension_file": path.read_text(),
+    }

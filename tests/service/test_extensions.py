@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.extensions import ExtensionError, main, parse_extensions
+from service.runtime import Engine
+from service.settings import EngineSettings
+
+GOOD = """\
+intents:
+  - name: book_spa
+    description: book a spa or massage appointment
+    examples:
+      - book me a massage for tomorrow
+      - i want a spa appointment
+      - schedule a facial at the spa
+"""
+
+
+def parse(text: str, reserved: frozenset[str] = frozenset()) -> list:
+    return parse_extensions(Path("ext.yaml"), text, set(reserved))
+
+
+def test_yaml_and_json_give_the_same_intents():
+    (intent,) = parse(GOOD)
+    assert intent.name == "book_spa" and len(intent.examples) == 3
+    as_json = json.dumps(
+        {
+            "intents": [
+                {
+                    "name": "book_spa",
+                    "description": intent.description,
+                    "examples": list(intent.examples),
+                }
+            ]
+        }
+    )
+    assert parse(as_json) == [intent]
+    assert parse("") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("intents: [\n  {name: x\n", r"ext.yaml:\d+: not valid YAML/JSON"),
+        ("other: []\n", r"ext.yaml:1: expected one top-level key, 'intents'"),
+        (
+            GOOD.replace("    description: book a spa or massage appointment\n", ""),
+            r"ext.yaml:2: intent has no 'description'",
+        ),
+        (
+            GOOD.replace("      - schedule a facial at the spa\n", ""),
+            r"ext.yaml:5: book_spa: 2 examples \(between 3 and 10\)",
+        ),
+        (GOOD.replace("book_spa", "book spa!"), r"ext.yaml:2: name must match"),
+        (
+            GOOD.replace("      - i want a spa appointment", "      - ''"),
+            r"ext.yaml:6: an example must be a non-empty utterance",
+        ),
+        (GOOD + GOOD.removeprefix("intents:\n"), r"ext.yaml:8: 'book_spa' is already an intent"),
+        (
+            GOOD.replace("    examples:", "    slots: []\n    examples:"),
+            r"ext.yaml:2: unknown field\(s\): slots",
+        ),
+    ],
+)
+def test_problems_name_the_line(text, message):
+    with pytest.raises(ExtensionError, match=message):
+        parse(text)
+
+
+def test_names_the_bundle_has_are_refused():
+    with pytest.raises(ExtensionError, match=r"ext\.yaml:2: 'book_spa' is already an intent"):
+        parse(GOOD, frozenset({"book_spa"}))
+
+
+def test_validate_cli(tmp_path, tiny_clinc_bundle, capsys):
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    assert main(["validate", str(good), "--bundle", str(tiny_clinc_bundle)]) == 0
+    assert "1 intents, 3 examples: ok" in capsys.readouterr().out
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(GOOD.replace("book_spa", "translate"))
+    assert main(["validate", str(clash), "--bundle", str(tiny_clinc_bundle)]) == 1
+    assert f"{clash}:2: 'translate' is already an intent" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path / "missing.yaml")]) == 1
+
+
+def test_engine_answers_close_utterances_with_the_extension(tiny_clinc_bundle):
+    engine = Engine(tiny_clinc_bundle, settings=EngineSettings(intra_op_threads=1))
+    examples = ["book me a massage for tomorrow", "i want a spa appointment", "facial at the spa"]
+    text = GOOD.replace("      - schedule a facial at the spa", "      - facial at the spa")
+    engine.extensions = engine.build_extensions(Path("ext.yaml"), text)
+    assert engine.extension_threshold is not None
+    for frame in engine.parse(examples):  # each is its own nearest example (similarity 1)
+        assert frame.extension and frame.intent == "book_spa" and not frame.out_of_scope
+        assert frame.confidence == pytest.approx(1.0, abs=1e-3)
+    engine.extensions = None
+    assert not any(f.extension for f in engine.parse(examples))
