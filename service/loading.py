@@ -15,7 +15,7 @@ from service.core import NluCore
 from service.extension_watch import load_extensions, watch_extensions
 from service.generators.base import GeneratorBackend
 from service.generators.registry import build_backend
-from service.router import Router
+from service.router import Router, ScopeRouting
 from service.runtime import Engine
 from service.settings import Settings
 
@@ -51,6 +51,11 @@ async def load_generator(backend: GeneratorBackend) -> None:
     )
 
 
+def trained_label(engine: Engine) -> str | None:
+    record = engine.bundle.config.out_of_scope
+    return record.trained_label if record is not None else None
+
+
 async def load_core(settings: Settings) -> NluCore:
     bundle_dir = settings.server.bundle
     engine = await asyncio.to_thread(
@@ -75,11 +80,18 @@ async def load_core(settings: Settings) -> NluCore:
     if backend is not None:
         metrics.GENERATOR_READY.set(0)  # loaded after the encoder serves: load_generator
     shows_examples = backend is not None and settings.routing.generator_prompt == "few_shot"
+    band, detector = settings.open_world.out_of_scope_route_band, engine.detector
+    scope = (
+        ScopeRouting(detector.threshold, band, engine.oos_intent, trained_label(engine))
+        if band > 0 and backend is not None and detector.threshold is not None
+        else None
+    )
     router = Router(
         backend=backend,
         labels=engine.bundle.labels,
         routing=settings.routing,
-        index=load_index(bundle_dir) if shows_examples else None,
+        index=load_index(bundle_dir) if shows_examples or scope else None,
+        scope=scope,
     )
     watcher = None
     extension_file = settings.open_world.extension_intents_file

@@ -11,12 +11,19 @@ import logging
 import statistics
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
 from service import metrics
 from service.contract.labels import LabelSet
-from service.contract.prompt import answer_start, build_messages, build_plain_messages
+from service.contract.prompt import (
+    NONE,
+    answer_start,
+    build_messages,
+    build_plain_messages,
+    build_scope_messages,
+)
 from service.contract.retrieval import RetrievalIndex
 from service.contract.types import Frame, Routed
 from service.generators.base import GeneratorBackend, GeneratorError
@@ -31,6 +38,21 @@ def margin(frame: Frame) -> float:
     """Probability gap between the encoder's two best intents."""
     top = np.partition(frame.probabilities, -2)[-2:] if len(frame.probabilities) > 1 else [0, 1]
     return float(top[1] - top[0])
+
+
+@dataclass(frozen=True)
+class ScopeRouting:
+    """Which out-of-scope decisions the generator makes: those whose in-scope score lies within
+    `band` of the detector's `threshold`. It picks among the encoder's top in-scope intents or
+    "none" (then the answer is `intent`, out of scope)."""
+
+    threshold: float
+    band: float
+    intent: str
+    trained_label: str | None
+
+    def near(self, frame: Frame) -> bool:
+        return abs(frame.in_scope_score - self.threshold) <= self.band
 
 
 class Router:
@@ -50,11 +72,13 @@ class Router:
         labels: LabelSet,
         routing: RoutingSettings,
         index: RetrievalIndex | None = None,
+        scope: ScopeRouting | None = None,
     ) -> None:
         self.backend = backend
         self.labels = labels
         self.routing = routing
         self.index = index
+        self.scope = scope
         self.latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
 
     def unsure(self, frame: Frame, threshold: float) -> bool:
@@ -73,8 +97,11 @@ class Router:
     ) -> Routed:
         """Encoder answer unless (forced or unsure) and the generator's answer fits the schema."""
         encoder = Routed.from_encoder(frame)
-        if not force and (
-            frame.out_of_scope or frame.extension or not self.unsure(frame, threshold)
+        scope = not force and self.decides_scope(frame)
+        if (
+            not force
+            and not scope
+            and (frame.out_of_scope or frame.extension or not self.unsure(frame, threshold))
         ):
             return encoder
         if self.backend is None:
@@ -85,10 +112,12 @@ class Router:
         budget = timeout_s if remaining_s is None else min(timeout_s, remaining_s)
         if remaining_s is not None and remaining_s < self.recent_p50_s():
             return self.fallback(encoder, "deadline")
-        messages = self.messages(frame)
+        messages = self.scope_messages(frame) if scope else self.messages(frame)
         started = time.perf_counter()
         try:
-            if self.routing.generator_mode == "score":
+            if scope:
+                answer, generated = await self.pick_or_none(frame, messages, budget)
+            elif self.routing.generator_mode == "score":
                 answer, generated = await self.pick_intent(frame, messages, budget)
             else:
                 generated = await self.backend.generate(messages, budget)
@@ -100,13 +129,51 @@ class Router:
         elapsed = time.perf_counter() - started
         self.latencies.append(elapsed)
         metrics.GENERATOR_DURATION.observe(elapsed)
-        if self.routing.generator_mode == "generate":
+        if scope and answer.intent == NONE:
+            return Routed(
+                True,
+                self.scope.intent,
+                encoder.confidence if encoder.out_of_scope else 1.0 - encoder.confidence,
+                [],
+                "",
+                elapsed * 1000,
+                generated,
+                out_of_scope=True,
+            )
+        if self.routing.generator_mode == "generate" and not scope:
             try:
                 answer = validate(generated, frame.text, self.labels)
             except InvalidAnswer as e:
                 return self.fallback(encoder, e.reason, elapsed, generated)
         confidence = float(frame.probabilities[self.labels.intents.index(answer.intent)])
         return Routed(True, answer.intent, confidence, answer.slots, "", elapsed * 1000, generated)
+
+    def decides_scope(self, frame: Frame) -> bool:
+        """The generator decides in or out of scope for frames near the detector's threshold."""
+        return self.scope is not None and not frame.extension and self.scope.near(frame)
+
+    def candidates(self, frame: Frame) -> list[str]:
+        """The encoder's top `score_candidates` in-scope intents, best first."""
+        excluded = self.scope.trained_label if self.scope is not None else None
+        ranked = [self.labels.intents[i] for i in np.argsort(-frame.probabilities)]
+        return [i for i in ranked if i != excluded][: self.routing.score_candidates]
+
+    def scope_messages(self, frame: Frame) -> list[dict[str, str]]:
+        k = self.routing.retrieval_k
+        examples = self.index.nearest(frame.embedding, k) if self.index else []
+        return build_scope_messages(
+            frame.text, self.candidates(frame), examples, self.scope.trained_label
+        )
+
+    async def pick_or_none(
+        self, frame: Frame, messages: list[dict[str, str]], budget: float
+    ) -> tuple[GeneratedFrame, str]:
+        """The candidate (or "none") the LM finds most likely; the encoder's slots stay."""
+        options = [*self.candidates(frame), NONE]
+        scores = await self.backend.score(messages, [answer_start(c) for c in options], budget)
+        best = options[int(np.argmax(scores))]
+        text = json.dumps({c: round(v, 3) for c, v in zip(options, scores, strict=True)})
+        return GeneratedFrame(best, frame.slots if best != NONE else []), text
 
     def messages(self, frame: Frame) -> list[dict[str, str]]:
         if self.routing.generator_prompt == "plain":

@@ -228,6 +228,14 @@ class OpenWorldSettings(Group):
         "bundle trained without out-of-scope examples); off: no threshold (a trained "
         "out-of-scope class still answers out-of-scope)",
     )
+    out_of_scope_route_band: float = Field(
+        0.0,
+        ge=0.0,
+        description="with a generator: utterances whose in-scope score lies within this "
+        "distance of the bundle's out-of-scope threshold go to it, to pick one of the encoder's "
+        "top in-scope intents or 'none' (out of scope); 0: never (the open-world suite's dev "
+        "choice: see benchmarks/README.md)",
+    )
     extension_intents_file: Path | None = Field(
         None,
         description="YAML/JSON file of intents added without retraining (name, description, "
@@ -396,6 +404,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "generator_mode=score needs generator_backend=local (an HTTP server does not "
                 "return the log-probabilities of a given answer)"
+            )
+        if self.open_world.out_of_scope_route_band > 0 and (
+            self.generator.generator_backend == "openai"
+        ):
+            raise ValueError(
+                "out_of_scope_route_band > 0 needs generator_backend=local (the generator "
+                "scores the candidates and 'none')"
             )
         return self
 

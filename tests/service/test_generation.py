@@ -344,3 +344,49 @@ def test_plain_prompt_holds_only_the_utterance():
     messages = router.messages(frame(0.1))
     assert [m["role"] for m in messages] == ["system", "user"]
     assert json.dumps(TEXT) in messages[1]["content"] and "atis_flight" not in str(messages)
+
+
+def test_scope_routing_lets_the_generator_answer_none_near_the_threshold():
+    import dataclasses
+
+    from service.router import ScopeRouting
+
+    labels = LabelSet((*INTENTS, "oos"), TAGS)
+    scope = ScopeRouting(threshold=0.5, band=0.1, intent="out_of_scope", trained_label="oos")
+    near = dataclasses.replace(
+        frame(0.7), probabilities=np.array([0.7, 0.1, 0.2]), in_scope_score=0.55
+    )
+    far = dataclasses.replace(near, in_scope_score=0.9)
+    settings = RoutingSettings(generator_timeout_s=1.0, score_candidates=2)
+
+    def ask(preferred: str, f: Frame):
+        scorer = Scoring(preferred)
+        router = Router(backend=scorer, labels=labels, routing=settings, scope=scope)
+        return asyncio.run(router.route(f, force=False, threshold=0.0, remaining_s=None)), scorer
+
+    none, scorer = ask('"none"', near)
+    # candidates: the top in-scope intents (never the trained out-of-scope class), then none
+    assert scorer.answers == [
+        '{"intent": "atis_airfare",',
+        '{"intent": "atis_flight",',
+        '{"intent": "none",',
+    ]
+    assert none.from_generator and none.out_of_scope and none.intent == "out_of_scope"
+    assert none.slots == [] and none.confidence == pytest.approx(0.3)
+    picked, _ = ask("atis_flight", near)
+    assert picked.from_generator and picked.intent == "atis_flight" and not picked.out_of_scope
+    untouched, scorer = ask('"none"', far)
+    assert not untouched.from_generator and scorer.calls == 0 and not scorer.answers
+
+
+def test_scope_prompt_shows_out_of_scope_examples_as_none():
+    from service.contract.prompt import build_scope_messages
+    from service.contract.retrieval import IndexEntry
+
+    examples = [IndexEntry("fly me to denver", "atis_flight", []), IndexEntry("sing", "oos", [])]
+    messages = build_scope_messages("hello", ["atis_flight", "atis_airfare"], examples, "oos")
+    assert [json.loads(m["content"])["intent"] for m in messages if m["role"] == "assistant"] == [
+        "atis_flight",
+        "none",
+    ]
+    assert messages[-1]["content"].startswith("Candidates: atis_flight, atis_airfare, none\n")
