@@ -24,9 +24,18 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from benchmarks.generation import CACHE_DIR
 from benchmarks.measure import latency_stats
 from benchmarks.meta import run_meta
 from benchmarks.runtime_intents import HELD_OUT, ensure_bundle, held_out_intents, measure
+from benchmarks.scope_routing import (
+    ScopeRunner,
+    choose_band,
+    encoder_pass,
+    nearest,
+    pct_of,
+    routed_metrics,
+)
 from benchmarks.suite import BundleSuite, save_figure, write_csv, write_json
 from export.data import Example, read_dataset
 from export.fetch import resolve_dataset
@@ -99,6 +108,13 @@ class OpenWorldSuite(BundleSuite):
         parser.add_argument(
             "--latency-sample", type=int, default=1000, help="test utterances timed per method"
         )
+        parser.add_argument(
+            "--max-routed",
+            type=float,
+            default=0.15,
+            help="share of each split nearest the threshold the generator answers (cached)",
+        )
+        parser.add_argument("--lm", default="", help="generator model (default: packaged SmolLM2)")
         parser.add_argument("--held-out", type=int, default=HELD_OUT, help="intents held out")
         parser.add_argument(
             "--holdout-bundle",
@@ -159,6 +175,8 @@ class OpenWorldSuite(BundleSuite):
             )
             if dev.threshold is not None:
                 curves[method] = curve(detector, test, predicted, gold_oos, gold)
+        if engine.bundle.config.out_of_scope and engine.bundle.config.out_of_scope.threshold:
+            rows.append(self.routed_row(args, bundle_dir, splits, out_dir, shipped))
         source = resolve_dataset(args.data)
         held_out = held_out_intents(source, args.oos_label, args.held_out)
         holdout_bundle = ensure_bundle(
@@ -192,12 +210,73 @@ class OpenWorldSuite(BundleSuite):
             },
         }
         write_json(out_dir / "open_world.json", result)
-        write_csv(
-            out_dir / "open_world.csv",
-            [{k: v for k, v in r.items() if k != "dev"} for r in rows],
-        )
+        columns = ["method", "threshold", "in_scope_accuracy", "oos_recall", "oos_precision"]
+        columns += ["oos_f1", "p50_ms", "p99_ms", "routed_fraction", "default"]
+        write_csv(out_dir / "open_world.csv", [{k: r[k] for k in columns} for r in rows])
         save_figure(self.chart(result[config.dataset]), out_dir / "open_world.png")
         return result
+
+    @staticmethod
+    def routed_row(
+        args: argparse.Namespace,
+        bundle_dir: Path,
+        splits: dict[str, list[Example]],
+        out_dir: Path,
+        shipped: str,
+    ) -> dict:
+        """The shipped detector with the generator deciding scope near its threshold."""
+        engine = Engine(bundle_dir, settings=EngineSettings(intra_op_threads=1))
+        threshold = engine.detector.threshold
+        share = 0.3 if args.quick else args.max_routed
+        texts = {s: [ex.text for ex in splits[s]] for s in ("dev", "test")}
+        gold = {s: [ex.intent for ex in splits[s]] for s in ("dev", "test")}
+        frames, encoder_ms = {}, {}
+        for split in ("dev", "test"):
+            frames[split], encoder_ms[split] = encoder_pass(engine, texts[split])
+        cache = out_dir / "generator-cache" if args.quick else CACHE_DIR
+        runner = ScopeRunner(engine, bundle_dir, args.lm, cache)
+        dev_answers = runner.answers("dev", frames["dev"], nearest(frames["dev"], threshold, share))
+        choice = choose_band(
+            frames["dev"], dev_answers, threshold, gold["dev"], args.oos_label, engine.oos_intent
+        )
+        band = choice["best"]["band"] if choice["best"] else 0.0
+        near = [
+            i for i, f in enumerate(frames["test"]) if abs(f.in_scope_score - threshold) <= band
+        ]
+        test_answers = runner.answers("test", frames["test"], near)
+        metrics, routed = routed_metrics(
+            frames["test"],
+            test_answers,
+            band,
+            threshold,
+            gold["test"],
+            args.oos_label,
+            engine.oos_intent,
+        )
+        total_ms = [
+            ms + (test_answers[i].ms if routed[i] else 0.0)
+            for i, ms in enumerate(encoder_ms["test"])
+        ]
+        latency = latency_stats(np.array(total_ms) / 1000, 1)
+        return {
+            "method": f"{shipped} + generator (few-shot SmolLM2 scorer, candidates or none)",
+            "threshold": threshold,
+            **metrics,
+            "p50_ms": latency["p50_ms"],
+            "p99_ms": latency["p99_ms"],
+            "routed_fraction": pct_of(routed),
+            "default": False,
+            "band": band,
+            "encoder_only_p50_ms": latency_stats(np.array(encoder_ms["test"]) / 1000, 1)["p50_ms"],
+            "generator_failures": sum(1 for i in near if test_answers[i].reason),
+            "dev": {
+                "band_chosen": band if choice["beats_encoder_only"] else 0.0,
+                "beats_encoder_only": choice["beats_encoder_only"],
+                "encoder_only": choice["encoder_only"],
+                "best": choice["best"],
+                "tried": choice["tried"],
+            },
+        }
 
     @staticmethod
     def chart(report: dict) -> Figure:
@@ -242,15 +321,15 @@ class OpenWorldSuite(BundleSuite):
                 "utterances, batch 1):",
                 "",
                 "| method | in-scope acc | OOS recall | OOS precision | OOS F1 | p50 ms | p99 ms "
-                "| shipped |",
-                "|---|---|---|---|---|---|---|---|",
+                "| routed | shipped |",
+                "|---|---|---|---|---|---|---|---|---|",
             ]
             for r in report["oos"]:
                 lines.append(
                     f"| {r['method']} | {r['in_scope_accuracy']:.2f} | "
                     f"{pct_text(r['oos_recall'])} | {pct_text(r['oos_precision'])} | "
                     f"{pct_text(r['oos_f1'])} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                    f"{'yes' if r['default'] else ''} |"
+                    f"{r['routed_fraction']:.1f} % | {'yes' if r['default'] else ''} |"
                 )
             runtime = report["runtime_intents"]
             lines += [

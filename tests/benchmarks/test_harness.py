@@ -140,20 +140,28 @@ def test_quick_reliability(tiny_bundle, tmp_path):
     assert (tmp_path / "reliability.png").is_file()
 
 
-def test_quick_open_world(tiny_clinc_bundle, small_clinc, tiny_encoder, tmp_path):
-    args = ["open-world", "--quick", "--out-dir", str(tmp_path), "--bundle", str(tiny_clinc_bundle)]
+def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, tmp_path):
+    from export.onnx import build_bundle
+
+    bundle = tmp_path / "knn-bundle"  # a thresholded detector, so the generator can route
+    build_bundle(tiny_clinc_model, bundle, max_int8_drop=100.0, oos={"method": "knn"})
+    args = ["open-world", "--quick", "--out-dir", str(tmp_path), "--bundle", str(bundle)]
+    args += ["--lm", str(tiny_lm)]
     holdout = ["--held-out", "2", "--holdout-bundle", str(tmp_path / "holdout-bundle")]
     holdout += ["--encoder", str(tiny_encoder), "--holdout-epochs", "3", "--threads", "1"]
     assert main([*args, "--data", str(small_clinc), *holdout]) == 0
     result = json.loads((tmp_path / "open_world.json").read_text())
     (dataset,) = [k for k in result if k != "meta"]
     rows = {r["method"]: r for r in result[dataset]["oos"]}
+    (routed,) = [r for name, r in rows.items() if "generator" in name]
+    assert not routed["default"] and 0 <= routed["routed_fraction"] <= 100
+    assert routed["p50_ms"] >= routed["encoder_only_p50_ms"] * 0.5
+    rows = {k: v for k, v in rows.items() if v is not routed}
     assert set(rows) == {"oos_class", "confidence", "knn", "mahalanobis"}
-    assert sum(r["default"] for r in rows.values()) == 1
-    bundle = json.loads((tiny_clinc_bundle / "config.json").read_text())["out_of_scope"]
-    assert rows[bundle["method"]]["default"]
+    assert [k for k, r in rows.items() if r["default"]] == ["knn"]
+    record = json.loads((bundle / "config.json").read_text())["out_of_scope"]
     for method, row in rows.items():  # the suite re-derives the exporter's dev thresholds
-        assert row["threshold"] == bundle["dev"][method]["threshold"]
+        assert row["threshold"] == record["dev"][method]["threshold"]
         assert set(row) >= {"in_scope_accuracy", "oos_recall", "oos_precision", "oos_f1"}
         assert row["p50_ms"] > 0 and row["routed_fraction"] == 0.0
     assert (tmp_path / "open_world.png").is_file() and (tmp_path / "open_world.csv").is_file()

@@ -1,0 +1,196 @@
+"""The routed half of the `open-world` suite: the generator decides in or out of scope for the
+utterances nearest the detector's threshold (`service.router.ScopeRouting`).
+
+The generator (few-shot SmolLM2 scorer: the encoder's top in-scope intents or "none") answers,
+per split, the `max_routed` fraction of utterances whose in-scope score lies closest to the
+threshold, through the service's own Router; answers are cached like the other generator suites'
+(artifacts/generator-cache/, keyed by bundle, model, detector and prompt). A band δ then routes
+the utterances within δ of the threshold: δ is chosen on dev as the one with the best OOS F1
+that costs no dev in-scope accuracy and routes under half the traffic (so p50 stays the
+encoder's); none beating encoder-only on dev means δ = 0 (never route). Test reports that δ with
+per-utterance latency: the encoder's (batch 1) plus the generator's when routed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.generation import GENERATOR_TIMEOUT_S
+from export.out_of_scope import oos_metrics
+from service.contract.retrieval import load_index
+from service.contract.types import Frame
+from service.generators.registry import BACKENDS
+from service.router import Router, ScopeRouting
+from service.runtime import Engine
+from service.settings import GeneratorSettings, RoutingSettings
+
+RETRIEVAL_K = 4
+CANDIDATES = 3
+MAX_ROUTED_SHARE = 0.5  # beyond this the median request waits for the generator
+
+
+@dataclass(frozen=True)
+class ScopeAnswer:
+    out_of_scope: bool
+    intent: str
+    ms: float
+    reason: str  # fallback reason when the generator did not answer
+
+
+def encoder_pass(engine: Engine, texts: list[str]) -> tuple[list[Frame], list[float]]:
+    """Batch-1 frames and latencies (tokenise + ONNX + decode + detector), as served."""
+    engine.warm_up(3, 1)
+    frames, ms = [], []
+    for text in tqdm(texts, desc="encoder", unit="utt", leave=False):
+        started = time.perf_counter()
+        frames.append(engine.parse([text])[0])
+        ms.append((time.perf_counter() - started) * 1000)
+    return frames, ms
+
+
+class ScopeRunner:
+    """Generator scope decisions for one bundle, computed on demand, cached per utterance."""
+
+    def __init__(self, engine: Engine, bundle: Path, lm: str, cache: Path) -> None:
+        self.engine, self.bundle, self.lm = engine, bundle, lm
+        detector = engine.detector
+        key = json.dumps(
+            [
+                engine.bundle.config_sha256,
+                lm,
+                detector.method,
+                detector.threshold,
+                RETRIEVAL_K,
+                CANDIDATES,
+                "scope-v1",
+            ]
+        )
+        self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
+        self.cache = cache
+        self.router: Router | None = None
+
+    def start(self) -> Router:
+        if self.router is None:
+            backend = BACKENDS["local"].from_settings(
+                GeneratorSettings(generator_backend="local", generator_model=self.lm)
+            )
+            backend.load()
+            record = self.engine.bundle.config.out_of_scope
+            scope = ScopeRouting(
+                threshold=self.engine.detector.threshold,
+                band=float("inf"),  # every frame asked here is decided by the generator
+                intent=self.engine.oos_intent,
+                trained_label=record.trained_label if record is not None else None,
+            )
+            self.router = Router(
+                backend=backend,
+                labels=self.engine.bundle.labels,
+                routing=RoutingSettings(
+                    generator_timeout_s=GENERATOR_TIMEOUT_S,
+                    retrieval_k=RETRIEVAL_K,
+                    score_candidates=CANDIDATES,
+                ),
+                index=load_index(self.bundle),
+                scope=scope,
+            )
+        return self.router
+
+    def answers(
+        self, split: str, frames: list[Frame], indices: list[int]
+    ) -> dict[int, ScopeAnswer]:
+        path = self.cache / f"scope-{self.engine.bundle.config.dataset}-{split}-{self.key}.jsonl"
+        cached: dict[int, ScopeAnswer] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                cached[row.pop("index")] = ScopeAnswer(**row)
+        missing = [i for i in indices if i not in cached]
+        if missing:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            router = self.start()
+            with path.open("a") as f:
+                for i in tqdm(missing, desc=f"scope {split}", unit="utt"):
+                    started = time.perf_counter()
+                    routed = asyncio.run(
+                        router.route(frames[i], force=False, threshold=0.0, remaining_s=None)
+                    )
+                    answer = ScopeAnswer(
+                        routed.out_of_scope,
+                        routed.intent,
+                        (time.perf_counter() - started) * 1000,
+                        routed.fallback_reason,
+                    )
+                    cached[i] = answer
+                    f.write(json.dumps({"index": i, **answer.__dict__}) + "\n")
+                    f.flush()
+        return {i: cached[i] for i in indices}
+
+
+def nearest(frames: list[Frame], threshold: float, share: float) -> list[int]:
+    """The `share` of utterances whose in-scope score lies closest to the threshold."""
+    distance = np.abs(np.array([f.in_scope_score for f in frames]) - threshold)
+    return sorted(np.argsort(distance)[: round(share * len(frames))].tolist())
+
+
+def routed_metrics(
+    frames: list[Frame],
+    answers: dict[int, ScopeAnswer],
+    band: float,
+    threshold: float,
+    gold: list[str],
+    oos_label: str,
+    oos_intent: str,
+) -> tuple[dict, np.ndarray]:
+    """OOS metrics of the routed system at `band`, and (N,) which utterances it routed."""
+    routed = np.array(
+        [i in answers and abs(f.in_scope_score - threshold) <= band for i, f in enumerate(frames)]
+    )
+    flags, predicted = [], []
+    for i, frame in enumerate(frames):
+        use = answers[i] if routed[i] and not answers[i].reason else None
+        flags.append(use.out_of_scope if use else frame.out_of_scope)
+        intent = use.intent if use else frame.intent
+        predicted.append(oos_label if intent == oos_intent else intent)
+    gold_oos = np.array([g == oos_label for g in gold])
+    return oos_metrics(np.array(flags), predicted, gold_oos, gold), routed
+
+
+def choose_band(
+    frames: list[Frame],
+    answers: dict[int, ScopeAnswer],
+    threshold: float,
+    gold: list[str],
+    oos_label: str,
+    oos_intent: str,
+) -> dict:
+    """On dev: every band tried, the one with the best OOS F1 routing under half the traffic,
+    and whether it beats encoder-only without costing in-scope accuracy (else the service's
+    dev choice is δ = 0, never route)."""
+    base, _ = routed_metrics(frames, {}, 0.0, threshold, gold, oos_label, oos_intent)
+    distances = sorted(abs(frames[i].in_scope_score - threshold) for i in answers)
+    tried = []
+    for band in np.quantile(distances, np.linspace(0.05, 1.0, 20)) if distances else []:
+        m, routed = routed_metrics(
+            frames, answers, float(band), threshold, gold, oos_label, oos_intent
+        )
+        tried.append({"band": float(band), "routed_fraction": pct_of(routed), **m})
+    usable = [t for t in tried if t["routed_fraction"] < 100 * MAX_ROUTED_SHARE]
+    best = max(usable, key=lambda t: t["oos_f1"] or 0.0) if usable else None
+    beats = (
+        best is not None
+        and (best["oos_f1"] or 0.0) > (base["oos_f1"] or 0.0)
+        and best["in_scope_accuracy"] >= base["in_scope_accuracy"]
+    )
+    return {"encoder_only": base, "tried": tried, "best": best, "beats_encoder_only": beats}
+
+
+def pct_of(mask: np.ndarray) -> float:
+    return round(100 * float(mask.mean()), 2) if len(mask) else 0.0
