@@ -25,6 +25,7 @@ BENCHMARK_ENTRY_POINTS = {
     "service.process",  # ServerProcess
     "service.client",  # NluClient, request
     "service.gen.nlu.v1",  # generated stubs
+    "service.extension_watch",  # load_extensions: extension intents as the server loads them
 }
 
 

@@ -21,6 +21,7 @@ def test_bundle_holds_every_file_with_checksums(tiny_bundle):
         "labels.json",
         "index/embeddings.npy",
         "index/examples.jsonl",
+        "oos/knn_embeddings.npy",  # extension intents compare against it, whatever the method
     }
     assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert config["outputs"] == ["intent_logits", "slot_logits", "embedding"]
@@ -162,6 +163,7 @@ def test_a_slim_bundle_holds_one_variant_and_verifies(tiny_bundle, tmp_path, cap
         "config.json",
         "labels.json",
         "model.int8.onnx",
+        "oos",  # the out-of-scope reference data always travels
         "tokenizer.json",
     ]
     bundle = load_bundle(out)
