@@ -117,14 +117,14 @@ def choose(
     argmax = dev.probabilities.argmax(axis=1)
     predicted = [intents[i] if in_scope[i] else label for i in argmax]
     correct = np.array([p == g for p, g in zip(predicted, dev_gold, strict=True)]) & ~dev_oos
-    keep = np.array([g != label for g in train_gold])
-    train_in = [g for g in train_gold if g != label]
+    keep = np.array([g != label and g in intents for g in train_gold])  # in scope, known
+    train_in = [g for g, k in zip(train_gold, keep, strict=True) if k]
     reports: dict[str, DetectorReport] = {}
     references: dict[str, Reference] = {}
     for name in METHODS:
         if name == "oos_class" and not trained:
             continue
-        reference = fit_reference(name, train.embeddings[keep], train_in)
+        reference = fit_reference(name, train.embeddings[keep], train_in, list(intents))
         probe = Detector(name, None, in_scope, reference)
         _, scores = probe.decide(dev.probabilities, dev.embeddings)
         threshold = (

@@ -7,7 +7,10 @@ class wins the argmax.
 
 - `oos_class`: the trained class alone (no threshold).
 - `confidence`: the calibrated probability of the best in-scope intent.
-- `knn`: cosine similarity of the sentence embedding to its nearest in-scope training utterance.
+- `knn`: cosine similarity of the sentence embedding to the nearest training utterance of the
+  encoder's best in-scope intent (class-conditional: on CLINC150 dev it scored the same as the
+  nearest utterance of any intent, and it reads ~100 rows instead of 15,000, which at batch 1
+  cost ~1.2 ms of memory traffic).
 - `mahalanobis`: minus the Mahalanobis distance to the nearest in-scope intent mean (one shared
   covariance), the standard strong baseline for embedding-based detection.
 
@@ -26,6 +29,7 @@ import numpy as np
 
 OOS_DIR = "oos"
 KNN_EMBEDDINGS = f"{OOS_DIR}/knn_embeddings.npy"
+KNN_INTENTS = f"{OOS_DIR}/knn_intents.npy"
 MAHALANOBIS_MEANS = f"{OOS_DIR}/mahalanobis_means.npy"
 MAHALANOBIS_PRECISION = f"{OOS_DIR}/mahalanobis_precision.npy"
 Method = Literal["off", "oos_class", "confidence", "knn", "mahalanobis"]
@@ -40,9 +44,17 @@ per intent."""
 class Reference:
     """What a method compares an utterance to, from in-scope training utterances only."""
 
-    knn_embeddings: np.ndarray | None = None  # (N, H) L2-normalised
+    knn_embeddings: np.ndarray | None = None  # (N, H) L2-normalised, grouped by intent
+    knn_intents: np.ndarray | None = None  # (N,) bundle intent index of each row, ascending
     means: np.ndarray | None = None  # (C, H) per-intent mean embedding
     precision: np.ndarray | None = None  # (H, H) inverse shared covariance
+
+    @cached_property
+    def knn_rows(self) -> dict[int, slice]:
+        """Bundle intent index → its rows of `knn_embeddings`."""
+        ids, starts = np.unique(self.knn_intents, return_index=True)
+        ends = [*starts[1:], len(self.knn_intents)]
+        return {int(i): slice(int(a), int(b)) for i, a, b in zip(ids, starts, ends, strict=True)}
 
     @cached_property
     def mean_terms(self) -> np.ndarray:
@@ -50,10 +62,17 @@ class Reference:
         return ((self.means @ self.precision) * self.means).sum(axis=1)
 
 
-def fit_reference(method: Method, embeddings: np.ndarray, intents: list[str]) -> Reference:
-    """The reference data of `method` from in-scope training embeddings (N, H) and intents."""
+def fit_reference(
+    method: Method, embeddings: np.ndarray, intents: list[str], labels: list[str]
+) -> Reference:
+    """The reference data of `method` from in-scope training embeddings (N, H), their intents
+    and the bundle's intent labels (the order of the probabilities)."""
     if method == "knn":
-        return Reference(knn_embeddings=embeddings.astype(np.float32))
+        ids = np.array([labels.index(i) for i in intents], dtype=np.int32)  # (N,)
+        order = np.argsort(ids, kind="stable")
+        return Reference(
+            knn_embeddings=embeddings[order].astype(np.float32), knn_intents=ids[order]
+        )
     if method == "mahalanobis":
         names = sorted(set(intents))
         ids = np.array([names.index(i) for i in intents])  # (N,)
@@ -77,8 +96,16 @@ def in_scope_scores(
     if method in ("confidence", "oos_class"):
         return probabilities[:, in_scope].max(axis=1)
     if method == "knn":
-        similarity = embeddings.astype(np.float32) @ reference.knn_embeddings.T  # (B, N)
-        return similarity.max(axis=1)
+        masked = np.where(in_scope, probabilities, -1.0)  # (B, I)
+        best = masked.argmax(axis=1)  # (B,) the best in-scope intent
+        scores = np.full(len(embeddings), -1.0)
+        for b, intent in enumerate(best):
+            rows = reference.knn_rows.get(int(intent))
+            if rows is not None:  # (n_i, H) @ (H,)
+                scores[b] = (
+                    reference.knn_embeddings[rows] @ embeddings[b].astype(np.float32)
+                ).max()
+        return scores
     if method == "mahalanobis":
         x = embeddings.astype(np.float64)  # (B, H)
         projected = x @ reference.precision  # (B, H)
@@ -122,6 +149,7 @@ def write_reference(bundle_dir: Path, reference: Reference) -> None:
     (bundle_dir / OOS_DIR).mkdir(parents=True, exist_ok=True)
     if reference.knn_embeddings is not None:
         np.save(bundle_dir / KNN_EMBEDDINGS, reference.knn_embeddings.astype(np.float16))
+        np.save(bundle_dir / KNN_INTENTS, reference.knn_intents)
     if reference.means is not None:
         np.save(bundle_dir / MAHALANOBIS_MEANS, reference.means)
         np.save(bundle_dir / MAHALANOBIS_PRECISION, reference.precision)
@@ -130,7 +158,8 @@ def write_reference(bundle_dir: Path, reference: Reference) -> None:
 def read_reference(bundle_dir: Path, method: Method) -> Reference:
     if method == "knn":
         embeddings = np.load(bundle_dir / KNN_EMBEDDINGS, allow_pickle=False)
-        return Reference(knn_embeddings=embeddings.astype(np.float32))
+        intents = np.load(bundle_dir / KNN_INTENTS, allow_pickle=False)
+        return Reference(knn_embeddings=embeddings.astype(np.float32), knn_intents=intents)
     if method == "mahalanobis":
         return Reference(
             means=np.load(bundle_dir / MAHALANOBIS_MEANS, allow_pickle=False),

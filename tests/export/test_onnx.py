@@ -22,6 +22,7 @@ def test_bundle_holds_every_file_with_checksums(tiny_bundle):
         "index/embeddings.npy",
         "index/examples.jsonl",
         "oos/knn_embeddings.npy",  # extension intents compare against it, whatever the method
+        "oos/knn_intents.npy",
     }
     assert config["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert config["outputs"] == ["intent_logits", "slot_logits", "embedding"]
