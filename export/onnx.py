@@ -369,12 +369,20 @@ def headline(metrics: dict) -> dict[str, float]:
     return {k: metrics[k] for k in HEADLINE if metrics[k] is not None}
 
 
-def choose_variants(reports: dict[str, CandidateReport], max_int8_drop: float) -> dict[str, str]:
+def choose_variants(
+    reports: dict[str, CandidateReport],
+    max_int8_drop: float,
+    pinned: dict[str, str] | None = None,
+) -> dict[str, str]:
     """The fastest fp32 graph, and the fastest int8 graph within `max_int8_drop` points of it on
     every headline metric (graphs within SAME_SPEED of the fastest count as equally fast, and
     the smallest drop wins among them, so timing noise does not pick the graph); no int8
-    variant (a warning naming the drops) when none is. int8 reports gain their drops."""
-    fp32 = min(("plain", "optimized"), key=lambda n: reports[n].batch1_p50_ms)
+    variant (a warning naming the drops) when none is. int8 reports gain their drops.
+
+    `pinned` names the graph of a variant outright (a reproducible bundle: on a loaded machine
+    timings can differ by more than SAME_SPEED); a pinned int8 graph must still pass the gate."""
+    pinned = pinned or {}
+    fp32 = pinned.get("fp32") or min(("plain", "optimized"), key=lambda n: reports[n].batch1_p50_ms)
     int8 = [n for n in reports if is_int8(n)]
     for name in int8:
         drops = {k: round(v - reports[name].test[k], 2) for k, v in reports[fp32].test.items()}
@@ -387,6 +395,12 @@ def choose_variants(reports: dict[str, CandidateReport], max_int8_drop: float) -
             ", ".join(f"{n}: {reports[n].drop_vs_fp32}" for n in int8),
         )
         return {"fp32": fp32}
+    if "int8" in pinned:
+        if pinned["int8"] not in passing:
+            raise ValueError(
+                f"pinned int8 graph {pinned['int8']!r} is not among the passing {passing}"
+            )
+        return {"fp32": fp32, "int8": pinned["int8"]}
     fastest = min(reports[n].batch1_p50_ms for n in passing)
     about_as_fast = [n for n in passing if reports[n].batch1_p50_ms <= SAME_SPEED * fastest]
     return {
@@ -443,9 +457,11 @@ def build_bundle(
     max_int8_drop: float = MAX_INT8_DROP,
     limit_eval: int | None = None,
     oos: dict | None = None,
+    pinned: dict[str, str] | None = None,
 ) -> BundleConfig:
     """Export, check parity, pick the fastest passing graphs, choose the out-of-scope detector
-    (`oos`: keyword arguments of `build_out_of_scope`), write and checksum the bundle.
+    (`oos`: keyword arguments of `build_out_of_scope`), write and checksum the bundle;
+    `pinned` fixes a variant's graph (`choose_variants`).
 
     `limit_eval` scores only the first N dev/test utterances (smoke runs, never a real bundle).
     """
@@ -457,7 +473,7 @@ def build_bundle(
     work.mkdir(parents=True)
     candidates, fused = export_candidates(artifacts, work, names)
     reports, torch_metrics = evaluate_candidates(artifacts, candidates, splits, names)
-    choice = choose_variants(reports, max_int8_drop)
+    choice = choose_variants(reports, max_int8_drop, pinned)
     if "int8" not in choice:
         mixed = int8_keeping_sensitive_layers(
             artifacts, candidates["optimized"], work, splits, names, max_int8_drop
@@ -466,7 +482,7 @@ def build_bundle(
             name, path = mixed
             candidates[name] = path
             reports[name] = evaluate_candidate(artifacts, name, path, splits, names, None)
-            choice = choose_variants(reports, max_int8_drop)
+            choice = choose_variants(reports, max_int8_drop, pinned)
     if "int8" not in choice:
         log.warning("no int8 recipe passed the gate: the bundle serves fp32")
     for variant, graph in choice.items():
