@@ -143,7 +143,7 @@ def chart(report: dict) -> Figure:
         width = 0.8 / len(shown)
         x = np.arange(len(METRICS))
         for j, s in enumerate(shown):
-            values = [entry[s][m] for m in METRICS]
+            values = [np.nan if entry[s][m] is None else entry[s][m] for m in METRICS]  # no slots
             bars = ax.bar(x + (j - (len(shown) - 1) / 2) * width, values, width, label=s)
             ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
         ax.set_xticks(x, ["intent acc", "slot F1", "sentence acc"])

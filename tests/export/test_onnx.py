@@ -199,7 +199,7 @@ def test_int8_graphs_about_as_fast_are_ranked_by_their_drop_not_by_timing_noise(
     assert choose_variants(reports, 0.3) == {"fp32": "optimized", "int8": "optimized.int8pc"}
     pinned = {"fp32": "plain", "int8": "plain.int8"}
     assert choose_variants(reports, 0.3, pinned) == pinned
-    with pytest.raises(ValueError, match="pinned int8 graph 'plain.int8'"):
+    with pytest.raises(ValueError, match=r"pinned int8 graph 'plain\.int8'"):
         choose_variants(reports, 0.1, {"int8": "plain.int8"})  # loses 0.2: fails this gate
     reports["optimized.int8pc"] = report(1.2, 95.0)  # now clearly slower
     assert choose_variants(reports, 0.3)["int8"] == "plain.int8"
