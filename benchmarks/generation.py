@@ -166,15 +166,19 @@ def open_engine(bundle_dir: Path) -> Engine:
 def encoder_answers(
     engine: Engine, examples: list[Example]
 ) -> tuple[list[EncoderAnswer], list[Frame]]:
-    """Batch-1 answers, timed (tokenise + ONNX + decode), and the frames the router needs."""
+    """Batch-1 answers, timed (tokenise + ONNX + decode), and the frames the router needs. An
+    out-of-scope answer is scored as the dataset's out-of-scope label (CLINC150's `oos`)."""
     engine.warm_up(3, 1)
+    record = engine.bundle.config.out_of_scope
+    oos_label = record.trained_label if record is not None else None
     answers, frames = [], []
     for ex in tqdm(examples, desc="encoder", unit="utt", leave=False):
         started = time.perf_counter()
         frame = engine.parse([ex.text])[0]
         ms = (time.perf_counter() - started) * 1000
         frames.append(frame)
-        answers.append(EncoderAnswer(frame.intent, frame.word_tags, frame.confidence, ms))
+        intent = oos_label if frame.out_of_scope and oos_label else frame.intent
+        answers.append(EncoderAnswer(intent, frame.word_tags, frame.confidence, ms))
     return answers, frames
 
 
