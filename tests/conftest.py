@@ -151,7 +151,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> P
     from export.onnx import build_bundle
 
     out = tmp_path_factory.mktemp("bundle")
-    pinned = {"fp32": "optimized", "int8": "optimized.int8"}
+    pinned = {"fp32": "optimized", "int8": "optimized.int8pc"}
     build_bundle(tiny_model, out, max_int8_drop=100.0, pinned=pinned)
     return out
 
