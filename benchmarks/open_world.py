@@ -186,7 +186,8 @@ class OpenWorldSuite(BundleSuite):
             or PROJECT_ROOT / "bundles" / f"{Path(args.data).name}-holdout{args.held_out}",
             {"epochs": args.holdout_epochs, "encoder": args.encoder, "threads": args.threads},
         )
-        runtime = measure(source, holdout_bundle, held_out, args.oos_label, out_dir / "work")
+        work = out_dir / "work" if args.quick else PROJECT_ROOT / "build" / "open-world"
+        runtime = measure(source, holdout_bundle, held_out, args.oos_label, work)
         result = {
             "meta": meta,
             config.dataset: {
