@@ -101,6 +101,7 @@ class Engine:
             if open_world.extension_similarity_threshold is not None
             else (knn.threshold if knn is not None else None)
         )
+        self.extension_margin = open_world.extension_margin
         self.extensions: ExtensionSet | None = None  # swapped whole by `service.extension_watch`
         self.knn_reference: Reference | None = None  # loaded with the first extension set
         self.intent_names = [  # as answered: a trained out-of-scope class under the set name
@@ -229,7 +230,8 @@ class Engine:
         self, extensions: ExtensionSet | None, probs: np.ndarray, embedding: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(B,) answered by an extension intent: its nearest example is at least the threshold
-        and as close as any training utterance; (B,) that similarity; (B,) the intent index."""
+        and as close as the nearest training utterance of the best intent (plus the margin);
+        (B,) that similarity; (B,) the intent index."""
         batch = len(embedding)
         if extensions is None or not extensions.intents:
             return np.zeros(batch, bool), np.zeros(batch), np.zeros(batch, int)
@@ -237,7 +239,9 @@ class Engine:
         trained = in_scope_scores(
             "knn", self.knn_reference, probs, embedding, self.detector.in_scope
         )  # (B,)
-        chosen = (similarity >= self.extension_threshold) & (similarity >= trained)
+        chosen = (similarity >= self.extension_threshold) & (
+            similarity >= trained + self.extension_margin
+        )
         return chosen, similarity, owner
 
     def build_extensions(self, source: Path, text: str) -> ExtensionSet:

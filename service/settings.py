@@ -242,6 +242,14 @@ class OpenWorldSettings(Group):
         "3-10 examples; `python -m service.extensions validate FILE`); re-read when it changes, "
         "a broken version is refused and the previous set stays live",
     )
+    extension_margin: float = Field(
+        0.0,
+        ge=-1.0,
+        le=1.0,
+        description="an extension intent answers when its nearest example is at least as "
+        "similar as the nearest training utterance of the encoder's best intent plus this "
+        "(negative: it may be slightly less similar; the open-world suite chooses it on dev)",
+    )
     extension_poll_s: float = Field(
         2.0, gt=0.0, description="how often the extension file is checked for changes"
     )

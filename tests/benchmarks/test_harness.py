@@ -174,3 +174,5 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     labels = json.loads((tmp_path / "holdout-bundle" / "labels.json").read_text())
     assert not set(runtime["held_out"]) & set(labels["intents"])  # never trained on
     assert "name: " + runtime["held_out"][0] in runtime["extension_file"]
+    assert runtime["with_defaults"]["extension_margin"] == 0.0
+    assert len(runtime["dev_tried"]) == 16 and "extension_margin" in runtime

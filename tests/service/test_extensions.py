@@ -7,7 +7,7 @@ import pytest
 
 from service.extensions import ExtensionError, main, parse_extensions
 from service.runtime import Engine
-from service.settings import EngineSettings
+from service.settings import EngineSettings, OpenWorldSettings
 
 GOOD = """\
 intents:
@@ -100,3 +100,13 @@ def test_engine_answers_close_utterances_with_the_extension(tiny_clinc_bundle):
         assert frame.confidence == pytest.approx(1.0, abs=1e-3)
     engine.extensions = None
     assert not any(f.extension for f in engine.parse(examples))
+
+
+def test_a_negative_margin_lets_extensions_win_when_less_similar(tiny_clinc_bundle):
+    settings = OpenWorldSettings(extension_similarity_threshold=-1.0, extension_margin=-2.0)
+    engine = Engine(
+        tiny_clinc_bundle, settings=EngineSettings(intra_op_threads=1), open_world=settings
+    )
+    engine.extensions = engine.build_extensions(Path("ext.yaml"), GOOD)
+    frames = engine.parse(["what is the weather in paris", "set an alarm for six"])
+    assert all(f.extension and f.intent == "book_spa" for f in frames)
