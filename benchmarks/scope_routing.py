@@ -111,7 +111,8 @@ class ScopeRunner:
         if path.is_file():
             for line in path.read_text().splitlines():
                 row = json.loads(line)
-                cached[row.pop("index")] = ScopeAnswer(**row)
+                index = row.pop("index")
+                cached[index] = ScopeAnswer(**row)
         missing = [i for i in indices if i not in cached]
         if missing:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -244,8 +244,8 @@ class OpenWorldSettings(Group):
     )
     extension_margin: float = Field(
         0.0,
-        ge=-1.0,
-        le=1.0,
+        ge=-2.0,
+        le=2.0,  # a difference of two cosine similarities
         description="an extension intent answers when its nearest example is at least as "
         "similar as the nearest training utterance of the encoder's best intent plus this "
         "(negative: it may be slightly less similar; the open-world suite chooses it on dev)",

@@ -176,3 +176,6 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     assert "name: " + runtime["held_out"][0] in runtime["extension_file"]
     assert runtime["with_defaults"]["extension_margin"] == 0.0
     assert len(runtime["dev_tried"]) == 16 and "extension_margin" in runtime
+    assert main([*args, "--data", str(small_clinc), *holdout]) == 0  # again, from the caches
+    again = json.loads((tmp_path / "open_world.json").read_text())[dataset]
+    assert again["oos"][-1]["oos_f1"] == routed["oos_f1"]
