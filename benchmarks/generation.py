@@ -15,6 +15,7 @@ import hashlib
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -182,6 +183,28 @@ def encoder_answers(
     return answers, frames
 
 
+def cached_rows(
+    path: Path, indices: list[int], compute: Callable[[int], dict], desc: str
+) -> dict[int, dict]:
+    """The rows of `indices` from a JSON-lines cache keyed by utterance index; missing ones are
+    computed and appended one by one, so an interrupted run keeps what it paid for."""
+    cached: dict[int, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            index = row.pop("index")
+            cached[index] = row
+    missing = [i for i in indices if i not in cached]
+    if missing:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            for i in tqdm(missing, desc=desc, unit="utt"):
+                cached[i] = compute(i)
+                f.write(json.dumps({"index": i, **cached[i]}) + "\n")
+                f.flush()
+    return {i: cached[i] for i in indices}
+
+
 class GeneratorRunner:
     """Answers of one variant on one dataset, computed on demand and cached per utterance."""
 
@@ -236,25 +259,13 @@ class GeneratorRunner:
     def answers(
         self, split: str, examples: list[Example], frames: list[Frame], indices: list[int]
     ) -> dict[int, GeneratorAnswer]:
-        path = self.cache_path(split)
-        cached: dict[int, GeneratorAnswer] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                row = json.loads(line)
-                index = row.pop("index")
-                cached[index] = GeneratorAnswer(**row)
-        missing = [i for i in indices if i not in cached]
-        if missing:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            router = self.start()
-            desc = f"{self.variant.name} {self.dataset}/{split}"
-            with path.open("a") as f:
-                for i in tqdm(missing, desc=desc, unit="utt"):
-                    answer = asyncio.run(self.one(router, examples[i], frames[i]))
-                    cached[i] = answer
-                    f.write(json.dumps({"index": i, **asdict(answer)}) + "\n")
-                    f.flush()
-        return {i: cached[i] for i in indices}
+        rows = cached_rows(
+            self.cache_path(split),
+            indices,
+            lambda i: asdict(asyncio.run(self.one(self.start(), examples[i], frames[i]))),
+            f"{self.variant.name} {self.dataset}/{split}",
+        )
+        return {i: GeneratorAnswer(**row) for i, row in rows.items()}
 
     @staticmethod
     async def one(router: Router, ex: Example, frame: Frame) -> GeneratorAnswer:

@@ -17,13 +17,13 @@ import asyncio
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.generation import GENERATOR_TIMEOUT_S
+from benchmarks.generation import GENERATOR_TIMEOUT_S, cached_rows
 from export.out_of_scope import oos_metrics
 from service.contract.retrieval import load_index
 from service.contract.types import Frame
@@ -107,32 +107,16 @@ class ScopeRunner:
         self, split: str, frames: list[Frame], indices: list[int]
     ) -> dict[int, ScopeAnswer]:
         path = self.cache / f"scope-{self.engine.bundle.config.dataset}-{split}-{self.key}.jsonl"
-        cached: dict[int, ScopeAnswer] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                row = json.loads(line)
-                index = row.pop("index")
-                cached[index] = ScopeAnswer(**row)
-        missing = [i for i in indices if i not in cached]
-        if missing:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            router = self.start()
-            with path.open("a") as f:
-                for i in tqdm(missing, desc=f"scope {split}", unit="utt"):
-                    started = time.perf_counter()
-                    routed = asyncio.run(
-                        router.route(frames[i], force=False, threshold=0.0, remaining_s=None)
-                    )
-                    answer = ScopeAnswer(
-                        routed.out_of_scope,
-                        routed.intent,
-                        (time.perf_counter() - started) * 1000,
-                        routed.fallback_reason,
-                    )
-                    cached[i] = answer
-                    f.write(json.dumps({"index": i, **answer.__dict__}) + "\n")
-                    f.flush()
-        return {i: cached[i] for i in indices}
+        rows = cached_rows(path, indices, lambda i: asdict(self.one(frames[i])), f"scope {split}")
+        return {i: ScopeAnswer(**row) for i, row in rows.items()}
+
+    def one(self, frame: Frame) -> ScopeAnswer:
+        started = time.perf_counter()
+        routed = asyncio.run(
+            self.start().route(frame, force=False, threshold=0.0, remaining_s=None)
+        )
+        ms = (time.perf_counter() - started) * 1000
+        return ScopeAnswer(routed.out_of_scope, routed.intent, ms, routed.fallback_reason)
 
 
 def nearest(frames: list[Frame], threshold: float, share: float) -> list[int]:

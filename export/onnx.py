@@ -40,7 +40,7 @@ from export.data import Example, read_dataset, slot_values
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import Outputs, run_model, score
 from export.model import JointModel, mean_pool
-from export.out_of_scope import DEFAULT_BUDGET, DEFAULT_LABEL, build_out_of_scope
+from export.out_of_scope import DEFAULT_BUDGET, DEFAULT_LABEL, build_out_of_scope, graph_outputs
 from export.quantization import layer_groups, quantize, rank_layers
 from service.contract.bundle import (
     FP32_MODEL,
@@ -175,22 +175,6 @@ def run_onnx(
         ]
     crf = artifacts.model.crf.numpy_params() if artifacts.model.crf is not None else None
     return Outputs(np.concatenate(intent_rows), word_rows, crf)
-
-
-def embed(
-    sess: ort.InferenceSession,
-    artifacts: Artifacts,
-    examples: Sequence[Example],
-    names: list[str],
-    batch_size: int = 64,
-) -> np.ndarray:
-    """Sentence embeddings (N, H) from the graph's `embedding` output."""
-    rows = []
-    for i in range(0, len(examples), batch_size):
-        enc = encode_words(artifacts.tokenizer, [ex.words for ex in examples[i : i + batch_size]])
-        (embedding,) = sess.run(["embedding"], onnx_feeds(enc, names))
-        rows.append(embedding)
-    return np.concatenate(rows)
 
 
 def retrieval_example(ex: Example) -> IndexEntry:
@@ -492,7 +476,7 @@ def build_bundle(
     write_labels(out, artifacts.labels, crf.numpy_params() if crf is not None else None)
     write_index(
         out,
-        embed(session(out / FP32_MODEL), artifacts, splits.train, names),
+        graph_outputs(session(out / FP32_MODEL), artifacts, splits.train, names, 64).embeddings,
         [retrieval_example(ex) for ex in splits.train],
     )
     shutil.rmtree(work)

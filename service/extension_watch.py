@@ -41,7 +41,7 @@ def load_extensions(engine: Engine, path: Path) -> str:
             "intents": [i.name for i in extensions.intents],
         },
     )
-    return hashlib.sha256(data).hexdigest()
+    return extensions.sha256
 
 
 async def watch_extensions(engine: Engine, path: Path, poll_s: float, seen: str) -> None:

@@ -103,7 +103,10 @@ class Engine:
         )
         self.extension_margin = open_world.extension_margin
         self.extensions: ExtensionSet | None = None  # swapped whole by `service.extension_watch`
-        self.knn_reference: Reference | None = None  # loaded with the first extension set
+        # the extension rule's training-side similarity; the kNN detector already holds it
+        self.knn_reference: Reference | None = (
+            self.detector.reference if self.detector.method == "knn" else None
+        )
         self.intent_names = [  # as answered: a trained out-of-scope class under the set name
             i if kept else self.oos_intent
             for i, kept in zip(self.bundle.labels.intents, self.detector.in_scope, strict=True)

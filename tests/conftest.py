@@ -75,15 +75,19 @@ def tiny_model(
     tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path, small_atis: Path
 ) -> Path:
     """A tiny joint model trained for two epochs on `small_atis`."""
+    return train_tiny(small_atis, tmp_path_factory.mktemp("model"), tiny_encoder, epochs=2)
+
+
+def train_tiny(data: Path, out: Path, encoder: Path, epochs: int) -> Path:
+    """Train the tiny encoder on `data` (one thread, small batches, a high learning rate)."""
     from export.train import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("model")
     train(
         TrainConfig(
-            data=str(small_atis),
+            data=str(data),
             out=str(out),
-            encoder=str(tiny_encoder),
-            epochs=2,
+            encoder=str(encoder),
+            epochs=epochs,
             batch_size=16,
             lr=1e-3,
             threads=1,
@@ -115,21 +119,7 @@ def tiny_clinc_model(
     tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path, small_clinc: Path
 ) -> Path:
     """A tiny model trained on `small_clinc`."""
-    from export.train import TrainConfig, train
-
-    model = tmp_path_factory.mktemp("clinc-model")
-    train(
-        TrainConfig(
-            data=str(small_clinc),
-            out=str(model),
-            encoder=str(tiny_encoder),
-            epochs=10,
-            batch_size=16,
-            lr=1e-3,
-            threads=1,
-        )
-    )
-    return model
+    return train_tiny(small_clinc, tmp_path_factory.mktemp("clinc-model"), tiny_encoder, epochs=10)
 
 
 @pytest.fixture(scope="session")
