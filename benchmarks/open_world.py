@@ -29,6 +29,8 @@ from benchmarks.measure import latency_stats
 from benchmarks.meta import run_meta
 from benchmarks.runtime_intents import HELD_OUT, ensure_bundle, held_out_intents, measure
 from benchmarks.scope_routing import (
+    SCOPE_GENERATORS,
+    ScopeGenerator,
     ScopeRunner,
     choose_band,
     encoder_pass,
@@ -114,7 +116,16 @@ class OpenWorldSuite(BundleSuite):
             default=0.15,
             help="share of each split nearest the threshold the generator answers (cached)",
         )
-        parser.add_argument("--lm", default="", help="generator model (default: packaged SmolLM2)")
+        parser.add_argument(
+            "--scope-generators",
+            nargs="+",
+            default=list(SCOPE_GENERATORS),
+            choices=SCOPE_GENERATORS,
+            help="generators deciding scope near the threshold (one routed row each)",
+        )
+        parser.add_argument(
+            "--lm", default="", help="model of the few-shot scope generator (default: SmolLM2)"
+        )
         parser.add_argument("--held-out", type=int, default=HELD_OUT, help="intents held out")
         parser.add_argument(
             "--holdout-bundle",
@@ -175,8 +186,15 @@ class OpenWorldSuite(BundleSuite):
             )
             if dev.threshold is not None:
                 curves[method] = curve(detector, test, predicted, gold_oos, gold)
-        if engine.bundle.config.out_of_scope and engine.bundle.config.out_of_scope.threshold:
-            rows.append(self.routed_row(args, bundle_dir, splits, out_dir, shipped))
+        skipped = []
+        if config.out_of_scope and config.out_of_scope.threshold:
+            for name in args.scope_generators:
+                generator = SCOPE_GENERATORS[name]
+                reason = generator.missing(config.dataset)
+                if reason:
+                    skipped.append({"generator": name, "reason": reason})
+                    continue
+                rows.append(self.routed_row(args, bundle_dir, splits, out_dir, shipped, generator))
         source = resolve_dataset(args.data)
         held_out = held_out_intents(source, args.oos_label, args.held_out)
         holdout_bundle = ensure_bundle(
@@ -208,6 +226,7 @@ class OpenWorldSuite(BundleSuite):
                 "test_sizes": {"in_scope": int((~gold_oos).sum()), "oos": int(gold_oos.sum())},
                 "latency_sample": len(sample),
                 "targets": TARGET,
+                "skipped_generators": skipped,
             },
         }
         write_json(out_dir / "open_world.json", result)
@@ -224,8 +243,9 @@ class OpenWorldSuite(BundleSuite):
         splits: dict[str, list[Example]],
         out_dir: Path,
         shipped: str,
+        generator: ScopeGenerator,
     ) -> dict:
-        """The shipped detector with the generator deciding scope near its threshold."""
+        """The shipped detector with `generator` deciding scope near its threshold."""
         engine = Engine(bundle_dir, settings=EngineSettings(intra_op_threads=1))
         threshold = engine.detector.threshold
         share = 0.3 if args.quick else args.max_routed
@@ -235,7 +255,8 @@ class OpenWorldSuite(BundleSuite):
         for split in ("dev", "test"):
             frames[split], encoder_ms[split] = encoder_pass(engine, texts[split])
         cache = out_dir / "generator-cache" if args.quick else CACHE_DIR
-        runner = ScopeRunner(engine, bundle_dir, args.lm, cache)
+        lm = generator.model_path(engine.bundle.config.dataset) or args.lm
+        runner = ScopeRunner(engine, bundle_dir, generator, lm, cache)
         dev_answers = runner.answers("dev", frames["dev"], nearest(frames["dev"], threshold, share))
         choice = choose_band(
             frames["dev"], dev_answers, threshold, gold["dev"], args.oos_label, engine.oos_intent
@@ -260,7 +281,7 @@ class OpenWorldSuite(BundleSuite):
         ]
         latency = latency_stats(np.array(total_ms) / 1000, 1)
         return {
-            "method": f"{shipped} + generator (few-shot SmolLM2 scorer, candidates or none)",
+            "method": f"{shipped} + generator ({generator.label})",
             "threshold": threshold,
             **metrics,
             "p50_ms": latency["p50_ms"],
@@ -332,6 +353,8 @@ class OpenWorldSuite(BundleSuite):
                     f"{pct_text(r['oos_f1'])} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                     f"{r['routed_fraction']:.1f} % | {'yes' if r['default'] else ''} |"
                 )
+            for s in report.get("skipped_generators", []):
+                lines.append(f"\nNot measured: {s['generator']} scope generator: {s['reason']}.")
             runtime = report["runtime_intents"]
             lines += [
                 "",

@@ -1,14 +1,15 @@
 """The routed half of the `open-world` suite: the generator decides in or out of scope for the
 utterances nearest the detector's threshold (`service.router.ScopeRouting`).
 
-The generator (few-shot SmolLM2 scorer: the encoder's top in-scope intents or "none") answers,
-per split, the `max_routed` fraction of utterances whose in-scope score lies closest to the
-threshold, through the service's own Router; answers are cached like the other generator suites'
-(artifacts/generator-cache/, keyed by bundle, model, detector and prompt). A band δ then routes
-the utterances within δ of the threshold: δ is chosen on dev as the one with the best OOS F1
-that costs no dev in-scope accuracy and routes under half the traffic (so p50 stays the
-encoder's); none beating encoder-only on dev means δ = 0 (never route). Test reports that δ with
-per-utterance latency: the encoder's (batch 1) plus the generator's when routed.
+Each scope generator (`SCOPE_GENERATORS`: the few-shot SmolLM2 scorer, or SmolLM2 fine-tuned by
+`python -m export.train_generator --task scope`; both score the encoder's top in-scope intents and
+"none") answers, per split, the `max_routed` fraction of utterances whose in-scope score lies
+closest to the threshold, through the service's own Router; answers are cached like the other
+generator suites' (artifacts/generator-cache/, keyed by bundle, model, detector and prompt). A
+band δ then routes the utterances within δ of the threshold: δ is chosen on dev as the one with
+the best OOS F1 that costs no dev in-scope accuracy and routes under half the traffic (so p50
+stays the encoder's); none beating encoder-only on dev means δ = 0 (never route). Test reports
+that δ with per-utterance latency: the encoder's (batch 1) plus the generator's when routed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from tqdm import tqdm
 
 from benchmarks.generation import GENERATOR_TIMEOUT_S, cached_rows
 from export.out_of_scope import oos_metrics
+from export.train_generator import TRAINING_RECORD
+from service.contract.paths import PROJECT_ROOT
 from service.contract.retrieval import load_index
 from service.contract.types import Frame
 from service.generators.registry import BACKENDS
@@ -32,9 +35,51 @@ from service.router import Router, ScopeRouting
 from service.runtime import Engine
 from service.settings import GeneratorSettings, RoutingSettings
 
-RETRIEVAL_K = 4
 CANDIDATES = 3
 MAX_ROUTED_SHARE = 0.5  # beyond this the median request waits for the generator
+
+
+@dataclass(frozen=True)
+class ScopeGenerator:
+    name: str
+    label: str
+    model: str  # "" = packaged SmolLM2; may contain {dataset}; relative to the project root
+    examples_k: int  # retrieved training examples in the prompt (0: the fine-tuned prompt)
+
+    def model_path(self, dataset: str) -> str:
+        path = self.model.format(dataset=dataset)
+        return str(PROJECT_ROOT / path) if path else ""
+
+    def missing(self, dataset: str) -> str | None:
+        """Why this generator cannot run for `dataset`, or None."""
+        path = self.model_path(dataset)
+        if path and not (Path(path) / TRAINING_RECORD).is_file():
+            train = "python -m export.train_generator --task scope"
+            return f"{path} does not exist ({train} --data {dataset} --out {path})"
+        return None
+
+
+SCOPE_GENERATORS = {
+    g.name: g
+    for g in (
+        ScopeGenerator("few_shot", "few-shot SmolLM2 scorer, candidates or none", "", 4),
+        ScopeGenerator(
+            "fine_tuned",
+            "fine-tuned SmolLM2 scorer, candidates or none",
+            "artifacts/generator-scope-{dataset}",
+            0,
+        ),
+    )
+}
+
+
+def model_id(path: str) -> str:
+    """What identifies a generator in a cache key: its path and, for a trained checkpoint, when
+    it was trained (a retrained one gets a new key)."""
+    record = Path(path) / TRAINING_RECORD if path else None
+    if record is None or not record.is_file():
+        return path
+    return f"{path}@{json.loads(record.read_text())['created_at']}"
 
 
 @dataclass(frozen=True)
@@ -59,16 +104,18 @@ def encoder_pass(engine: Engine, texts: list[str]) -> tuple[list[Frame], list[fl
 class ScopeRunner:
     """Generator scope decisions for one bundle, computed on demand, cached per utterance."""
 
-    def __init__(self, engine: Engine, bundle: Path, lm: str, cache: Path) -> None:
-        self.engine, self.bundle, self.lm = engine, bundle, lm
+    def __init__(
+        self, engine: Engine, bundle: Path, generator: ScopeGenerator, lm: str, cache: Path
+    ) -> None:
+        self.engine, self.bundle, self.generator, self.lm = engine, bundle, generator, lm
         detector = engine.detector
         key = json.dumps(
             [
                 engine.bundle.config_sha256,
-                lm,
+                model_id(lm),
                 detector.method,
                 detector.threshold,
-                RETRIEVAL_K,
+                generator.examples_k,
                 CANDIDATES,
                 "scope-v1",
             ]
@@ -95,10 +142,10 @@ class ScopeRunner:
                 labels=self.engine.bundle.labels,
                 routing=RoutingSettings(
                     generator_timeout_s=GENERATOR_TIMEOUT_S,
-                    retrieval_k=RETRIEVAL_K,
+                    retrieval_k=self.generator.examples_k,
                     score_candidates=CANDIDATES,
                 ),
-                index=load_index(self.bundle),
+                index=load_index(self.bundle) if self.generator.examples_k else None,
                 scope=scope,
             )
         return self.router
@@ -106,8 +153,13 @@ class ScopeRunner:
     def answers(
         self, split: str, frames: list[Frame], indices: list[int]
     ) -> dict[int, ScopeAnswer]:
-        path = self.cache / f"scope-{self.engine.bundle.config.dataset}-{split}-{self.key}.jsonl"
-        rows = cached_rows(path, indices, lambda i: asdict(self.one(frames[i])), f"scope {split}")
+        name = f"scope-{self.engine.bundle.config.dataset}-{split}-{self.key}.jsonl"
+        rows = cached_rows(
+            self.cache / name,
+            indices,
+            lambda i: asdict(self.one(frames[i])),
+            f"scope {self.generator.name} {split}",
+        )
         return {i: ScopeAnswer(**row) for i, row in rows.items()}
 
     def one(self, frame: Frame) -> ScopeAnswer:

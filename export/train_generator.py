@@ -10,6 +10,14 @@ covers the answer tokens only. The result is a normal checkpoint: serve it with
 OpenAI-compatible server. A batch of 16 chats (~130 tokens each) costs 12-18 s on one CPU thread
 here (bf16 autocast), so the default trains one epoch on a seeded sample of --max-examples
 utterances (13-19 min); `--max-examples 0` uses all.
+
+    python -m export.train_generator --task scope --data clinc150 --bundle bundles/clinc150 \
+        --out artifacts/generator-scope-clinc150
+
+`--task scope` trains the out-of-scope decision instead (`export.scope_chats`): the encoder's
+candidate intents in, one of them or "none" out. It keeps every utterance of the bundle's trained
+out-of-scope label (the scarce class) beside --max-examples in-scope ones. Serve it with
+`--generator-prompt plain` and `NLU_OUT_OF_SCOPE_ROUTE_BAND` > 0.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import torch
 from tqdm import tqdm
@@ -31,18 +40,31 @@ from tqdm import tqdm
 from export.data import Example, read_dataset, slot_values
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.lm_checkpoint import load_lm, save_checkpoint
-from service.contract.prompt import answer_json, build_plain_messages
+from export.scope_chats import scope_chats
+from service.contract.bundle import load_bundle
+from service.contract.prompt import (
+    NONE,
+    Messages,
+    answer_json,
+    build_plain_messages,
+    build_scope_messages,
+)
 from service.contract.text import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 TRAINING_RECORD = "nlu_generator.json"
 BUCKET_BATCHES = 8
+Task = Literal["frame", "scope"]
 
 
 @dataclass
 class GeneratorTrainConfig:
     data: str
     out: str
+    task: Task = "frame"
+    bundle: str = ""  # scope: the bundle whose encoder proposes the candidates
+    candidates: int = 3  # scope: as the router's score_candidates
+    none_share: float = 0.1  # scope: in-scope chats whose right intent is not a candidate
     model: str = ""  # empty: packaged SmolLM2-135M-Instruct GGUF
     max_examples: int = 1000
     epochs: int = 1
@@ -53,10 +75,9 @@ class GeneratorTrainConfig:
     seed: int = 13
 
 
-def chat_tokens(tokenizer, ex: Example) -> tuple[list[int], list[int]]:
+def chat_tokens(tokenizer, prompt: Messages, answer: str) -> tuple[list[int], list[int]]:
     """(input ids, labels) of one training chat; labels mask everything but the answer."""
-    prompt = build_plain_messages(ex.text)
-    full = [*prompt, {"role": "assistant", "content": answer_json(ex.intent, slot_values(ex))}]
+    full = [*prompt, {"role": "assistant", "content": answer}]
     prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True)
     full_ids = tokenizer.apply_chat_template(full, tokenize=True)
     prompt_ids = getattr(prompt_ids, "input_ids", prompt_ids)
@@ -107,6 +128,32 @@ def answer_loss(lm, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
+def frame_chats(train: list[Example], max_examples: int) -> list[tuple[Messages, str]]:
+    """The plain prompt and the utterance's JSON frame."""
+    return [
+        (build_plain_messages(ex.text), answer_json(ex.intent, slot_values(ex)))
+        for ex in train[: max_examples or None]
+    ]
+
+
+def decision_chats(
+    train: list[Example], cfg: GeneratorTrainConfig, rng: random.Random
+) -> list[tuple[Messages, str]]:
+    """The scope prompt (candidates + "none", no examples) and the chosen candidate."""
+    if not cfg.bundle:
+        raise ValueError("--task scope needs --bundle (its encoder proposes the candidates)")
+    record = load_bundle(Path(cfg.bundle)).config.out_of_scope
+    label = record.trained_label if record is not None else None
+    in_scope = [ex for ex in train if ex.intent != label]
+    chosen = [ex for ex in train if ex.intent == label] + in_scope[: cfg.max_examples or None]
+    rng.shuffle(chosen)
+    chats = scope_chats(chosen, Path(cfg.bundle), cfg.candidates, cfg.none_share, rng)
+    return [
+        (build_scope_messages(c.text, c.candidates, [], None), answer_json(c.answer, []))
+        for c in chats
+    ]
+
+
 def train_generator(cfg: GeneratorTrainConfig) -> dict:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -115,10 +162,13 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     rng = random.Random(cfg.seed)
     train = list(dataset.splits["train"])
     rng.shuffle(train)
-    if cfg.max_examples:
-        train = train[: cfg.max_examples]
+    chats = (
+        decision_chats(train, cfg, rng)
+        if cfg.task == "scope"
+        else frame_chats(train, cfg.max_examples)
+    )
     lm, tokenizer = load_lm(cfg.model)
-    items = [chat_tokens(tokenizer, ex) for ex in train]
+    items = [chat_tokens(tokenizer, prompt, answer) for prompt, answer in chats]
     steps = cfg.epochs * math.ceil(len(items) / cfg.batch_size)
     optimizer = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -156,6 +206,11 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
         "last_loss": losses[-1],
         "losses": losses,
         "prompt": "plain",
+        "task": cfg.task,
+        "answers": {
+            "none": sum(1 for _, a in chats if json.loads(a)["intent"] == NONE),
+            "intent": sum(1 for _, a in chats if json.loads(a)["intent"] != NONE),
+        },
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
@@ -168,6 +223,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", required=True, help="dataset name or folder")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--task", choices=["frame", "scope"], default=defaults.task)
+    p.add_argument("--bundle", default=defaults.bundle, help="scope: candidates' bundle")
+    p.add_argument("--candidates", type=int, default=defaults.candidates)
+    p.add_argument("--none-share", type=float, default=defaults.none_share)
     p.add_argument("--model", default=defaults.model, help="base LM (default: packaged SmolLM2)")
     p.add_argument("--max-examples", type=int, default=defaults.max_examples)
     p.add_argument("--epochs", type=int, default=defaults.epochs)

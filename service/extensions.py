@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from service.contract.types import ExtensionIntent
+
 MIN_EXAMPLES, MAX_EXAMPLES = 3, 10
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 MAX_EXAMPLE_CHARS = 1000
@@ -43,13 +45,6 @@ class ExtensionError(ValueError):
 
 
 @dataclass(frozen=True)
-class ExtensionIntent:
-    name: str
-    description: str
-    examples: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class ExtensionSet:
     """The live extension intents and their example embeddings; replaced whole on reload."""
 
@@ -59,11 +54,11 @@ class ExtensionSet:
     embeddings: np.ndarray  # (M, H) L2-normalised, one row per example
     owners: np.ndarray  # (M,) index into `intents` of each example
 
-    def nearest(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B,) best similarity to any example and (B,) the intent index it belongs to."""
-        similarity = embeddings.astype(np.float32) @ self.embeddings.T  # (B, M)
-        best = similarity.argmax(axis=1)
-        return similarity.max(axis=1), self.owners[best]
+    def similarity(self, embeddings: np.ndarray) -> np.ndarray:
+        """(B, E): each utterance's similarity to each intent's nearest example."""
+        per_example = embeddings.astype(np.float32) @ self.embeddings.T  # (B, M)
+        starts = np.flatnonzero(np.r_[True, np.diff(self.owners) != 0])  # owners run in order
+        return np.maximum.reduceat(per_example, starts, axis=1)  # (B, E)
 
 
 def line_of(node: yaml.Node) -> int:

@@ -86,15 +86,22 @@ async def load_core(settings: Settings) -> NluCore:
         if band > 0 and backend is not None and detector.threshold is not None
         else None
     )
+    extension_file = settings.open_world.extension_intents_file
+    confirm = (
+        backend is not None
+        and extension_file is not None
+        and settings.open_world.extension_generator_confirms
+    )
     router = Router(
         backend=backend,
         labels=engine.bundle.labels,
         routing=settings.routing,
-        index=load_index(bundle_dir) if shows_examples or scope else None,
+        index=load_index(bundle_dir) if shows_examples or confirm else None,
         scope=scope,
+        confirm_extensions=confirm,
+        oos_intent=engine.oos_intent,
     )
     watcher = None
-    extension_file = settings.open_world.extension_intents_file
     if extension_file is not None:
         seen = await asyncio.to_thread(load_extensions, engine, extension_file)
         watcher = asyncio.get_running_loop().create_task(

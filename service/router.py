@@ -12,6 +12,7 @@ import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -19,7 +20,9 @@ from service import metrics
 from service.contract.labels import LabelSet
 from service.contract.prompt import (
     NONE,
+    Candidate,
     answer_start,
+    build_choice_messages,
     build_messages,
     build_plain_messages,
     build_scope_messages,
@@ -27,11 +30,13 @@ from service.contract.prompt import (
 from service.contract.retrieval import RetrievalIndex
 from service.contract.types import Frame, Routed
 from service.generators.base import GeneratorBackend, GeneratorError
-from service.schema import GeneratedFrame, InvalidAnswer, validate
+from service.schema import GeneratedFrame, InvalidAnswer, validate, validate_choice
 from service.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
 RECENT_LATENCIES = 50
+EXAMPLES_SHOWN = 3  # example utterances per candidate when the generator confirms an extension
+Decision = Literal["extension", "scope"]
 
 
 def margin(frame: Frame) -> float:
@@ -58,7 +63,10 @@ class ScopeRouting:
 class Router:
     """Routes one encoder frame: the encoder's answer, or the generator's when the encoder is
     unsure (or the caller forces it) and the answer fits the label schema. An out-of-scope or
-    extension-intent frame keeps the encoder's answer unless the caller forces the generator.
+    extension-intent frame keeps the encoder's answer unless the caller forces the generator, or
+    a decision is the generator's: with `confirm_extensions`, a frame with extension candidates
+    goes to it to choose among the encoder's top intents, those candidates and "none"; with
+    `scope`, a frame near the out-of-scope threshold, to choose among the top intents and "none".
 
     `routing.generator_mode` generate: the LM writes the JSON frame; score: the LM picks one of
     the encoder's top `score_candidates` intents by log-likelihood (one forward pass) and the
@@ -73,12 +81,16 @@ class Router:
         routing: RoutingSettings,
         index: RetrievalIndex | None = None,
         scope: ScopeRouting | None = None,
+        confirm_extensions: bool = False,
+        oos_intent: str = "out_of_scope",
     ) -> None:
         self.backend = backend
         self.labels = labels
         self.routing = routing
         self.index = index
         self.scope = scope
+        self.confirm_extensions = confirm_extensions
+        self.oos_intent = scope.intent if scope is not None else oos_intent
         self.latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
 
     def unsure(self, frame: Frame, threshold: float) -> bool:
@@ -97,10 +109,10 @@ class Router:
     ) -> Routed:
         """Encoder answer unless (forced or unsure) and the generator's answer fits the schema."""
         encoder = Routed.from_encoder(frame)
-        scope = not force and self.decides_scope(frame)
+        decision = None if force else self.decision(frame)
         if (
             not force
-            and not scope
+            and decision is None
             and (frame.out_of_scope or frame.extension or not self.unsure(frame, threshold))
         ):
             return encoder
@@ -112,16 +124,18 @@ class Router:
         budget = timeout_s if remaining_s is None else min(timeout_s, remaining_s)
         if remaining_s is not None and remaining_s < self.recent_p50_s():
             return self.fallback(encoder, "deadline")
-        messages = self.scope_messages(frame) if scope else self.messages(frame)
+        messages = self.decision_messages(frame, decision) if decision else self.messages(frame)
         started = time.perf_counter()
         try:
-            if scope:
-                answer, generated = await self.pick_or_none(frame, messages, budget)
+            if decision:
+                answer, generated = await self.pick_option(frame, decision, messages, budget)
             elif self.routing.generator_mode == "score":
                 answer, generated = await self.pick_intent(frame, messages, budget)
             else:
                 generated = await self.backend.generate(messages, budget)
         except GeneratorError as e:
+            return self.fallback(encoder, e.reason, time.perf_counter() - started)
+        except InvalidAnswer as e:  # a generated choice that is none of the options
             return self.fallback(encoder, e.reason, time.perf_counter() - started)
         except Exception:  # a generator bug must not fail the request either
             log.exception("generator backend failed")
@@ -129,18 +143,27 @@ class Router:
         elapsed = time.perf_counter() - started
         self.latencies.append(elapsed)
         metrics.GENERATOR_DURATION.observe(elapsed)
-        if scope and answer.intent == NONE:
+        if decision and answer.intent == NONE:
+            in_scope = max(
+                (float(frame.probabilities[i]) for i in self.in_scope_indices()), default=0.0
+            )
+            return Routed(
+                True, self.oos_intent, 1.0 - in_scope, [], "", elapsed * 1000, generated, True
+            )
+        extension = {m.intent.name: m for m in frame.extension_candidates}
+        if decision == "extension" and answer.intent in extension:
+            similarity = extension[answer.intent].similarity
             return Routed(
                 True,
-                self.scope.intent,
-                encoder.confidence if encoder.out_of_scope else 1.0 - encoder.confidence,
-                [],
+                answer.intent,
+                similarity,
+                frame.slots,
                 "",
                 elapsed * 1000,
                 generated,
-                out_of_scope=True,
+                extension=True,
             )
-        if self.routing.generator_mode == "generate" and not scope:
+        if self.routing.generator_mode == "generate" and not decision:
             try:
                 answer = validate(generated, frame.text, self.labels)
             except InvalidAnswer as e:
@@ -148,9 +171,18 @@ class Router:
         confidence = float(frame.probabilities[self.labels.intents.index(answer.intent)])
         return Routed(True, answer.intent, confidence, answer.slots, "", elapsed * 1000, generated)
 
-    def decides_scope(self, frame: Frame) -> bool:
-        """The generator decides in or out of scope for frames near the detector's threshold."""
-        return self.scope is not None and not frame.extension and self.scope.near(frame)
+    def decision(self, frame: Frame) -> Decision | None:
+        """Which decision, if any, is the generator's for this frame (whatever its confidence):
+        extension candidates first (their choice includes "none"), then scope."""
+        if self.confirm_extensions and frame.extension_candidates:
+            return "extension"
+        if self.scope is not None and not frame.extension and self.scope.near(frame):
+            return "scope"
+        return None
+
+    def in_scope_indices(self) -> list[int]:
+        excluded = self.scope.trained_label if self.scope is not None else None
+        return [i for i, name in enumerate(self.labels.intents) if name != excluded]
 
     def candidates(self, frame: Frame) -> list[str]:
         """The encoder's top `score_candidates` in-scope intents, best first."""
@@ -158,22 +190,49 @@ class Router:
         ranked = [self.labels.intents[i] for i in np.argsort(-frame.probabilities)]
         return [i for i in ranked if i != excluded][: self.routing.score_candidates]
 
-    def scope_messages(self, frame: Frame) -> list[dict[str, str]]:
-        k = self.routing.retrieval_k
-        examples = self.index.nearest(frame.embedding, k) if self.index else []
-        return build_scope_messages(
-            frame.text, self.candidates(frame), examples, self.scope.trained_label
-        )
+    def options(self, frame: Frame, decision: Decision) -> list[str]:
+        extension = [m.intent.name for m in frame.extension_candidates]
+        return [*self.candidates(frame), *(extension if decision == "extension" else []), NONE]
 
-    async def pick_or_none(
-        self, frame: Frame, messages: list[dict[str, str]], budget: float
+    def decision_messages(self, frame: Frame, decision: Decision) -> list[dict[str, str]]:
+        if decision == "scope":
+            k = self.routing.retrieval_k
+            examples = self.index.nearest(frame.embedding, k) if self.index else []
+            return build_scope_messages(
+                frame.text, self.candidates(frame), examples, self.scope.trained_label
+            )
+        trained = [
+            Candidate(
+                name,
+                "",
+                self.index.nearest_of(frame.embedding, name, EXAMPLES_SHOWN) if self.index else [],
+            )
+            for name in self.candidates(frame)
+        ]
+        added = [
+            Candidate(m.intent.name, m.intent.description, list(m.intent.examples[:EXAMPLES_SHOWN]))
+            for m in frame.extension_candidates
+        ]
+        return build_choice_messages(frame.text, trained + added)
+
+    async def pick_option(
+        self, frame: Frame, decision: Decision, messages: list[dict[str, str]], budget: float
     ) -> tuple[GeneratedFrame, str]:
-        """The candidate (or "none") the LM finds most likely; the encoder's slots stay."""
-        options = [*self.candidates(frame), NONE]
-        scores = await self.backend.score(messages, [answer_start(c) for c in options], budget)
-        best = options[int(np.argmax(scores))]
-        text = json.dumps({c: round(v, 3) for c, v in zip(options, scores, strict=True)})
-        return GeneratedFrame(best, frame.slots if best != NONE else []), text
+        """The option (a candidate intent or "none") the LM finds most likely, by log-likelihood
+        where the backend exposes it, else as it writes it (InvalidAnswer when it names none of
+        them); the encoder's slots stay."""
+        options = self.options(frame, decision)
+        try:
+            scores = await self.backend.score(messages, [answer_start(c) for c in options], budget)
+        except GeneratorError as e:
+            if e.reason != "unsupported":
+                raise
+            generated = await self.backend.generate(messages, budget)
+            best = validate_choice(generated, options)
+        else:
+            best = options[int(np.argmax(scores))]
+            generated = json.dumps({c: round(v, 3) for c, v in zip(options, scores, strict=True)})
+        return GeneratedFrame(best, frame.slots if best != NONE else []), generated
 
     def messages(self, frame: Frame) -> list[dict[str, str]]:
         if self.routing.generator_prompt == "plain":

@@ -34,7 +34,7 @@ from service.contract.text import (
     softmax,
     word_scores,
 )
-from service.contract.types import Frame, IntentScore, RawOutputs
+from service.contract.types import ExtensionMatch, Frame, IntentScore, RawOutputs
 from service.cpus import cpu_quota, usable_cpus
 from service.extensions import ExtensionError, ExtensionSet, parse_extensions
 from service.settings import EngineSettings, OpenWorldSettings
@@ -49,6 +49,7 @@ GRAPH_OPTIMIZATION = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 WARMUP_TEXT = "show me flights from boston to denver tomorrow morning"
+MAX_EXTENSION_CANDIDATES = 3  # the extension intents a generator is shown for one utterance
 
 
 def select_providers(provider: Provider) -> list[str]:
@@ -197,14 +198,15 @@ class Engine:
         out_of_scope, in_scope_scores = self.detector.decide(probs, raw.embedding)  # (B,), (B,)
         best_in_scope = probs[:, self.detector.in_scope].max(axis=1)  # (B,)
         extensions = self.extensions  # one set for the whole batch, whatever a reload does
-        from_extension, similarity, owner = self.match_extensions(extensions, probs, raw.embedding)
+        from_extension, similarity = self.match_extensions(extensions, probs, raw.embedding)
         frames = []
         for b, text in enumerate(texts):
             order = np.argsort(-probs[b])[: max(1, top_k)]
             top = [IntentScore(self.intent_names[i], float(probs[b, i])) for i in order]
             intent, confidence = top[0].label, top[0].probability
+            candidates = self.extension_candidates(extensions, similarity[b])
             if from_extension[b]:
-                intent, confidence = extensions.intents[owner[b]].name, float(similarity[b])
+                intent, confidence = candidates[0].intent.name, candidates[0].similarity
             elif out_of_scope[b]:
                 intent, confidence = self.oos_intent, 1.0 - float(best_in_scope[b])
             words = enc.words[b]
@@ -225,27 +227,38 @@ class Engine:
                     out_of_scope=bool(out_of_scope[b] and not from_extension[b]),
                     in_scope_score=float(in_scope_scores[b]),
                     extension=bool(from_extension[b]),
+                    extension_candidates=candidates,
                 )
             )
         return frames
 
     def match_extensions(
         self, extensions: ExtensionSet | None, probs: np.ndarray, embedding: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(B,) answered by an extension intent: its nearest example is at least the threshold
-        and as close as the nearest training utterance of the best intent (plus the margin);
-        (B,) that similarity; (B,) the intent index."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(B,) answered by the nearest extension intent: its nearest example is at least the
+        threshold and as close as the nearest training utterance of the best intent (plus the
+        margin); (B, E) each extension intent's similarity."""
         batch = len(embedding)
         if extensions is None or not extensions.intents:
-            return np.zeros(batch, bool), np.zeros(batch), np.zeros(batch, int)
-        similarity, owner = extensions.nearest(embedding)  # (B,), (B,)
+            return np.zeros(batch, bool), np.zeros((batch, 0))
+        similarity = extensions.similarity(embedding)  # (B, E)
+        best = similarity.max(axis=1)  # (B,)
         trained = in_scope_scores(
             "knn", self.knn_reference, probs, embedding, self.detector.in_scope
         )  # (B,)
-        chosen = (similarity >= self.extension_threshold) & (
-            similarity >= trained + self.extension_margin
-        )
-        return chosen, similarity, owner
+        chosen = (best >= self.extension_threshold) & (best >= trained + self.extension_margin)
+        return chosen, similarity
+
+    def extension_candidates(
+        self, extensions: ExtensionSet | None, similarity: np.ndarray
+    ) -> tuple[ExtensionMatch, ...]:
+        """The extension intents at least the threshold away from one utterance, best first,
+        at most MAX_EXTENSION_CANDIDATES; `similarity` (E,)."""
+        if extensions is None or not extensions.intents:
+            return ()
+        passing = np.flatnonzero(similarity >= self.extension_threshold)  # (P,)
+        order = passing[np.argsort(-similarity[passing])][:MAX_EXTENSION_CANDIDATES]
+        return tuple(ExtensionMatch(extensions.intents[e], float(similarity[e])) for e in order)
 
     def build_extensions(self, source: Path, text: str) -> ExtensionSet:
         """Parse and embed an extension file (off the serving path); ExtensionError if it must

@@ -45,6 +45,14 @@ def extract_json(generated: str) -> dict:
     return answer
 
 
+def validate_choice(generated: str, options: list[str]) -> str:
+    """The option a generated JSON answer names as its intent."""
+    intent = extract_json(generated).get("intent")
+    if not isinstance(intent, str) or intent not in options:
+        raise InvalidAnswer("unknown_intent", f"{intent!r} is not one of {', '.join(options)}")
+    return intent
+
+
 def validate(generated: str, text: str, labels: LabelSet) -> GeneratedFrame:
     answer = extract_json(generated)
     intent = answer.get("intent")

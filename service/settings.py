@@ -250,6 +250,13 @@ class OpenWorldSettings(Group):
         "similar as the nearest training utterance of the encoder's best intent plus this "
         "(negative: it may be slightly less similar; the open-world suite chooses it on dev)",
     )
+    extension_generator_confirms: bool = Field(
+        True,
+        description="with a generator: an utterance within the similarity threshold of an "
+        "extension intent goes to it, to choose among the encoder's top intents, those "
+        "extension intents (shown with their descriptions and examples) and 'none'; false: "
+        "the similarity rule alone answers",
+    )
     extension_poll_s: float = Field(
         2.0, gt=0.0, description="how often the extension file is checked for changes"
     )

@@ -8,6 +8,7 @@ schema check after generation is what actually guarantees nothing outside the la
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from service.contract.labels import LabelSet
 from service.contract.retrieval import IndexEntry
@@ -80,6 +81,34 @@ def build_scope_messages(
         messages.append({"role": "assistant", "content": answer_json(intent, [])})
     messages.append({"role": "user", "content": scope_turn(text, candidates)})
     return messages
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An intent the generator may choose, shown with what it means: a description (extension
+    intents have one) and example utterances."""
+
+    name: str
+    description: str
+    examples: list[str]
+
+
+def candidate_line(candidate: Candidate) -> str:
+    described = f" {candidate.description}." if candidate.description else ""
+    shown = "; ".join(json.dumps(e) for e in candidate.examples)
+    return f"- {candidate.name}:{described}" + (f" e.g. {shown}" if shown else "")
+
+
+def build_choice_messages(text: str, candidates: list[Candidate]) -> Messages:
+    """The candidates with their descriptions and examples, "none", and the utterance: one
+    turn, so a 135M model sees every option's meaning right before it answers."""
+    lines = [candidate_line(c) for c in candidates]
+    lines.append(f"- {NONE}: none of these fits")
+    user = "Candidates:\n" + "\n".join(lines) + f"\nUtterance: {json.dumps(text)}"
+    return [
+        {"role": "system", "content": SCOPE_SYSTEM.format(none=NONE)},
+        {"role": "user", "content": user},
+    ]
 
 
 def build_messages(

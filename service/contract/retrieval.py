@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,19 @@ class RetrievalIndex:
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         return [self.examples[i] for i in top[np.argsort(-scores[top])]]
+
+    @cached_property
+    def rows_by_intent(self) -> dict[str, np.ndarray]:
+        rows: dict[str, list[int]] = {}
+        for i, ex in enumerate(self.examples):
+            rows.setdefault(ex.intent, []).append(i)
+        return {intent: np.array(r) for intent, r in rows.items()}
+
+    def nearest_of(self, query: np.ndarray, intent: str, k: int) -> list[str]:
+        """The texts of `intent`'s k examples most similar to `query` (H,), best first."""
+        rows = self.rows_by_intent.get(intent, np.zeros(0, int))  # (R,)
+        scores = self.embeddings[rows] @ query.astype(np.float32)  # (R,)
+        return [self.examples[rows[i]].text for i in np.argsort(-scores)[:k]]
 
 
 def write_index(bundle_dir: Path, embeddings: np.ndarray, examples: list[IndexEntry]) -> None:

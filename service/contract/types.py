@@ -22,6 +22,23 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class ExtensionIntent:
+    """An intent added without retraining (`service.extensions`)."""
+
+    name: str
+    description: str
+    examples: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExtensionMatch:
+    """An extension intent close enough to an utterance to be a candidate for it."""
+
+    intent: ExtensionIntent
+    similarity: float  # cosine similarity of its nearest example
+
+
+@dataclass(frozen=True)
 class IntentScore:
     label: str
     probability: float
@@ -45,6 +62,8 @@ class Frame:
     out_of_scope: bool = False  # then `intent` is the out-of-scope intent name
     in_scope_score: float = 0.0  # the bundle's out-of-scope detector score (higher: in scope)
     extension: bool = False  # `intent` is an extension intent; `confidence` its cosine similarity
+    # extension intents whose nearest example passes the similarity threshold, best first
+    extension_candidates: tuple[ExtensionMatch, ...] = ()
 
 
 @dataclass(frozen=True)

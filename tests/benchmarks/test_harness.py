@@ -153,7 +153,9 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     result = json.loads((tmp_path / "open_world.json").read_text())
     (dataset,) = [k for k in result if k != "meta"]
     rows = {r["method"]: r for r in result[dataset]["oos"]}
-    (routed,) = [r for name, r in rows.items() if "generator" in name]
+    (routed,) = [r for name, r in rows.items() if "generator" in name]  # the few-shot scorer
+    (skipped,) = result[dataset]["skipped_generators"]  # no fine-tuned scope model for it
+    assert skipped["generator"] == "fine_tuned" and "--task scope" in skipped["reason"]
     assert not routed["default"] and 0 <= routed["routed_fraction"] <= 100
     assert routed["p50_ms"] >= routed["encoder_only_p50_ms"] * 0.5
     rows = {k: v for k, v in rows.items() if v is not routed}

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.extensions import ExtensionError, main, parse_extensions
@@ -110,3 +111,40 @@ def test_a_negative_margin_lets_extensions_win_when_less_similar(tiny_clinc_bund
     engine.extensions = engine.build_extensions(Path("ext.yaml"), GOOD)
     frames = engine.parse(["what is the weather in paris", "set an alarm for six"])
     assert all(f.extension and f.intent == "book_spa" for f in frames)
+
+
+def test_every_extension_intent_past_the_threshold_is_a_candidate(tiny_clinc_bundle):
+    two = GOOD + (
+        "  - name: pet_grooming\n"
+        "    description: Book a grooming session for a pet.\n"
+        "    examples: [wash my dog tomorrow, trim my cat's claws, groom the poodle on friday]\n"
+    )
+    settings = OpenWorldSettings(extension_similarity_threshold=-1.0)
+    engine = Engine(
+        tiny_clinc_bundle, settings=EngineSettings(intra_op_threads=1), open_world=settings
+    )
+    engine.extensions = engine.build_extensions(Path("ext.yaml"), two)
+    (frame,) = engine.parse(["wash my dog tomorrow"])
+    names = [m.intent.name for m in frame.extension_candidates]
+    assert names[0] == "pet_grooming" and set(names) == {"pet_grooming", "book_spa"}
+    assert frame.extension_candidates[0].similarity == pytest.approx(1.0, abs=1e-3)
+    assert frame.extension_candidates[0].intent.description.startswith("Book a grooming")
+    strict = Engine(
+        tiny_clinc_bundle,
+        settings=EngineSettings(intra_op_threads=1),
+        open_world=OpenWorldSettings(extension_similarity_threshold=0.999),
+    )
+    strict.extensions = strict.build_extensions(Path("ext.yaml"), two)
+    (frame,) = strict.parse(["wash my dog tomorrow"])
+    assert [m.intent.name for m in frame.extension_candidates] == ["pet_grooming"]
+
+
+def test_extension_similarity_is_each_intents_nearest_example():
+    from service.contract.types import ExtensionIntent
+    from service.extensions import ExtensionSet
+
+    intents = tuple(ExtensionIntent(n, "", ("a", "b")) for n in ("x", "y"))
+    examples = np.eye(4, dtype=np.float32)  # (M=4, H=4): x owns rows 0-1, y rows 2-3
+    extensions = ExtensionSet("f", "", intents, examples, np.array([0, 0, 1, 1]))
+    query = np.array([[0.1, 0.9, 0.3, 0.2], [0.0, 0.0, 0.0, 1.0]], dtype=np.float32)
+    assert extensions.similarity(query) == pytest.approx(np.array([[0.9, 0.3], [0.0, 1.0]]))

@@ -390,3 +390,103 @@ def test_scope_prompt_shows_out_of_scope_examples_as_none():
         "none",
     ]
     assert messages[-1]["content"].startswith("Candidates: atis_flight, atis_airfare, none\n")
+
+
+def extension_frame(probabilities: list[float], similarity: float = 0.8) -> Frame:
+    """An encoder frame with one extension candidate, `pet_grooming`."""
+    import dataclasses
+
+    from service.contract.types import ExtensionIntent, ExtensionMatch
+
+    grooming = ExtensionIntent(
+        "pet_grooming", "Book a grooming session for a pet", ("wash my dog", "trim claws")
+    )
+    return dataclasses.replace(
+        frame(probabilities[0]),
+        probabilities=np.array(probabilities),
+        extension_candidates=(ExtensionMatch(grooming, similarity),),
+    )
+
+
+def confirming_router(backend: GeneratorBackend) -> Router:
+    from service.contract.retrieval import IndexEntry, RetrievalIndex
+
+    index = RetrievalIndex(  # one training example per intent, embeddings (2, 2)
+        np.eye(2, dtype=np.float32),
+        [IndexEntry("cheapest fare", "atis_airfare", []), IndexEntry("fly", "atis_flight", [])],
+    )
+    settings = RoutingSettings(generator_timeout_s=1.0, score_candidates=2)
+    return Router(
+        backend=backend, labels=LABELS, routing=settings, index=index, confirm_extensions=True
+    )
+
+
+@pytest.mark.parametrize(
+    ("preferred", "intent", "extension", "out_of_scope"),
+    [
+        ("pet_grooming", "pet_grooming", True, False),
+        ("atis_flight", "atis_flight", False, False),
+        ('"none"', "out_of_scope", False, True),
+    ],
+)
+def test_the_generator_confirms_extension_candidates(preferred, intent, extension, out_of_scope):
+    scorer = Scoring(preferred)
+    f = extension_frame([0.9, 0.1])  # confident: asked only because of the extension candidate
+    routed = asyncio.run(
+        confirming_router(scorer).route(f, force=False, threshold=0.5, remaining_s=None)
+    )
+    assert scorer.answers == [
+        '{"intent": "atis_airfare",',
+        '{"intent": "atis_flight",',
+        '{"intent": "pet_grooming",',
+        '{"intent": "none",',
+    ]
+    assert routed.from_generator and routed.intent == intent
+    assert routed.extension == extension and routed.out_of_scope == out_of_scope
+    if extension:  # an extension answer's confidence is its similarity, as the encoder's is
+        assert routed.confidence == pytest.approx(0.8) and routed.slots == f.slots
+    if out_of_scope:
+        assert routed.slots == [] and routed.confidence == pytest.approx(0.1)
+
+
+def test_the_confirmation_prompt_shows_descriptions_and_examples():
+    router = confirming_router(Scoring("none"))
+    (system, user) = router.decision_messages(extension_frame([0.9, 0.1]), "extension")
+    assert system["role"] == "system" and '"none"' in system["content"]
+    assert user["content"].splitlines() == [
+        "Candidates:",
+        '- atis_airfare: e.g. "cheapest fare"',
+        '- atis_flight: e.g. "fly"',
+        '- pet_grooming: Book a grooming session for a pet. e.g. "wash my dog"; "trim claws"',
+        "- none: none of these fits",
+        f"Utterance: {json.dumps(TEXT)}",
+    ]
+
+
+def test_without_candidates_or_confirmation_the_encoder_answers():
+    scorer = Scoring("pet_grooming")
+    confident = asyncio.run(
+        confirming_router(scorer).route(frame(0.9), force=False, threshold=0.5, remaining_s=None)
+    )
+    assert not confident.from_generator and scorer.calls == 0 and not scorer.answers
+    router = make_router(scorer)  # confirm_extensions off
+    f = extension_frame([0.9, 0.1])
+    assert not asyncio.run(
+        router.route(f, force=False, threshold=0.5, remaining_s=None)
+    ).from_generator
+
+
+@pytest.mark.parametrize(
+    ("generated", "intent", "reason"),
+    [
+        (answer("pet_grooming"), "pet_grooming", ""),
+        (answer("atis_cheap"), "atis_airfare", "unknown_intent"),
+    ],
+)
+def test_a_backend_that_cannot_score_writes_its_choice(generated, intent, reason):
+    writer = Scripted(generated)  # an OpenAI-compatible server: no token probabilities
+    f = extension_frame([0.9, 0.1])
+    routed = asyncio.run(
+        confirming_router(writer).route(f, force=False, threshold=0.5, remaining_s=None)
+    )
+    assert writer.calls == 1 and routed.intent == intent and routed.fallback_reason == reason
