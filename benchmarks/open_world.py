@@ -205,7 +205,8 @@ class OpenWorldSuite(BundleSuite):
             {"epochs": args.holdout_epochs, "encoder": args.encoder, "threads": args.threads},
         )
         work = out_dir / "work" if args.quick else PROJECT_ROOT / "build" / "open-world"
-        runtime = measure(source, holdout_bundle, held_out, args.oos_label, work)
+        cache = out_dir / "generator-cache" if args.quick else CACHE_DIR
+        runtime = measure(source, holdout_bundle, held_out, args.oos_label, work, args.lm, cache)
         result = {
             "meta": meta,
             config.dataset: {
@@ -377,6 +378,15 @@ class OpenWorldSuite(BundleSuite):
                 f"{runtime['extension_margin']}) | {runtime['added_accuracy']:.2f} | "
                 f"{runtime['others_accuracy_after']:.2f} | {runtime['oos_recall_after']:.2f} |",
             ]
+            confirm = runtime.get("generator_confirms")
+            if confirm:
+                lines.append(
+                    f"| after, generator confirms ({confirm['generator']}; candidates past "
+                    f"{confirm['extension_similarity_threshold']:.3f}, "
+                    f"{confirm['asked_fraction']:.1f} % of test asked, p50 "
+                    f"{confirm['generator_p50_ms']:.0f} ms) | {confirm['added_accuracy']:.2f} | "
+                    f"{confirm['others_accuracy_after']:.2f} | {confirm['oos_recall_after']:.2f} |"
+                )
             lines += [
                 "",
                 "Published (Larson et al. 2019, BERT): oos class 96.9 / 40.3, threshold 96.2 / "

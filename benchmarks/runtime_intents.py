@@ -12,25 +12,42 @@ most held-out accuracy costing the others at most MAX_OTHERS_LOSS points. Report
 split, before and after (with the defaults and with the dev choice): the held-out intents'
 accuracy (after: the right extension intent), the other intents' accuracy (right intent, not
 flagged) and out-of-scope recall on the dataset's own out-of-scope utterances.
+
+With a generator (`generator_confirms`), the default rule's threshold makes extension intents
+candidates instead of answers: every test utterance with one goes through the service's Router to
+the generator (few-shot SmolLM2 scorer), which chooses among the encoder's top intents, the
+extension candidates (with their descriptions and examples) and "none". Its answers are cached
+like the other generator suites' (artifacts/generator-cache/).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import random
+import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from benchmarks.generation import GENERATOR_TIMEOUT_S, cached_rows
+from benchmarks.measure import latency_stats
+from benchmarks.scope_routing import CANDIDATES, model_id
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
 from service.contract.paths import PROJECT_ROOT
+from service.contract.retrieval import load_index
 from service.contract.types import Frame
 from service.extension_watch import load_extensions
+from service.generators.registry import BACKENDS
+from service.router import EXAMPLES_SHOWN, Router
 from service.runtime import Engine
-from service.settings import EngineSettings
+from service.settings import EngineSettings, GeneratorSettings, RoutingSettings
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +156,105 @@ def choose_on_dev(
     return (best["threshold"], best["margin"], tried) if best else (*default, tried)
 
 
-def measure(source: Path, bundle: Path, held_out: list[str], oos_label: str, work: Path) -> dict:
+def confirm_router(engine: Engine, lm: str) -> Router:
+    """The server's Router as `extension_generator_confirms` builds it, around a local LM."""
+    backend = BACKENDS["local"].from_settings(
+        GeneratorSettings(generator_backend="local", generator_model=lm)
+    )
+    backend.load()
+    return Router(
+        backend=backend,
+        labels=engine.bundle.labels,
+        routing=RoutingSettings(
+            generator_timeout_s=GENERATOR_TIMEOUT_S, score_candidates=CANDIDATES
+        ),
+        index=load_index(engine.bundle.path),
+        confirm_extensions=True,
+        oos_intent=engine.oos_intent,
+        trained_label=engine.trained_label,
+    )
+
+
+def generator_confirms(
+    engine: Engine,
+    frames: list[Frame],
+    gold: list[str],
+    held_out: set[str],
+    oos_label: str,
+    lm: str,
+    cache: Path,
+) -> dict:
+    """Test accuracies when the generator decides every utterance with extension candidates
+    (`frames` parsed with the default rule), and its cost."""
+    asked = [i for i, f in enumerate(frames) if f.extension_candidates]
+    extensions = engine.extensions
+    key = json.dumps(
+        [
+            engine.bundle.config_sha256,
+            extensions.sha256 if extensions else "",
+            engine.extension_threshold,
+            model_id(lm),
+            CANDIDATES,
+            EXAMPLES_SHOWN,
+            "confirm-v1",
+        ]
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    name = f"confirm-{engine.bundle.config.dataset}-test-{digest}"
+
+    @functools.cache
+    def router() -> Router:  # loaded only when an answer is not cached
+        return confirm_router(engine, lm)
+
+    def one(i: int) -> dict:
+        started = time.perf_counter()
+        routed = asyncio.run(
+            router().route(frames[i], force=False, threshold=0.0, remaining_s=None)
+        )
+        ms = (time.perf_counter() - started) * 1000
+        return {
+            "intent": routed.intent,
+            "out_of_scope": routed.out_of_scope,
+            "extension": routed.extension,
+            "ms": ms,
+            "reason": routed.fallback_reason,
+        }
+
+    rows = cached_rows(cache / f"{name}.jsonl", asked, one, "generator confirms extensions")
+    answered = [
+        dataclasses.replace(f, intent=rows[i]["intent"], out_of_scope=rows[i]["out_of_scope"])
+        if i in rows
+        else f
+        for i, f in enumerate(frames)
+    ]
+    m = score(answered, gold, held_out, oos_label, added=True)
+    ms = [rows[i]["ms"] for i in asked]
+    latency = latency_stats(np.array(ms) / 1000, 1) if ms else {"p50_ms": 0.0, "p99_ms": 0.0}
+    return {
+        "extension_similarity_threshold": engine.extension_threshold,
+        "generator": f"few-shot scorer ({lm or 'packaged SmolLM2'})",
+        "asked_fraction": round(100 * len(asked) / len(frames), 2),
+        "added_accuracy": m["held_out"],
+        "others_accuracy_after": m["others"],
+        "oos_recall_after": m["oos"],
+        "generator_p50_ms": latency["p50_ms"],
+        "generator_p99_ms": latency["p99_ms"],
+        "generator_failures": sum(1 for i in asked if rows[i]["reason"]),
+    }
+
+
+def measure(
+    source: Path,
+    bundle: Path,
+    held_out: list[str],
+    oos_label: str,
+    work: Path,
+    lm: str,
+    cache: Path,
+) -> dict:
     """Before/after accuracies of the held-out bundle as served, extensions loaded by the
-    server's own loader: with the default rule (the bundle's kNN threshold, margin 0) and with
-    the threshold and margin chosen on dev."""
+    server's own loader: with the default rule (the bundle's kNN threshold, margin 0), with
+    the threshold and margin chosen on dev, and with the generator confirming (model `lm`)."""
     engine = Engine(bundle, settings=EngineSettings())
     test = read_rows(source, "test")
     texts, gold = [r["text"] for r in test], [r["intent"] for r in test]
@@ -152,7 +264,11 @@ def measure(source: Path, bundle: Path, held_out: list[str], oos_label: str, wor
     path.write_text(extension_yaml(source, held_out, EXAMPLES_PER_INTENT, SEED))
     load_extensions(engine, path)
     default_rule = engine.extension_threshold, engine.extension_margin
-    default = score(parse_all(engine, texts), gold, set(held_out), oos_label, added=True)
+    default_frames = parse_all(engine, texts)
+    default = score(default_frames, gold, set(held_out), oos_label, added=True)
+    confirmed = generator_confirms(
+        engine, default_frames, gold, set(held_out), oos_label, lm, cache
+    )
     dev = read_rows(source, "dev")
     threshold, margin, tried = choose_on_dev(
         engine, [r["text"] for r in dev], [r["intent"] for r in dev], set(held_out), oos_label
@@ -177,6 +293,7 @@ def measure(source: Path, bundle: Path, held_out: list[str], oos_label: str, wor
             "others_accuracy_after": default["others"],
             "oos_recall_after": default["oos"],
         },
+        "generator_confirms": confirmed,
         "dev_tried": tried,
         "bundle": str(bundle),
         "extension_file": path.read_text(),

@@ -130,12 +130,9 @@ class ScopeRunner:
                 GeneratorSettings(generator_backend="local", generator_model=self.lm)
             )
             backend.load()
-            record = self.engine.bundle.config.out_of_scope
             scope = ScopeRouting(
                 threshold=self.engine.detector.threshold,
                 band=float("inf"),  # every frame asked here is decided by the generator
-                intent=self.engine.oos_intent,
-                trained_label=record.trained_label if record is not None else None,
             )
             self.router = Router(
                 backend=backend,
@@ -147,6 +144,8 @@ class ScopeRunner:
                 ),
                 index=load_index(self.bundle) if self.generator.examples_k else None,
                 scope=scope,
+                oos_intent=self.engine.oos_intent,
+                trained_label=self.engine.trained_label,
             )
         return self.router
 

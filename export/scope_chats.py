@@ -36,13 +36,11 @@ class ScopeChat:
 def ranked_in_scope(engine: Engine, texts: list[str]) -> list[list[str]]:
     """Per text, the bundle's in-scope intents from most to least likely."""
     intents = engine.bundle.labels.intents
-    record = engine.bundle.config.out_of_scope
-    excluded = record.trained_label if record is not None else None
     ranked = []
     for start in range(0, len(texts), BATCH):
         for frame in engine.parse(texts[start : start + BATCH]):
             order = np.argsort(-frame.probabilities)  # (I,)
-            ranked.append([intents[i] for i in order if intents[i] != excluded])
+            ranked.append([intents[i] for i in order if intents[i] != engine.trained_label])
     return ranked
 
 
@@ -56,13 +54,11 @@ def scope_chats(
     """One chat per example: the encoder's top `candidates` in-scope intents, shuffled; an
     in-scope example's intent is taken out of them with probability `none_share`."""
     engine = Engine(bundle_dir, settings=EngineSettings())
-    record = engine.bundle.config.out_of_scope
-    trained_label = record.trained_label if record is not None else None
     chats = []
     for ex, ranked in zip(
         examples, ranked_in_scope(engine, [e.text for e in examples]), strict=True
     ):
-        in_scope = ex.intent != trained_label
+        in_scope = ex.intent != engine.trained_label
         if in_scope and rng.random() < none_share:
             ranked = [i for i in ranked if i != ex.intent]
         shown = ranked[:candidates]

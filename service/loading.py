@@ -51,11 +51,6 @@ async def load_generator(backend: GeneratorBackend) -> None:
     )
 
 
-def trained_label(engine: Engine) -> str | None:
-    record = engine.bundle.config.out_of_scope
-    return record.trained_label if record is not None else None
-
-
 async def load_core(settings: Settings) -> NluCore:
     bundle_dir = settings.server.bundle
     engine = await asyncio.to_thread(
@@ -82,7 +77,7 @@ async def load_core(settings: Settings) -> NluCore:
     shows_examples = backend is not None and settings.routing.generator_prompt == "few_shot"
     band, detector = settings.open_world.out_of_scope_route_band, engine.detector
     scope = (
-        ScopeRouting(detector.threshold, band, engine.oos_intent, trained_label(engine))
+        ScopeRouting(detector.threshold, band)
         if band > 0 and backend is not None and detector.threshold is not None
         else None
     )
@@ -100,6 +95,7 @@ async def load_core(settings: Settings) -> NluCore:
         scope=scope,
         confirm_extensions=confirm,
         oos_intent=engine.oos_intent,
+        trained_label=engine.trained_label,
     )
     watcher = None
     if extension_file is not None:

@@ -49,12 +49,10 @@ def margin(frame: Frame) -> float:
 class ScopeRouting:
     """Which out-of-scope decisions the generator makes: those whose in-scope score lies within
     `band` of the detector's `threshold`. It picks among the encoder's top in-scope intents or
-    "none" (then the answer is `intent`, out of scope)."""
+    "none" (then the answer is the router's `oos_intent`, out of scope)."""
 
     threshold: float
     band: float
-    intent: str
-    trained_label: str | None
 
     def near(self, frame: Frame) -> bool:
         return abs(frame.in_scope_score - self.threshold) <= self.band
@@ -83,6 +81,7 @@ class Router:
         scope: ScopeRouting | None = None,
         confirm_extensions: bool = False,
         oos_intent: str = "out_of_scope",
+        trained_label: str | None = None,
     ) -> None:
         self.backend = backend
         self.labels = labels
@@ -90,7 +89,8 @@ class Router:
         self.index = index
         self.scope = scope
         self.confirm_extensions = confirm_extensions
-        self.oos_intent = scope.intent if scope is not None else oos_intent
+        self.oos_intent = oos_intent  # a "none" answer's intent
+        self.trained_label = trained_label  # the bundle's out-of-scope class: never a candidate
         self.latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
 
     def unsure(self, frame: Frame, threshold: float) -> bool:
@@ -181,14 +181,12 @@ class Router:
         return None
 
     def in_scope_indices(self) -> list[int]:
-        excluded = self.scope.trained_label if self.scope is not None else None
-        return [i for i, name in enumerate(self.labels.intents) if name != excluded]
+        return [i for i, name in enumerate(self.labels.intents) if name != self.trained_label]
 
     def candidates(self, frame: Frame) -> list[str]:
         """The encoder's top `score_candidates` in-scope intents, best first."""
-        excluded = self.scope.trained_label if self.scope is not None else None
         ranked = [self.labels.intents[i] for i in np.argsort(-frame.probabilities)]
-        return [i for i in ranked if i != excluded][: self.routing.score_candidates]
+        return [i for i in ranked if i != self.trained_label][: self.routing.score_candidates]
 
     def options(self, frame: Frame, decision: Decision) -> list[str]:
         extension = [m.intent.name for m in frame.extension_candidates]
@@ -199,7 +197,7 @@ class Router:
             k = self.routing.retrieval_k
             examples = self.index.nearest(frame.embedding, k) if self.index else []
             return build_scope_messages(
-                frame.text, self.candidates(frame), examples, self.scope.trained_label
+                frame.text, self.candidates(frame), examples, self.trained_label
             )
         trained = [
             Candidate(

@@ -96,6 +96,8 @@ class Engine:
         self.detector = load_detector(self.bundle, open_world.out_of_scope_detection == "bundle")
         self.oos_intent = open_world.out_of_scope_intent
         record = self.bundle.config.out_of_scope
+        # the bundle's trained out-of-scope class (CLINC150's `oos`), never answered as itself
+        self.trained_label = record.trained_label if record is not None else None
         knn = record.dev.get("knn") if record is not None else None
         self.extension_threshold = (
             open_world.extension_similarity_threshold

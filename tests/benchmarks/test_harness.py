@@ -178,6 +178,10 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     assert "name: " + runtime["held_out"][0] in runtime["extension_file"]
     assert runtime["with_defaults"]["extension_margin"] == 0.0
     assert len(runtime["dev_tried"]) == 16 and "extension_margin" in runtime
+    confirm = runtime["generator_confirms"]  # the tiny LM chose for every utterance asked
+    assert confirm["asked_fraction"] > 0 and confirm["generator_failures"] == 0
+    for key in ("added_accuracy", "others_accuracy_after", "oos_recall_after"):
+        assert 0.0 <= confirm[key] <= 100.0
     assert main([*args, "--data", str(small_clinc), *holdout]) == 0  # again, from the caches
     again = json.loads((tmp_path / "open_world.json").read_text())[dataset]
     assert again["oos"][-1]["oos_f1"] == routed["oos_f1"]

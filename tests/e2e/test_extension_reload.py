@@ -143,3 +143,38 @@ def test_broken_file_at_start_is_refused_naming_the_line(tiny_clinc_bundle, tmp_
     )
     assert result.returncode == 1
     assert f"{bad}:2: intent has no 'description'" in result.stderr
+
+
+def test_a_generator_confirms_extension_candidates_over_grpc(tiny_clinc_bundle, tmp_path):
+    """An OpenAI-compatible server (no token probabilities) writes its choice; the prompt shows
+    the extension intent's description and examples; its answer comes back as an extension
+    answer from the generator, and a choice outside the options falls back to the encoder."""
+    from benchmarks.chat_stub import Script, chat_server
+    from service.gen.nlu.v1 import nlu_pb2
+
+    path = tmp_path / "extensions.yaml"
+    path.write_text(extension_file("book_spa", SPA))
+    script = Script(content='{"intent": "book_spa", "slots": []}')
+    with chat_server(script) as url:
+        srv = ServerProcess.launch(
+            tiny_clinc_bundle, tmp_path / "log",
+            "--intra-op-threads", "1", "--extension-intents-file", str(path),
+            "--generator-backend", "openai", "--generator-base-url", url,
+            "--generator-max-retries", "0", "--confidence-threshold", "0",
+        )  # fmt: skip
+        srv.wait_serving()
+        try:
+            client = NluClient(srv.target)
+            answer = client.parse(SPA[1])
+            assert answer.source == nlu_pb2.SOURCE_GENERATOR and answer.from_extension
+            assert answer.intent == "book_spa" and not answer.out_of_scope
+            prompt = script.requests[-1]["messages"][-1]["content"]
+            assert '- book_spa: book_spa requests. e.g. "book me a massage' in prompt
+            assert prompt.endswith(f'Utterance: "{SPA[1]}"') and "- none: " in prompt
+            script.content = '{"intent": "sing_a_song", "slots": []}'
+            fallback = client.parse(SPA[1])
+            assert fallback.source == nlu_pb2.SOURCE_ENCODER
+            assert fallback.fallback_reason == "unknown_intent" and fallback.from_extension
+            client.close()
+        finally:
+            assert srv.stop() == 0

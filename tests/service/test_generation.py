@@ -352,7 +352,7 @@ def test_scope_routing_lets_the_generator_answer_none_near_the_threshold():
     from service.router import ScopeRouting
 
     labels = LabelSet((*INTENTS, "oos"), TAGS)
-    scope = ScopeRouting(threshold=0.5, band=0.1, intent="out_of_scope", trained_label="oos")
+    scope = ScopeRouting(threshold=0.5, band=0.1)
     near = dataclasses.replace(
         frame(0.7), probabilities=np.array([0.7, 0.1, 0.2]), in_scope_score=0.55
     )
@@ -361,7 +361,9 @@ def test_scope_routing_lets_the_generator_answer_none_near_the_threshold():
 
     def ask(preferred: str, f: Frame):
         scorer = Scoring(preferred)
-        router = Router(backend=scorer, labels=labels, routing=settings, scope=scope)
+        router = Router(
+            backend=scorer, labels=labels, routing=settings, scope=scope, trained_label="oos"
+        )
         return asyncio.run(router.route(f, force=False, threshold=0.0, remaining_s=None)), scorer
 
     none, scorer = ask('"none"', near)
