@@ -185,3 +185,19 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     assert main([*args, "--data", str(small_clinc), *holdout]) == 0  # again, from the caches
     again = json.loads((tmp_path / "open_world.json").read_text())[dataset]
     assert again["oos"][-1]["oos_f1"] == routed["oos_f1"]
+
+
+def test_quick_closed_world(tiny_bundle, small_atis, tmp_path):
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    (bundles / small_atis.name).symlink_to(tiny_bundle)
+    args = ["closed-world", "--out-dir", str(tmp_path), "--datasets", str(small_atis)]
+    assert main([*args, "--bundles", str(bundles)]) == 0
+    report = json.loads((tmp_path / "closed_world.json").read_text())[small_atis.name]
+    assert report["exporter_choice"]["method"] == "off"  # no out-of-scope examples on dev
+    (off, shipped, chosen) = report["served"]
+    for run in (shipped, chosen):  # the same answers, utterance for utterance
+        assert run["identical_answers"] == run["test"]["n"] == off["test"]["n"]
+        assert run["test"] == off["test"] and run["test"]["flagged_out_of_scope"] == 0
+    assert {f["method"] for f in report["forced"]} == {"confidence", "knn", "mahalanobis"}
+    assert all(0.0 <= f["flagged"] <= 100.0 for f in report["forced"])
