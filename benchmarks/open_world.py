@@ -119,7 +119,7 @@ class OpenWorldSuite(BundleSuite):
         parser.add_argument(
             "--scope-generators",
             nargs="+",
-            default=list(SCOPE_GENERATORS),
+            default=["few_shot", "fine_tuned"],
             choices=SCOPE_GENERATORS,
             help="generators deciding scope near the threshold (one routed row each)",
         )

