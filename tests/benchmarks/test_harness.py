@@ -154,8 +154,12 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     (dataset,) = [k for k in result if k != "meta"]
     rows = {r["method"]: r for r in result[dataset]["oos"]}
     (routed,) = [r for name, r in rows.items() if "generator" in name]  # the few-shot scorer
-    (skipped,) = result[dataset]["skipped_generators"]  # no fine-tuned scope model for it
-    assert skipped["generator"] == "fine_tuned" and "--task scope" in skipped["reason"]
+    skipped = result[dataset]["skipped_generators"]  # no fine-tuned scope model for it
+    assert {(s["generator"], s["for"]) for s in skipped} == {
+        ("fine_tuned", "out of scope"),
+        ("fine_tuned", "runtime intents"),
+    }
+    assert all("--task scope" in s["reason"] for s in skipped)
     assert not routed["default"] and 0 <= routed["routed_fraction"] <= 100
     assert routed["p50_ms"] >= routed["encoder_only_p50_ms"] * 0.5
     rows = {k: v for k, v in rows.items() if v is not routed}
@@ -178,7 +182,7 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     assert "name: " + runtime["held_out"][0] in runtime["extension_file"]
     assert runtime["with_defaults"]["extension_margin"] == 0.0
     assert len(runtime["dev_tried"]) == 16 and "extension_margin" in runtime
-    confirm = runtime["generator_confirms"]  # the tiny LM chose for every utterance asked
+    (confirm,) = runtime["generator_confirms"]  # the tiny LM chose for every utterance asked
     assert confirm["asked_fraction"] > 0 and confirm["generator_failures"] == 0
     for key in ("added_accuracy", "others_accuracy_after", "oos_recall_after"):
         assert 0.0 <= confirm[key] <= 100.0
