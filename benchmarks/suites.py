@@ -5,6 +5,7 @@ from __future__ import annotations
 from benchmarks import (
     accuracy,
     classify_vs_generate,
+    closed_world,
     contention,
     engine,
     experiments,
@@ -29,5 +30,6 @@ SUITES: dict[str, Suite] = {
         overload.SUITE,
         reliability.SUITE,
         open_world.SUITE,
+        closed_world.SUITE,
     )
 }

@@ -193,12 +193,16 @@ class Router:
         return [*self.candidates(frame), *(extension if decision == "extension" else []), NONE]
 
     def decision_messages(self, frame: Frame, decision: Decision) -> list[dict[str, str]]:
+        """plain prompt: the candidate names and the utterance (what `export.train_generator
+        --task scope` trains on); few-shot: a scope decision shows the nearest training examples
+        as solved turns, an extension decision each candidate's description and examples."""
+        names = self.options(frame, decision)[:-1]  # every prompt offers "none" itself
+        if self.routing.generator_prompt == "plain":
+            return build_scope_messages(frame.text, names, [], self.trained_label)
         if decision == "scope":
             k = self.routing.retrieval_k
             examples = self.index.nearest(frame.embedding, k) if self.index else []
-            return build_scope_messages(
-                frame.text, self.candidates(frame), examples, self.trained_label
-            )
+            return build_scope_messages(frame.text, names, examples, self.trained_label)
         trained = [
             Candidate(
                 name,

@@ -200,7 +200,8 @@ class RoutingSettings(Group):
     generator_prompt: PromptStyle = Field(
         "few_shot",
         description="few_shot: schema + retrieved examples; plain: the utterance alone (for a "
-        "model fine-tuned by `make train-generator`)",
+        "model fine-tuned by `make train-generator`; scope and extension decisions: the "
+        "candidate names alone, as `export.train_generator --task scope` trains)",
     )
     score_candidates: int = Field(
         3, ge=2, description="score mode: the encoder's top intents the LM chooses among"

@@ -154,8 +154,12 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     (dataset,) = [k for k in result if k != "meta"]
     rows = {r["method"]: r for r in result[dataset]["oos"]}
     (routed,) = [r for name, r in rows.items() if "generator" in name]  # the few-shot scorer
-    (skipped,) = result[dataset]["skipped_generators"]  # no fine-tuned scope model for it
-    assert skipped["generator"] == "fine_tuned" and "--task scope" in skipped["reason"]
+    skipped = result[dataset]["skipped_generators"]  # no fine-tuned scope model for it
+    assert {(s["generator"], s["for"]) for s in skipped} == {
+        ("fine_tuned", "out of scope"),
+        ("fine_tuned", "runtime intents"),
+    }
+    assert all("--task scope" in s["reason"] for s in skipped)
     assert not routed["default"] and 0 <= routed["routed_fraction"] <= 100
     assert routed["p50_ms"] >= routed["encoder_only_p50_ms"] * 0.5
     rows = {k: v for k, v in rows.items() if v is not routed}
@@ -178,10 +182,26 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     assert "name: " + runtime["held_out"][0] in runtime["extension_file"]
     assert runtime["with_defaults"]["extension_margin"] == 0.0
     assert len(runtime["dev_tried"]) == 16 and "extension_margin" in runtime
-    confirm = runtime["generator_confirms"]  # the tiny LM chose for every utterance asked
+    (confirm,) = runtime["generator_confirms"]  # the tiny LM chose for every utterance asked
     assert confirm["asked_fraction"] > 0 and confirm["generator_failures"] == 0
     for key in ("added_accuracy", "others_accuracy_after", "oos_recall_after"):
         assert 0.0 <= confirm[key] <= 100.0
     assert main([*args, "--data", str(small_clinc), *holdout]) == 0  # again, from the caches
     again = json.loads((tmp_path / "open_world.json").read_text())[dataset]
     assert again["oos"][-1]["oos_f1"] == routed["oos_f1"]
+
+
+def test_quick_closed_world(tiny_bundle, small_atis, tmp_path):
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    (bundles / small_atis.name).symlink_to(tiny_bundle)
+    args = ["closed-world", "--out-dir", str(tmp_path), "--datasets", str(small_atis)]
+    assert main([*args, "--bundles", str(bundles)]) == 0
+    report = json.loads((tmp_path / "closed_world.json").read_text())[small_atis.name]
+    assert report["exporter_choice"]["method"] == "off"  # no out-of-scope examples on dev
+    (off, shipped, chosen) = report["served"]
+    for run in (shipped, chosen):  # the same answers, utterance for utterance
+        assert run["identical_answers"] == run["test"]["n"] == off["test"]["n"]
+        assert run["test"] == off["test"] and run["test"]["flagged_out_of_scope"] == 0
+    assert {f["method"] for f in report["forced"]} == {"confidence", "knn", "mahalanobis"}
+    assert all(0.0 <= f["flagged"] <= 100.0 for f in report["forced"])

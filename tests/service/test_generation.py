@@ -492,3 +492,17 @@ def test_a_backend_that_cannot_score_writes_its_choice(generated, intent, reason
         confirming_router(writer).route(f, force=False, threshold=0.5, remaining_s=None)
     )
     assert writer.calls == 1 and routed.intent == intent and routed.fallback_reason == reason
+
+
+def test_a_plain_prompt_offers_the_candidate_names_alone():
+    """The prompt `export.train_generator --task scope` fine-tunes on: extension candidates are
+    more names beside the encoder's, no examples or descriptions."""
+    router = confirming_router(Scoring("none"))
+    router.routing = RoutingSettings(
+        generator_timeout_s=1.0, score_candidates=2, generator_prompt="plain"
+    )
+    messages = router.decision_messages(extension_frame([0.9, 0.1]), "extension")
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[1]["content"] == (
+        f"Candidates: atis_airfare, atis_flight, pet_grooming, none\nUtterance: {json.dumps(TEXT)}"
+    )
