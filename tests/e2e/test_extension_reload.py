@@ -159,6 +159,7 @@ def test_a_generator_confirms_extension_candidates_over_grpc(tiny_clinc_bundle, 
         srv = ServerProcess.launch(
             tiny_clinc_bundle, tmp_path / "log",
             "--intra-op-threads", "1", "--extension-intents-file", str(path),
+            "--extension-generator-confirms",
             "--generator-backend", "openai", "--generator-base-url", url,
             "--generator-max-retries", "0", "--confidence-threshold", "0",
         )  # fmt: skip
