@@ -184,8 +184,11 @@ class ClosedWorldSuite(Suite):
                     f"| {r['identical_answers']} / {t['n']} |"
                 )
             choice = report["exporter_choice"]
+            record = report["bundle"]["out_of_scope"]
+            shipped = record["method"] if record else "no record (exported before detection)"
             forced.append(
-                f"- {dataset}: the exporter ships `{choice['method']}` ({choice['chosen_by']})."
+                f"- {dataset}: the bundle's own record: {shipped}; the exporter ships "
+                f"`{choice['method']}` now ({choice['chosen_by']})."
             )
             forced += [
                 f"  Forced `{f['method']}` (dev threshold {f['dev_threshold']:.3f}) would flag "

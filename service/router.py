@@ -27,7 +27,7 @@ from service.contract.prompt import (
     build_plain_messages,
     build_scope_messages,
 )
-from service.contract.retrieval import RetrievalIndex
+from service.contract.retrieval import IndexEntry, RetrievalIndex
 from service.contract.types import Frame, Routed
 from service.generators.base import GeneratorBackend, GeneratorError
 from service.schema import GeneratedFrame, InvalidAnswer, validate, validate_choice
@@ -200,9 +200,7 @@ class Router:
         if self.routing.generator_prompt == "plain":
             return build_scope_messages(frame.text, names, [], self.trained_label)
         if decision == "scope":
-            k = self.routing.retrieval_k
-            examples = self.index.nearest(frame.embedding, k) if self.index else []
-            return build_scope_messages(frame.text, names, examples, self.trained_label)
+            return build_scope_messages(frame.text, names, self.nearest(frame), self.trained_label)
         trained = [
             Candidate(
                 name,
@@ -239,9 +237,11 @@ class Router:
     def messages(self, frame: Frame) -> list[dict[str, str]]:
         if self.routing.generator_prompt == "plain":
             return build_plain_messages(frame.text)
-        k = self.routing.retrieval_k
-        examples = self.index.nearest(frame.embedding, k) if self.index else []
-        return build_messages(frame.text, self.labels, frame.top_intents, examples)
+        return build_messages(frame.text, self.labels, frame.top_intents, self.nearest(frame))
+
+    def nearest(self, frame: Frame) -> list[IndexEntry]:
+        """The `retrieval_k` training examples nearest the utterance (none without an index)."""
+        return self.index.nearest(frame.embedding, self.routing.retrieval_k) if self.index else []
 
     async def pick_intent(
         self, frame: Frame, messages: list[dict[str, str]], budget: float
