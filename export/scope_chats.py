@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from export.data import Example
+from export.onnx import session
+from service.contract.bundle import TOKENIZER, Bundle, load_bundle
+from service.contract.graph import OUTPUTS, onnx_feeds
 from service.contract.prompt import NONE
-from service.runtime import Engine
-from service.settings import EngineSettings
-
-BATCH = 64
+from service.contract.text import encode_texts, load_tokenizer, softmax
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,20 @@ class ScopeChat:
     answer: str  # one of the candidates, or NONE
 
 
-def ranked_in_scope(engine: Engine, texts: list[str]) -> list[list[str]]:
-    """Per text, the bundle's in-scope intents from most to least likely."""
-    intents = engine.bundle.labels.intents
+def ranked_in_scope(bundle: Bundle, texts: list[str]) -> list[list[str]]:
+    """Per text, the bundle's in-scope intents from most to least likely: its served graph run
+    one utterance at a time, as the engine runs it (an int8 graph's answer depends on its batch)."""
+    config = bundle.config
+    sess = session(bundle.model_file(config.served_variant))
+    tokenizer = load_tokenizer(bundle.path / TOKENIZER, config.max_seq_len)
+    trained = config.out_of_scope.trained_label if config.out_of_scope is not None else None
+    intents = bundle.labels.intents
     ranked = []
-    for start in range(0, len(texts), BATCH):
-        for frame in engine.parse(texts[start : start + BATCH]):
-            order = np.argsort(-frame.probabilities)  # (I,)
-            ranked.append([intents[i] for i in order if intents[i] != engine.trained_label])
+    for text in texts:
+        enc = encode_texts(tokenizer, [text])
+        logits, *_ = sess.run(list(OUTPUTS), onnx_feeds(enc, config.inputs))  # (1, I)
+        order = np.argsort(-softmax(logits[0].astype(np.float64), config.temperature))  # (I,)
+        ranked.append([intents[i] for i in order if intents[i] != trained])
     return ranked
 
 
@@ -53,12 +59,13 @@ def scope_chats(
 ) -> list[ScopeChat]:
     """One chat per example: the encoder's top `candidates` in-scope intents, shuffled; an
     in-scope example's intent is taken out of them with probability `none_share`."""
-    engine = Engine(bundle_dir, settings=EngineSettings())
+    bundle = load_bundle(bundle_dir)
+    record = bundle.config.out_of_scope
+    trained = record.trained_label if record is not None else None
     chats = []
-    for ex, ranked in zip(
-        examples, ranked_in_scope(engine, [e.text for e in examples]), strict=True
-    ):
-        in_scope = ex.intent != engine.trained_label
+    rankings = ranked_in_scope(bundle, [ex.text for ex in examples])
+    for ex, ranked in zip(examples, rankings, strict=True):
+        in_scope = ex.intent != trained
         if in_scope and rng.random() < none_share:
             ranked = [i for i in ranked if i != ex.intent]
         shown = ranked[:candidates]
