@@ -59,16 +59,34 @@ class Variant:
     examples_k: int
 
     def model_path(self, dataset: str) -> str:
-        """The checkpoint folder (relative paths are under the project root), or ""."""
-        path = self.model.format(dataset=dataset)
-        return str(PROJECT_ROOT / path) if path else ""
+        return checkpoint_path(self.model, dataset)
 
     def missing(self, dataset: str) -> str | None:
         """Why this variant cannot run for `dataset`, or None."""
-        path = self.model_path(dataset)
-        if path and not (Path(path) / "config.json").is_file():
-            return f"{path} does not exist (make train-generator DATA={dataset})"
-        return None
+        return missing_checkpoint(self.model_path(dataset), f"make train-generator DATA={dataset}")
+
+
+def checkpoint_path(model: str, dataset: str) -> str:
+    """A generator's checkpoint folder (`model` may contain {dataset}; relative paths are under
+    the project root), or "" for the packaged SmolLM2."""
+    path = model.format(dataset=dataset)
+    return str(PROJECT_ROOT / path) if path else ""
+
+
+def missing_checkpoint(path: str, build: str) -> str | None:
+    """Why the checkpoint at `path` cannot be loaded (naming what builds it), or None."""
+    if path and not (Path(path) / "config.json").is_file():
+        return f"{path} does not exist ({build})"
+    return None
+
+
+def model_id(path: str) -> str:
+    """What identifies a generator in a cache key: its path and, for a trained checkpoint, when
+    it was trained (a retrained one gets a new key)."""
+    record = Path(path) / TRAINING_RECORD if path else None
+    if record is None or not record.is_file():
+        return path
+    return f"{path}@{json.loads(record.read_text())['created_at']}"
 
 
 def add_generator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -214,16 +232,15 @@ class GeneratorRunner:
         self.variant, self.dataset, self.cache = variant, dataset, cache
         self.bundle_dir, self.engine = bundle_dir, engine
         self.router: Router | None = None
-        # A retrained checkpoint gets a new key through its training record's timestamp.
-        record = Path(variant.model_path(dataset)) / TRAINING_RECORD if variant.model else None
-        model_id = (
-            json.loads(record.read_text())["created_at"]
-            if record is not None and record.is_file()
-            else variant.model
-        )
         max_tokens = MAX_NEW_TOKENS if variant.mode == "generate" else None
         key = json.dumps(
-            [asdict(variant), engine.bundle.config_sha256, model_id, max_tokens], sort_keys=True
+            [
+                asdict(variant),
+                engine.bundle.config_sha256,
+                model_id(variant.model_path(dataset)),
+                max_tokens,
+            ],
+            sort_keys=True,
         )
         self.key = hashlib.sha256(key.encode()).hexdigest()[:12]
 

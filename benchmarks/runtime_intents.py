@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.generation import GENERATOR_TIMEOUT_S, cached_rows
+from benchmarks.generation import GENERATOR_TIMEOUT_S, cached_rows, model_id
 from benchmarks.measure import latency_stats
-from benchmarks.scope_routing import CANDIDATES, ScopeGenerator, model_id
+from benchmarks.scope_routing import CANDIDATES, ScopeGenerator
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
 from service.contract.paths import PROJECT_ROOT

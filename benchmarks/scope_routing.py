@@ -24,10 +24,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.generation import GENERATOR_TIMEOUT_S, cached_rows
+from benchmarks.generation import (
+    GENERATOR_TIMEOUT_S,
+    cached_rows,
+    checkpoint_path,
+    missing_checkpoint,
+    model_id,
+)
 from export.out_of_scope import oos_metrics
-from export.train_generator import TRAINING_RECORD
-from service.contract.paths import PROJECT_ROOT
 from service.contract.retrieval import load_index
 from service.contract.types import Frame
 from service.generators.registry import BACKENDS
@@ -49,15 +53,11 @@ class ScopeGenerator:
     build: str = ""  # the command that makes `model`
 
     def model_path(self, dataset: str) -> str:
-        path = self.model.format(dataset=dataset)
-        return str(PROJECT_ROOT / path) if path else ""
+        return checkpoint_path(self.model, dataset)
 
     def missing(self, dataset: str) -> str | None:
         """Why this generator cannot run for `dataset`, or None."""
-        path = self.model_path(dataset)
-        if path and not (Path(path) / "config.json").is_file():
-            return f"{path} does not exist ({self.build.format(dataset=dataset)})"
-        return None
+        return missing_checkpoint(self.model_path(dataset), self.build.format(dataset=dataset))
 
 
 SCOPE_GENERATORS = {
@@ -87,15 +87,6 @@ SCOPE_GENERATORS = {
         ),
     )
 }
-
-
-def model_id(path: str) -> str:
-    """What identifies a generator in a cache key: its path and, for a trained checkpoint, when
-    it was trained (a retrained one gets a new key)."""
-    record = Path(path) / TRAINING_RECORD if path else None
-    if record is None or not record.is_file():
-        return path
-    return f"{path}@{json.loads(record.read_text())['created_at']}"
 
 
 @dataclass(frozen=True)
