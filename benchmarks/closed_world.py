@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.meta import run_meta
-from benchmarks.open_world import engine_outputs
+from benchmarks.open_world import engine_outputs, exporter_choice
 from benchmarks.suite import Suite, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
-from export.out_of_scope import DEFAULT_BUDGET, DEFAULT_LABEL, choose
+from export.out_of_scope import DEFAULT_BUDGET, DEFAULT_LABEL
 from export.scoring import frame_metrics
 from service.contract.oos import Detector, Reference
 from service.contract.paths import PROJECT_ROOT
@@ -87,16 +87,7 @@ class ClosedWorldSuite(Suite):
         )
         intents = list(off.bundle.labels.intents)
         outputs = {s: engine_outputs(off, [ex.text for ex in splits[s]]) for s in ("train", "dev")}
-        record, references = choose(
-            outputs["dev"],
-            [ex.intent for ex in splits["dev"]],
-            outputs["train"],
-            [ex.intent for ex in splits["train"]],
-            intents,
-            DEFAULT_LABEL,
-            DEFAULT_BUDGET,
-            None,
-        )
+        record, references = exporter_choice(off, splits, outputs, DEFAULT_LABEL, DEFAULT_BUDGET)
         test = splits["test"]
         texts, gold = [ex.text for ex in test], [ex.intent for ex in test]
         gold_tags = [list(ex.tags) for ex in test]

@@ -43,8 +43,8 @@ from export.data import Example, read_dataset
 from export.fetch import resolve_dataset
 from export.out_of_scope import DEFAULT_LABEL, GraphOutputs, choose, oos_metrics
 from export.scoring import pct_text
-from service.contract.bundle import load_bundle
-from service.contract.oos import Detector
+from service.contract.bundle import OutOfScopeRecord, load_bundle
+from service.contract.oos import Detector, Reference
 from service.contract.paths import PROJECT_ROOT
 from service.contract.text import softmax
 from service.runtime import Engine
@@ -68,6 +68,27 @@ def engine_outputs(engine: Engine, texts: list[str], batch_size: int = 64) -> Gr
         probabilities.append(softmax(logits, engine.bundle.config.temperature))
         embeddings.append(raw.embedding)
     return GraphOutputs(np.concatenate(probabilities), np.concatenate(embeddings))
+
+
+def exporter_choice(
+    engine: Engine,
+    splits: dict[str, list[Example]],
+    outputs: dict[str, GraphOutputs],
+    label: str,
+    budget: float,
+) -> tuple[OutOfScopeRecord, dict[str, Reference]]:
+    """What the exporter's rule chooses for this bundle (every method on dev at its budget
+    threshold), from the train and dev outputs of its graph as served."""
+    return choose(
+        outputs["dev"],
+        [ex.intent for ex in splits["dev"]],
+        outputs["train"],
+        [ex.intent for ex in splits["train"]],
+        list(engine.bundle.labels.intents),
+        label,
+        budget,
+        None,
+    )
 
 
 def detection_latency(engine: Engine, detector: Detector, texts: list[str]) -> dict[str, float]:
@@ -148,16 +169,7 @@ class OpenWorldSuite(BundleSuite):
         outputs = {s: engine_outputs(engine, [ex.text for ex in splits[s]]) for s in splits}
         intents = list(engine.bundle.labels.intents)
         budget = config.out_of_scope.in_scope_budget if config.out_of_scope else 1.0
-        record, references = choose(
-            outputs["dev"],
-            [ex.intent for ex in splits["dev"]],
-            outputs["train"],
-            [ex.intent for ex in splits["train"]],
-            intents,
-            args.oos_label,
-            budget,
-            None,
-        )
+        record, references = exporter_choice(engine, splits, outputs, args.oos_label, budget)
         shipped = config.out_of_scope.method if config.out_of_scope else "off"
         gold = [ex.intent for ex in splits["test"]]
         gold_oos = np.array([g == args.oos_label for g in gold])
