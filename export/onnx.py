@@ -38,6 +38,7 @@ from tqdm import tqdm
 from export.artifacts import Artifacts, load_artifacts
 from export.data import Example, read_dataset, slot_values
 from export.fetch import INPUT_ERRORS, resolve_dataset
+from export.graph_run import graph_batches
 from export.inference import Outputs, run_model, score
 from export.model import JointModel, mean_pool
 from export.out_of_scope import DEFAULT_BUDGET, DEFAULT_LABEL, build_out_of_scope, graph_outputs
@@ -166,9 +167,9 @@ def run_onnx(
 ) -> Outputs:
     """The same Outputs shape as the PyTorch path, so the same scoring applies."""
     intent_rows, word_rows = [], []
-    for i in range(0, len(examples), batch_size):
-        enc = encode_words(artifacts.tokenizer, [ex.words for ex in examples[i : i + batch_size]])
-        intent, slots, _ = sess.run(list(OUTPUTS), onnx_feeds(enc, names))
+    for enc, (intent, slots, _) in graph_batches(
+        sess, artifacts.tokenizer, examples, names, batch_size
+    ):
         intent_rows.append(intent)
         word_rows += [
             word_scores(enc.word_index[b], slots[b], len(w)) for b, w in enumerate(enc.words)

@@ -24,9 +24,9 @@ import numpy as np
 
 from export.artifacts import Artifacts
 from export.data import Example
+from export.graph_run import graph_batches
 from export.scoring import pct
 from service.contract.bundle import DetectorReport, OutOfScopeRecord
-from service.contract.graph import OUTPUTS, onnx_feeds
 from service.contract.oos import (
     METHODS,
     Detector,
@@ -35,7 +35,7 @@ from service.contract.oos import (
     fit_reference,
     write_reference,
 )
-from service.contract.text import encode_words, softmax
+from service.contract.text import softmax
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ def graph_outputs(
     sess, artifacts: Artifacts, examples: Sequence[Example], names: list[str], batch_size: int
 ) -> GraphOutputs:
     intent_rows, embedding_rows = [], []
-    for i in range(0, len(examples), batch_size):
-        enc = encode_words(artifacts.tokenizer, [ex.words for ex in examples[i : i + batch_size]])
-        intent, _, embedding = sess.run(list(OUTPUTS), onnx_feeds(enc, names))
+    for _, (intent, _, embedding) in graph_batches(
+        sess, artifacts.tokenizer, examples, names, batch_size
+    ):
         intent_rows.append(intent)
         embedding_rows.append(embedding)
     logits = np.concatenate(intent_rows).astype(np.float64)  # (N, I)
@@ -132,9 +132,7 @@ def choose(
             if name == "oos_class"
             else budget_threshold(scores, correct, int((~dev_oos).sum()), budget)
         )
-        flags, _ = Detector(name, threshold, in_scope, reference).decide(
-            dev.probabilities, dev.embeddings
-        )
+        flags = Detector(name, threshold, in_scope, reference).flags(dev.probabilities, scores)
         reports[name] = DetectorReport(
             threshold=threshold, **oos_metrics(flags, predicted, dev_oos, dev_gold)
         )

@@ -137,10 +137,14 @@ class Detector:
         scores = in_scope_scores(
             self.method, self.reference, probabilities, embeddings, self.in_scope
         )
+        return self.flags(probabilities, scores), scores
+
+    def flags(self, probabilities: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """(B,) out-of-scope flags from this method's (B,) in-scope scores."""
         flags = ~self.in_scope[probabilities.argmax(axis=1)]  # the trained class won
         if self.threshold is not None:
             flags |= scores < self.threshold
-        return flags, scores
+        return flags
 
 
 def write_reference(bundle_dir: Path, reference: Reference) -> None:
