@@ -197,10 +197,10 @@ class Engine:
         """Calibrated intent probabilities, top-k, and BIO slots with character offsets."""
         labels, temperature = self.bundle.labels, self.bundle.config.temperature
         probs = softmax(raw.intent_logits.astype(np.float64), temperature)  # (B, I)
-        out_of_scope, in_scope_scores = self.detector.decide(probs, raw.embedding)  # (B,), (B,)
+        out_of_scope, scores = self.detector.decide(probs, raw.embedding)  # (B,), (B,)
         best_in_scope = probs[:, self.detector.in_scope].max(axis=1)  # (B,)
         extensions = self.extensions  # one set for the whole batch, whatever a reload does
-        from_extension, similarity = self.match_extensions(extensions, probs, raw.embedding)
+        from_extension, similarity = self.match_extensions(extensions, probs, raw.embedding, scores)
         frames = []
         for b, text in enumerate(texts):
             order = np.argsort(-probs[b])[: max(1, top_k)]
@@ -227,7 +227,7 @@ class Engine:
                     embedding=raw.embedding[b],
                     truncated_words=enc.truncated_words[b],
                     out_of_scope=bool(out_of_scope[b] and not from_extension[b]),
-                    in_scope_score=float(in_scope_scores[b]),
+                    in_scope_score=float(scores[b]),
                     extension=bool(from_extension[b]),
                     extension_candidates=candidates,
                 )
@@ -235,18 +235,27 @@ class Engine:
         return frames
 
     def match_extensions(
-        self, extensions: ExtensionSet | None, probs: np.ndarray, embedding: np.ndarray
+        self,
+        extensions: ExtensionSet | None,
+        probs: np.ndarray,
+        embedding: np.ndarray,
+        detector_scores: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(B,) answered by the nearest extension intent: its nearest example is at least the
         threshold and as close as the nearest training utterance of the best intent (plus the
-        margin); (B, E) each extension intent's similarity."""
+        margin; the kNN detector's own (B,) `detector_scores` when it is the bundle's); (B, E)
+        each extension intent's similarity."""
         batch = len(embedding)
         if extensions is None or not extensions.intents:
             return np.zeros(batch, bool), np.zeros((batch, 0))
         similarity = extensions.similarity(embedding)  # (B, E)
         best = similarity.max(axis=1)  # (B,)
-        trained = in_scope_scores(
-            "knn", self.knn_reference, probs, embedding, self.detector.in_scope
+        trained = (
+            detector_scores
+            if self.detector.method == "knn"
+            else in_scope_scores(
+                "knn", self.knn_reference, probs, embedding, self.detector.in_scope
+            )
         )  # (B,)
         chosen = (best >= self.extension_threshold) & (best >= trained + self.extension_margin)
         return chosen, similarity
