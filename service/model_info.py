@@ -103,6 +103,6 @@ def out_of_scope(core: NluCore) -> OutOfScopeDescription:
         method=detector.method,
         threshold=detector.threshold,
         intent=core.engine.oos_intent,
-        trained_label=(record.trained_label or "") if record is not None else "",
+        trained_label=core.engine.trained_label or "",
         chosen_by=chosen_by,
     )
