@@ -3,9 +3,9 @@
     python -m service.server --bundle bundles/atis --port 50051
 
 Health is NOT_SERVING until the bundle is verified, loaded and warmed; the generator, if any,
-loads in the background after that. On SIGTERM/SIGINT health turns NOT_SERVING and new work is
-refused with UNAVAILABLE while the port stays open (`drain_notice_s`, and until in-flight RPCs
-finish, within `drain_grace_s`), then the server stops and exits 0.
+loads in the background after that. On SIGTERM/SIGINT health turns NOT_SERVING while calls are
+still answered (`drain_notice_s`), then the server sends GOAWAY, lets in-flight RPCs finish
+(within `drain_grace_s`) and exits 0 (`drain`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -103,6 +104,31 @@ async def set_health(health_servicer: health.aio.HealthServicer, status: int) ->
         await health_servicer.set(name, status)
 
 
+async def drain(
+    server: grpc.aio.Server,
+    lifecycle: Lifecycle,
+    health_servicer: health.aio.HealthServicer,
+    settings: ServerSettings,
+) -> None:
+    """A rollout that callers do not see. Health turns NOT_SERVING at once (clients that watch
+    health, kubelet's readiness probe) while every call that still arrives is answered, for
+    `drain_notice_s`; then the server stops: GOAWAY tells clients to send new calls elsewhere
+    (a call racing it is retried by gRPC transparently), no new connection is accepted, and the
+    nlu.v1 calls in flight finish within what is left of `drain_grace_s`. Health watches and
+    reflection streams are then closed instead of being waited for."""
+    started = time.monotonic()
+    grace_s = settings.drain_grace_s
+    log.info("draining", extra={"notice_s": settings.drain_notice_s, "grace_s": grace_s})
+    await health_servicer.enter_graceful_shutdown()
+    await asyncio.sleep(min(settings.drain_notice_s, grace_s))
+    remaining = grace_s - (time.monotonic() - started)
+    stopping = asyncio.ensure_future(server.stop(max(0.0, remaining)))
+    await lifecycle.idle(remaining)
+    log.info("stopping", extra={"unfinished": lifecycle.in_flight})
+    await server.stop(0)
+    await stopping
+
+
 async def serve(settings: Settings) -> int:
     lifecycle = Lifecycle()
     health_servicer = health.aio.HealthServicer()
@@ -146,10 +172,7 @@ async def serve(settings: Settings) -> int:
     else:
         loading.cancel()
 
-    log.info("draining", extra={"grace_s": settings.server.drain_grace_s})
-    await health_servicer.enter_graceful_shutdown()
-    remaining = await lifecycle.drain(settings.server.drain_notice_s, settings.server.drain_grace_s)
-    await server.stop(remaining)
+    await drain(server, lifecycle, health_servicer, settings.server)
     if probes is not None:
         await probes.stop(0)
     if lifecycle.core is not None:

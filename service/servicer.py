@@ -95,7 +95,7 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
     async def _parse(
         self, requests: list[nlu_pb2.ParseRequest], context: grpc.aio.ServicerContext
     ) -> list[nlu_pb2.ParseResponse]:
-        core = self.lifecycle.accepting()
+        core = self.lifecycle.loaded()
         started = time.perf_counter()
         results = await core.parse([to_input(r) for r in requests], context.time_remaining())
         total_ms = (time.perf_counter() - started) * 1000

@@ -43,9 +43,9 @@ class ServerSettings(Group):
     drain_notice_s: float = Field(
         1.0,
         ge=0.0,
-        description="on SIGTERM, the least time the port stays open answering health "
-        "NOT_SERVING and new work UNAVAILABLE (within drain_grace_s), so probes and load "
-        "balancers see the drain",
+        description="on SIGTERM, how long health answers NOT_SERVING while every call that "
+        "still arrives is answered (within drain_grace_s), so clients that watch health and "
+        "load balancers move away before the server sends GOAWAY and stops accepting",
     )
     max_stream_in_flight: int = Field(
         64,

