@@ -7,7 +7,9 @@ Scenarios, each on its own server: `overload` (about 3x capacity, as the overloa
 default admission settings); the generator `down`, `slow` (past its timeout), answering HTTP 500,
 answering garbage — every request routed to it, then the generator healed to show the breaker's
 half-open probe closing the circuit; `shutdown` (SIGTERM under a closed-loop load); `crash_restart`
-(SIGKILL under load, a new server on the same port, callers using wait_for_ready). Per scenario:
+(SIGKILL under load, a new server on the same port, callers using wait_for_ready); `rollout`
+(three servers behind one target restarted in turn, with the shipped client config and with
+gRPC's defaults: the first must see no error at all). Per scenario:
 requests sent, answered, shed, refused, failed and lost (benchmarks.calls), p50/p99 of the
 answered and the shed ones, peak server RSS. `--soak` runs half of capacity for `--soak-seconds`
 and records RSS growth and errors; it is merged into the same reliability.json.
@@ -34,7 +36,7 @@ from benchmarks.overload import add_load_arguments, capacity, fire_process, meas
 from benchmarks.suite import BundleSuite, save_figure, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
-from service.client import NluClient, request
+from service.client import CHANNEL_OPTIONS, NluClient, request
 from service.contract.paths import PROJECT_ROOT
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.process import ServerProcess, free_port
@@ -63,16 +65,16 @@ class Load:
     def __init__(
         self, target: str, texts: list[str], concurrency: int, *, policy: str = "default",
         timeout_s: float = 10.0, wait_for_ready: bool = False, until_refused: bool = False,
-        backoff_s: float = 0.1,
+        backoff_s: float = 0.1, options: list[tuple[str, object]] = FAST_RECONNECT,
     ) -> None:  # fmt: skip
         self.target, self.texts, self.concurrency = target, itertools.cycle(texts), concurrency
         self.policy, self.timeout_s, self.wait_for_ready = policy, timeout_s, wait_for_ready
-        self.until_refused, self.backoff_s = until_refused, backoff_s
+        self.until_refused, self.backoff_s, self.options = until_refused, backoff_s, options
         self.calls: list[Call] = []
         self._stopped = False
 
     async def __aenter__(self) -> Load:
-        self._channel = grpc.aio.insecure_channel(self.target, options=FAST_RECONNECT)
+        self._channel = grpc.aio.insecure_channel(self.target, options=self.options)
         stub = nlu_pb2_grpc.NluServiceStub(self._channel)
         self._tasks = [asyncio.ensure_future(self._caller(stub)) for _ in range(self.concurrency)]
         return self
@@ -223,6 +225,59 @@ async def crash_restart(bundle: Path, texts: list[str], args: argparse.Namespace
     }
 
 
+async def rollout(bundle: Path, texts: list[str], args: argparse.Namespace) -> list[dict]:
+    """A rolling restart under a steady load: three servers behind one target (a static
+    `ipv4:` list, as a headless Service's DNS name resolves to every pod), each SIGTERMed in
+    turn, restarted on its port once it has exited, and serving before the next one goes. Two
+    caller populations share the run: one with the shipped client config (round_robin, health
+    checking, retry on UNAVAILABLE: service.client.CHANNEL_OPTIONS), which must see no error,
+    and one with gRPC's defaults (pick_first, no retry), to show what the config buys."""
+    servers = [await asyncio.to_thread(launch, bundle, f"rollout-{i}") for i in range(3)]
+    target = "ipv4:" + ",".join(s.target for s in servers)
+    populations = {"shipped_client_config": CHANNEL_OPTIONS, "grpc_defaults": []}
+    loads = {
+        name: Load(target, texts, CONCURRENCY // 2, timeout_s=10.0, options=options)
+        for name, options in populations.items()
+    }
+    restarts, rss = [], []
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for load in loads.values():
+                await stack.enter_async_context(load)
+            await asyncio.sleep(args.seconds)
+            for i, server in enumerate(servers):
+                rss.append(rss_mb(server.process.pid))
+                signalled = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                exit_code = await asyncio.to_thread(server.process.wait, 60)
+                exited = time.monotonic()
+                servers[i] = await asyncio.to_thread(
+                    launch, bundle, f"rollout-{i}-again", port=server.port
+                )
+                restarts.append(
+                    {
+                        "exit_code": exit_code,
+                        "sigterm_to_exit_s": round(exited - signalled, 2),
+                        "exit_to_serving_s": round(time.monotonic() - exited, 2),
+                    }
+                )
+                await asyncio.sleep(args.seconds)
+    finally:
+        for server in servers:
+            server.stop()
+    return [
+        {
+            "scenario": f"rollout_{name}",
+            "servers": len(servers),
+            "callers": load.concurrency,
+            **tally(load.calls),
+            "rss_max_mb": round(max(rss), 1),
+            "restarts": restarts,
+        }
+        for name, load in loads.items()
+    ]
+
+
 def soak(bundle: Path, texts: list[str], args: argparse.Namespace) -> dict:
     """Half of capacity for `--soak-seconds`: RSS growth after a warm-up, and errors."""
     server = launch(bundle, "soak")
@@ -288,6 +343,7 @@ class ReliabilitySuite(BundleSuite):
             rows.append(await generator_fault(bundle, texts, fault, args))
         rows.append(await shutdown_under_load(bundle, texts, args))
         rows.append(await crash_restart(bundle, texts, args))
+        rows += await rollout(bundle, texts, args)
         return rows
 
     def plot(self, rows: list[dict], path: Path) -> None:
@@ -339,12 +395,18 @@ class ReliabilitySuite(BundleSuite):
             "shutdown": lambda: (
                 f"exit {r.get('exit_code')} {r.get('sigterm_to_exit_s')} s after SIGTERM"
             ),
+            "rollout": lambda: (
+                f"{r.get('servers')} servers restarted in turn under {r.get('callers')} callers: "
+                f"exit {'/'.join(str(x['exit_code']) for x in r.get('restarts', []))}, "
+                "SIGTERM to exit "
+                f"{'/'.join(str(x['sigterm_to_exit_s']) for x in r.get('restarts', []))} s"
+            ),
             "crash_restart": lambda: (
                 f"SERVING {r.get('kill_to_serving_s')} s after the kill; "
                 f"after it {r.get('after_restart_answered')}/{r.get('after_restart_sent')} answered"
             ),
         }.get(
-            r["scenario"],
+            r["scenario"].partition("_shipped")[0].partition("_grpc")[0],
             lambda: (
                 f"breaker opened: {r.get('breaker_opened')}, generator answers after "
                 f"healing {r.get('generator_answers_after_heal')}/5"

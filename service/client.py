@@ -29,6 +29,34 @@ POLICIES = {
 }
 
 
+SERVICE = nlu_pb2.DESCRIPTOR.services_by_name["NluService"].full_name
+# The shipped client configuration (a gRPC service config), what makes a rollout invisible to
+# callers: calls spread over every address the target resolves to (`dns:///nlu-service-grpc.nlu:
+# 50051` names every pod of the headless Service; `ipv4:10.0.0.1:50051,10.0.0.2:50051` a static
+# list), a server leaves the rotation as soon as its health turns NOT_SERVING (a drain starts),
+# and a call refused with UNAVAILABLE (a server stopping, not loaded yet, unreachable) is sent
+# again, to another server, with backoff. Every nlu.v1 method is idempotent, so a retry is safe;
+# retry throttling stops retries from multiplying load when most calls fail.
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": SERVICE},
+    "methodConfig": [
+        {
+            "name": [{"service": SERVICE}],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+}
+CHANNEL_OPTIONS = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
+
+
 def request(
     text: str,
     request_id: str = "",
@@ -57,22 +85,24 @@ class Credentials:
     tls_key: Path | None = None
     token: str | None = None
 
-    def channel(self, target: str) -> grpc.Channel:
+    def channel(self, target: str, options: list[tuple[str, object]] | None = None) -> grpc.Channel:
         if self.tls_ca is None and self.tls_cert is None:
-            return grpc.insecure_channel(target)
+            return grpc.insecure_channel(target, options=options)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=self.tls_ca.read_bytes() if self.tls_ca else None,
             private_key=self.tls_key.read_bytes() if self.tls_key else None,
             certificate_chain=self.tls_cert.read_bytes() if self.tls_cert else None,
         )
-        return grpc.secure_channel(target, credentials)
+        return grpc.secure_channel(target, credentials, options=options)
 
     def metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
 
 
 class NluClient:
-    """Blocking client; one channel, reused for every call."""
+    """Blocking client. nlu.v1 calls go through one channel with the shipped service config
+    (SERVICE_CONFIG); health checks through a plain one, which reaches a server that is not
+    SERVING (the balanced channel takes such a server out of rotation, so it could not ask)."""
 
     def __init__(
         self,
@@ -81,10 +111,11 @@ class NluClient:
         credentials: Credentials | None = None,
     ) -> None:
         credentials = credentials or Credentials()
-        self.channel = credentials.channel(target)
+        self.channel = credentials.channel(target, CHANNEL_OPTIONS)
+        self.health_channel = credentials.channel(target)
         self.metadata = credentials.metadata()
         self.stub = nlu_pb2_grpc.NluServiceStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.health_channel)
         self.timeout_s = timeout_s
 
     def parse(self, text: str, **options) -> nlu_pb2.ParseResponse:
@@ -116,6 +147,7 @@ class NluClient:
 
     def close(self) -> None:
         self.channel.close()
+        self.health_channel.close()
 
 
 def non_negative(value: str) -> int:

@@ -125,7 +125,8 @@ def test_quick_reliability(tiny_bundle, tmp_path):
     rows = {r["scenario"]: r for r in result["scenarios"]}
     assert list(rows) == [
         "overload", "generator_down", "generator_slow", "generator_http_500",
-        "generator_garbage", "shutdown", "crash_restart",
+        "generator_garbage", "shutdown", "crash_restart", "rollout_shipped_client_config",
+        "rollout_grpc_defaults",
     ]  # fmt: skip
     for name, row in rows.items():
         assert row["lost"] == 0, (name, row["failures"])
@@ -139,6 +140,9 @@ def test_quick_reliability(tiny_bundle, tmp_path):
     assert rows["shutdown"]["exit_code"] == 0 and rows["shutdown"]["failed"] == 0
     crash = rows["crash_restart"]
     assert crash["failed"] <= 8 and crash["after_restart_answered"] == crash["after_restart_sent"]
+    rollout = rows["rollout_shipped_client_config"]  # three servers restarted in turn
+    assert rollout["answered"] == rollout["sent"] > 0, rollout["failures"]
+    assert [r["exit_code"] for r in rollout["restarts"]] == [0, 0, 0]
     assert (tmp_path / "reliability.png").is_file()
 
 
