@@ -19,7 +19,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 
 .PHONY: setup proto run serve test test-fast lint image-base image image-smoke deploy-check \
-	image-generator-smoke audit train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
+	image-generator-smoke audit lock train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
 
 setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 
@@ -178,6 +178,20 @@ $(DEPLOY_STAMP): deploy/requirements-check.txt
 
 deploy-check: $(DEPLOY_STAMP)
 	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH $(DEPLOY_VENV)/bin/python deploy/check.py
+
+# The hashed locks the images install from, resolved on PyPI (Python 3.11, Linux x86_64) from
+# pyproject's base list; the GPU lock has onnxruntime-gpu[cuda,cudnn] for onnxruntime. Run after
+# changing that list (tests/deploy fails while a lock is stale); a few minutes (CUDA wheels).
+LOCK_VENV := build/lock-venv
+PIP_COMPILE := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(LOCK_VENV)/bin/pip-compile --quiet \
+	--generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
+	--index-url https://pypi.org/simple
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || \
+		( $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet pip-tools )
+	$(PIP_COMPILE) --output-file deploy/requirements-serving.lock pyproject.toml
+	$(PYTHON) -c "import tomllib; print('\n'.join(d.replace('onnxruntime', 'onnxruntime-gpu[cuda,cudnn]', 1) if d.startswith('onnxruntime') else d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > build/requirements-serving-gpu.in
+	$(PIP_COMPILE) --output-file deploy/requirements-serving-gpu.lock build/requirements-serving-gpu.in
 
 # Known vulnerabilities in the serving dependencies (pyproject's base list, as the image installs
 # them). pip-audit needs an online vulnerability database (PyPI/OSV), so it is not part of CI.

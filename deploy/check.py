@@ -37,7 +37,7 @@ WAIVED = {
     "CKV_K8S_15": "pull policy IfNotPresent is right for digest-pinned images (Always only adds "
     "a registry round trip per pod start)",
     "CKV_DOCKER_7": "`FROM ${BASE}`: checkov does not resolve build arguments; BASE defaults to "
-    "a versioned tag (python:3.11-slim-bookworm, nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04)",
+    "a versioned tag (python:3.11-slim-bookworm, for the CPU and the GPU image)",
     "CKV_DOCKER_2": "no HEALTHCHECK: the health check is gRPC (grpc.health.v1), probed by the "
     "orchestrator (Kubernetes grpc probes on the health port), not by a shell command in the image",
 }

@@ -56,6 +56,11 @@ def select_providers(provider: Provider) -> list[str]:
     """CUDA when asked for and available (onnxruntime-gpu + a GPU), else CPU with a warning."""
     if provider == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():
+            # onnxruntime-gpu[cuda,cudnn] (the GPU image) brings CUDA and cuDNN as pip
+            # packages, which ONNX Runtime finds once preloaded (ORT 1.21 and later).
+            preload = getattr(ort, "preload_dlls", None)
+            if preload is not None:
+                preload()
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         log.warning("CUDA execution provider requested but not available; falling back to CPU")
     return ["CPUExecutionProvider"]

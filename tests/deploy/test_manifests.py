@@ -8,10 +8,15 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from service.extensions import parse_extensions
 from service.metrics import REGISTRY
@@ -21,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("overlays/cpu", "overlays/cpu-generator", "overlays/cpu-tls", "overlays/gpu")
 SETTING_VARIABLES = {env_name(name) for group in GROUPS.values() for name in group.model_fields}
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+GPU_SWAP = {"onnxruntime": "onnxruntime-gpu"}  # what the GPU lock installs instead
 
 
 def render(overlay: str) -> list[dict]:
@@ -131,12 +138,42 @@ def test_every_metric_the_dashboard_queries_exists():
     assert queried and queried <= exported_metrics(), queried - exported_metrics()
 
 
-def test_the_image_exposes_the_ports_the_manifests_use():
+@pytest.mark.parametrize("name", ["Containerfile", "Containerfile.gpu"])
+def test_the_image_exposes_the_ports_the_manifests_use(name):
     env = settings_of(render("overlays/cpu"))
-    containerfile = (ROOT / "deploy" / "Containerfile").read_text()
+    containerfile = (ROOT / "deploy" / name).read_text()
     exposed = set(re.search(r"^EXPOSE (.+)$", containerfile, re.M).group(1).split())
-    assert {env["NLU_PORT"], env["NLU_METRICS_PORT"]} <= exposed
-    assert f"NLU_PORT={env['NLU_PORT']}" in containerfile
+    assert {env["NLU_PORT"], env["NLU_HEALTH_PORT"], env["NLU_METRICS_PORT"]} <= exposed
+    for key in ("NLU_PORT", "NLU_HEALTH_PORT", "NLU_METRICS_PORT"):
+        assert f"{key}={env[key]}" in containerfile, key
+
+
+@pytest.mark.parametrize("name", ["Containerfile", "Containerfile.gpu"])
+def test_the_image_python_is_the_one_pyproject_supports(name):
+    base = re.search(r"^ARG BASE=python:(\d+\.\d+)-", (ROOT / "deploy" / name).read_text(), re.M)
+    assert base, f"{name}: BASE is not a python:X.Y image"
+    supported = SpecifierSet(PYPROJECT["project"]["requires-python"])
+    assert Version(base.group(1)) in supported
+
+
+@pytest.mark.parametrize(
+    ("lock", "swap"),
+    [("requirements-serving.lock", {}), ("requirements-serving-gpu.lock", GPU_SWAP)],
+)
+def test_the_serving_locks_pin_what_pyproject_asks_for(lock, swap):
+    """Every base dependency pinned, with hashes, at a version its specifier admits: a stale
+    lock (`make lock` regenerates it) fails here, not in an image build."""
+    text = (ROOT / "deploy" / lock).read_text()
+    pins = {
+        canonicalize_name(m.group(1)): Version(m.group(2))
+        for m in re.finditer(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+) \\$", text, re.M)
+    }
+    assert text.count("--hash=sha256:") >= len(pins) > 0
+    for dependency in PYPROJECT["project"]["dependencies"]:
+        requirement = Requirement(dependency)
+        name = canonicalize_name(swap.get(requirement.name, requirement.name))
+        assert name in pins, f"{lock}: {name} is not pinned"
+        assert pins[name] in requirement.specifier, f"{lock}: {name} {pins[name]} {requirement}"
 
 
 def test_extension_intents_reload_in_place(rendered):
@@ -155,3 +192,173 @@ def test_extension_intents_reload_in_place(rendered):
     path = Path(env["NLU_EXTENSION_INTENTS_FILE"])
     assert path.parent == Path(mount["mountPath"]) and path.name in config["data"]
     assert parse_extensions(path, config["data"][path.name], set()) == []
+
+
+# What each overlay means to deploy: its images (name:tag), the settings that must reach the
+# NLU container after every merge, and the model name the NLU service asks its generator for,
+# which the generator must serve.
+INTENT = {
+    "overlays/cpu": {
+        "images": {"nlu": "registry.example.com/nlu/nlu-service:0.1.0"},
+        "settings": {"NLU_PROVIDER": "cpu", "NLU_VARIANT": "int8"},
+    },
+    "overlays/cpu-tls": {
+        "images": {"nlu": "registry.example.com/nlu/nlu-service:0.1.0"},
+        "settings": {"NLU_PROVIDER": "cpu", "NLU_TLS_CERT_FILE": "/etc/nlu/tls/tls.crt"},
+    },
+    "overlays/cpu-generator": {
+        "images": {
+            "nlu": "registry.example.com/nlu/nlu-service:0.1.0",
+            "generator": "registry.example.com/nlu/nlu-generator:0.1.0",
+        },
+        "settings": {"NLU_PROVIDER": "cpu", "NLU_GENERATOR_BACKEND": "openai"},
+        "generator_model": "/models/smollm2",
+    },
+    "overlays/gpu": {
+        "images": {
+            "nlu": "registry.example.com/nlu/nlu-service-gpu:0.1.0",
+            "generator": "docker.io/vllm/vllm-openai:v0.11.0",
+        },
+        "settings": {"NLU_PROVIDER": "cuda", "NLU_VARIANT": "fp32"},
+        "generator_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    },
+}
+
+
+def containers(objects: list[dict]) -> dict[str, dict]:
+    """Every container of every Deployment, by container name."""
+    return {
+        c["name"]: c
+        for o in objects
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }
+
+
+def served_model(generator: dict) -> str:
+    """The model name the generator container answers to: vLLM's --served-model-name or
+    --model, `transformers serve`'s positional model."""
+    args = generator["args"]
+    for flag in ("--served-model-name", "--model"):
+        if flag in args:
+            return args[args.index(flag) + 1]
+    return args[args.index("serve") + 1]
+
+
+@pytest.mark.parametrize("overlay", sorted(INTENT))
+def test_each_overlay_deploys_the_images_it_names(overlay):
+    running = {name: c["image"] for name, c in containers(render(overlay)).items()}
+    assert running == INTENT[overlay]["images"]
+
+
+@pytest.mark.parametrize("overlay", sorted(INTENT))
+def test_each_overlay_settings_reach_the_container(overlay):
+    """The effective ConfigMap after every merge (base, components, overlay), as the container
+    reads it through envFrom."""
+    objects = render(overlay)
+    env = settings_of(objects)
+    for key, value in INTENT[overlay]["settings"].items():
+        assert env.get(key) == value, (overlay, key, env.get(key))
+    (source,) = containers(objects)["nlu"]["envFrom"]
+    assert source["configMapRef"]["name"] == one_settings_map(objects)["metadata"]["name"]
+
+
+def one_settings_map(objects: list[dict]) -> dict:
+    (config,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("nlu-settings")
+    ]
+    return config
+
+
+@pytest.mark.parametrize("overlay", [o for o in sorted(INTENT) if "generator_model" in INTENT[o]])
+def test_the_service_asks_for_the_model_its_generator_serves(overlay):
+    objects = render(overlay)
+    env = settings_of(objects)
+    generator = containers(objects)["generator"]
+    assert served_model(generator) == INTENT[overlay]["generator_model"]
+    assert env["NLU_GENERATOR_MODEL"] == INTENT[overlay]["generator_model"]
+
+
+def deployments(objects: list[dict]) -> list[dict]:
+    return [o for o in objects if o["kind"] == "Deployment"]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return selector["matchLabels"].items() <= labels.items()
+
+
+def test_no_replica_count_where_an_autoscaler_owns_it(rendered):
+    scaled = {
+        o["spec"]["scaleTargetRef"]["name"]
+        for o in rendered
+        if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert scaled
+    for deployment in deployments(rendered):
+        if deployment["metadata"]["name"] in scaled:
+            assert "replicas" not in deployment["spec"], deployment["metadata"]["name"]
+
+
+def test_every_container_gets_guaranteed_qos(rendered):
+    for name, container in containers(rendered).items():
+        resources = container["resources"]
+        assert resources["requests"] == resources["limits"], name
+
+
+def test_every_deployment_has_a_budget_that_lets_one_pod_go(rendered):
+    budgets = [o["spec"] for o in rendered if o["kind"] == "PodDisruptionBudget"]
+    for deployment in deployments(rendered):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (budget,) = [b for b in budgets if selects(b["selector"], labels)]
+        assert budget["maxUnavailable"] == 1 and "minAvailable" not in budget
+        assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def test_nlu_pods_spread_over_zones_and_nodes(rendered):
+    pod = one(rendered, "Deployment", "nlu-service")["spec"]["template"]
+    spread = pod["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    }
+    assert all(selects(c["labelSelector"], pod["metadata"]["labels"]) for c in spread)
+
+
+def test_the_network_policy_admits_clients_monitoring_and_dns(rendered):
+    policy = one(rendered, "NetworkPolicy", "nlu-service")["spec"]
+    by_port = {rule["ports"][0]["port"]: rule.get("from", []) for rule in policy["ingress"]}
+    grpc_from = [peer.get("namespaceSelector", {}).get("matchLabels") for peer in by_port["grpc"]]
+    assert {"nlu-service/client": "true"} in grpc_from  # other namespaces, by label
+    (monitoring,) = by_port["metrics"]
+    assert monitoring["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"  # the overlays' monitoringNamespace
+    }
+    (dns,) = [r for r in policy["egress"] if {p["port"] for p in r["ports"]} == {53}]
+    assert {"cidr": "169.254.20.10/32"} in [peer.get("ipBlock") for peer in dns["to"]]
+
+
+@pytest.mark.parametrize("overlay", ["overlays/cpu-generator", "overlays/gpu"])
+def test_the_generator_fits_its_pod(overlay):
+    objects = render(overlay)
+    generator = containers(objects)["generator"]
+    env = {e["name"]: e.get("value") for e in generator.get("env", [])}
+    assert env["OMP_NUM_THREADS"] == generator["resources"]["limits"]["cpu"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert generator[probe]["timeoutSeconds"] >= 5, probe
+    if env.get("HF_HUB_OFFLINE") != "1":  # downloads its model: DNS and HTTPS must get out
+        policy = one(objects, "NetworkPolicy", "nlu-generator")["spec"]
+        ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+        assert {53, 443} <= ports
+
+
+def test_vllm_gets_shared_memory_and_a_gpu():
+    objects = render("overlays/gpu")
+    pod = one(objects, "Deployment", "nlu-generator")["spec"]["template"]["spec"]
+    (shm,) = [v for v in pod["volumes"] if v["name"] == "shm"]
+    assert shm["emptyDir"]["medium"] == "Memory"
+    (generator,) = pod["containers"]
+    assert {"name": "shm", "mountPath": "/dev/shm"} in generator["volumeMounts"]
+    for name, container in containers(objects).items():
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1", name
