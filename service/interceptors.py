@@ -2,7 +2,9 @@
 handlers carry no error handling, metrics or logging of their own and a new RPC gets them free.
 
 Order, outermost first (`chain()`):
-1. (tracing, when added: it must see everything, so it goes first)
+0. `ConcurrencyLimit` (when `max_concurrent_rpcs` is set): refuses nlu.v1 RPCs beyond the
+   limit before any other work, and counts them.
+1. (tracing, when added: it must see everything but the refusals, so it goes first after that)
 2. `Telemetry`: times the RPC, counts `nlu_requests_total{method, code}` and, once per failed
    RPC, `nlu_request_failure_total{reason}`; one DEBUG access-log line per RPC; keeps the count
    of RPCs in flight that a drain waits for.
@@ -230,9 +232,59 @@ class ErrorMapping(RpcInterceptor):
         await context.abort(code, message)
 
 
+class ConcurrencyLimit(RpcInterceptor):
+    """At most `limit` nlu.v1 RPCs at once. The excess gets RESOURCE_EXHAUSTED before its
+    request is even read, and is counted (`nlu_requests_total{code="RESOURCE_EXHAUSTED"}` and
+    `nlu_request_failure_total{reason="concurrency_limit"}`), so an operator sees sheds, which
+    grpc.aio's own `maximum_concurrent_rpcs` hides. A call takes its place when its handler
+    starts (calls arriving in the same instant may all pass: the limit bounds work, it is not a
+    semaphore). Health and reflection are not limited: every client with the shipped config
+    holds a health watch open on each server, which would otherwise take the places of calls.
+    Outermost in the chain: a refusal costs no other interceptor's work."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+        # One refusal for every method: a stream handler that never reads its requests (a
+        # unary caller cannot tell: both are one HTTP/2 stream).
+        self._refuse = grpc.stream_stream_rpc_method_handler(self._refused)
+
+    async def _refused(self, requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"more than {self.limit} RPCs in flight on this server; retry with backoff",
+        )
+        yield  # an async generator: the handler type asks for one
+
+    async def intercept_service(self, continuation, details):
+        service, _, method = details.method.lstrip("/").partition("/")
+        if service == SERVICE_NAME and self.active >= self.limit:
+            metrics.FAILURES.labels("concurrency_limit").inc()
+            metrics.REQUESTS.labels(method, "RESOURCE_EXHAUSTED").inc()
+            return self._refuse
+        return await super().intercept_service(continuation, details)
+
+    async def unary(self, method, context, call):
+        self.active += 1
+        try:
+            return await call()
+        finally:
+            self.active -= 1
+
+    async def stream(self, method, context, responses):
+        self.active += 1
+        try:
+            async for response in responses:
+                yield response
+        finally:
+            self.active -= 1
+
+
 def chain(
-    lifecycle: Lifecycle, authentication: RpcInterceptor | None = None
+    lifecycle: Lifecycle,
+    authentication: RpcInterceptor | None = None,
+    concurrency_limit: int | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors in the order the module docstring gives (outermost first)."""
+    outer = [ConcurrencyLimit(concurrency_limit)] if concurrency_limit else []
     inner = [authentication] if authentication is not None else []
-    return [Telemetry(lifecycle), ErrorMapping(), *inner]
+    return [*outer, Telemetry(lifecycle), ErrorMapping(), *inner]

@@ -64,22 +64,21 @@ def main_server(
     settings: Settings, lifecycle: Lifecycle, health_servicer: health.aio.HealthServicer
 ) -> tuple[grpc.aio.Server, int]:
     """nlu.v1 behind the interceptor chain, health and reflection; and the port it bound."""
-    interceptors = chain(lifecycle, authentication(settings.security))
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=grpc_options(settings.server),
-        maximum_concurrent_rpcs=settings.server.concurrent_rpcs_limit,
+    interceptors = chain(
+        lifecycle, authentication(settings.security), settings.server.concurrent_rpcs_limit
     )
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings.server))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     nlu_pb2_grpc.add_NluServiceServicer_to_server(NluServicer(lifecycle, settings), server)
-    reflection.enable_server_reflection(
-        [
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-    )
+    if settings.server.reflection:
+        reflection.enable_server_reflection(
+            [
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
     address = f"{settings.server.host}:{settings.server.port}"
     credentials = server_credentials(settings.security)
     if credentials is None:

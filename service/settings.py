@@ -99,6 +99,11 @@ class ServerSettings(Group):
         description="close client connections after this long (gRPC A9; 0: never) so clients "
         "re-resolve and spread over new replicas; in-flight calls get drain_grace_s",
     )
+    reflection: bool = Field(
+        True,
+        description="serve gRPC server reflection on the main port (grpcurl, Postman); it "
+        "needs no token and lists the whole API, so turn it off where that is not public",
+    )
     health_port: int = Field(
         0,
         ge=0,

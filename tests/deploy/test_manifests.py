@@ -244,7 +244,11 @@ INTENT = {
     },
     "overlays/cpu-tls": {
         "images": {"nlu": "registry.example.com/nlu/nlu-service:0.1.0"},
-        "settings": {"NLU_PROVIDER": "cpu", "NLU_TLS_CERT_FILE": "/etc/nlu/tls/tls.crt"},
+        "settings": {
+            "NLU_PROVIDER": "cpu",
+            "NLU_TLS_CERT_FILE": "/etc/nlu/tls/tls.crt",
+            "NLU_REFLECTION": "false",
+        },
     },
     "overlays/cpu-generator": {
         "images": {

@@ -174,6 +174,17 @@ def test_reflection_lists_the_service(server):
     assert "nlu.v1.NluService" in services and "grpc.health.v1.Health" in services
 
 
+def test_reflection_can_be_turned_off(tiny_bundle, tmp_path):
+    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--no-reflection")
+    try:
+        srv.wait_serving()
+        with grpc.insecure_channel(srv.target) as channel, pytest.raises(grpc.RpcError) as err:
+            ProtoReflectionDescriptorDatabase(channel).get_services()
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        assert srv.stop() == 0
+
+
 def test_metrics_move(server, client):
     def scrape() -> str:
         return httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
@@ -229,6 +240,10 @@ def test_rpcs_over_the_concurrency_limit_are_refused_before_the_service_and_prob
         with pytest.raises(grpc.RpcError) as refused:
             client.parse("list airlines")
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "more than 2 RPCs in flight" in refused.value.details()
+        assert srv.metric('nlu_request_failure_total{reason="concurrency_limit"}') == 1
+        assert srv.metric('nlu_requests_total{code="RESOURCE_EXHAUSTED",method="Parse"}') == 1
+        assert client.health() == "SERVING"  # health on the main port is not limited
         assert NluClient(f"127.0.0.1:{health_port}").health() == "SERVING"
         release.set()
         for stream in open_streams:
