@@ -7,6 +7,7 @@ Anything not listed becomes INTERNAL with a generic message (the detail goes to 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
@@ -72,6 +73,21 @@ class DeadlineExceeded(ServiceError):
 class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
     reason = "unavailable"
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A message that did not decode as the method's request type (bad UTF-8 in a string field,
+    truncated bytes); `field` is where, when known (`requests[2].text`)."""
+
+    problem: str
+    field: str = ""
+
+    def refuse(self) -> InvalidArgument:
+        where = f" at {self.field}" if self.field else ""
+        return InvalidArgument(
+            f"the request is not a valid protobuf message{where}: {self.problem}", self.field
+        )
 
 
 INTERNAL_MESSAGE = "internal error; see server logs"

@@ -10,7 +10,9 @@ Order, outermost first (`chain()`):
    of RPCs in flight that a drain waits for.
 3. `ErrorMapping`: turns any exception into its gRPC status (`service.errors.grpc_status`, the
    only mapping) and aborts the RPC with it; a request that does not decode (bad UTF-8 in a
-   string field, truncated bytes) becomes INVALID_ARGUMENT instead of UNKNOWN.
+   string field, truncated bytes) becomes INVALID_ARGUMENT instead of UNKNOWN, naming the field
+   that does not decode (`requests[2].text`). In a stream such a request reaches the handler as
+   `Undecodable`, which answers it with a per-item error and reads on.
 4. `service.auth.Authentication` (when tokens are configured): inside ErrorMapping, so its
    refusal is mapped (UNAUTHENTICATED) and counted.
 Health and reflection RPCs bypass the chain (probes must not need credentials).
@@ -31,9 +33,10 @@ from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from service import metrics
-from service.errors import InvalidArgument, ServiceError, grpc_status, rich_status
+from service.errors import ServiceError, Undecodable, grpc_status, rich_status
 from service.gen.nlu.v1 import nlu_pb2
 from service.lifecycle import Lifecycle
+from service.wire import undecodable_field
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = nlu_pb2.DESCRIPTOR.services_by_name["NluService"].full_name
@@ -171,24 +174,16 @@ class Telemetry(RpcInterceptor):
         )
 
 
-@dataclass(frozen=True)
-class Undecodable:
-    """A message that did not decode as the method's request type (bad UTF-8 in a string field,
-    truncated bytes); the handler is never called with it."""
-
-    problem: str
-
-    def refuse(self) -> InvalidArgument:
-        return InvalidArgument(f"the request is not a valid protobuf message: {self.problem}")
-
-
 class ErrorMapping(RpcInterceptor):
     def deserializer(self, deserialize):
+        message_type = getattr(deserialize, "__self__", None)  # the class of X.FromString
+
         def tolerant(data: bytes) -> Any:
             try:
                 return deserialize(data)
             except DecodeError as e:
-                return Undecodable(str(e))
+                field = undecodable_field(message_type.DESCRIPTOR, data) if message_type else ""
+                return Undecodable(str(e), field)
 
         return tolerant
 
@@ -196,10 +191,6 @@ class ErrorMapping(RpcInterceptor):
         if isinstance(request, Undecodable):
             raise request.refuse()
         return request
-
-    async def requests(self, requests):
-        async for request in requests:
-            yield self.request(request)
 
     async def unary(self, method, context, call):
         try:

@@ -9,8 +9,9 @@ from dataclasses import asdict
 
 import grpc
 
+from service import metrics
 from service.contract.types import ParseInput, ParseResult, Policy, Source
-from service.errors import InvalidArgument
+from service.errors import InvalidArgument, Undecodable, grpc_status
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.lifecycle import Lifecycle
 from service.model_info import describe
@@ -127,21 +128,46 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
             }
         )
 
+    async def _stream_item(
+        self, request: nlu_pb2.ParseRequest | Undecodable, context: grpc.aio.ServicerContext
+    ) -> nlu_pb2.ParseResponse:
+        """One request of a stream: its answer, or an answer carrying its error, so one bad
+        request does not end a stream that others share (the one handler that catches: a stream
+        item's failure is that item's answer, mapped as ErrorMapping maps a call's)."""
+        try:
+            if isinstance(request, Undecodable):
+                raise request.refuse()
+            (response,) = await self._parse([request], context)
+            return response
+        except Exception as exc:
+            code, message, reason = grpc_status(exc)
+            metrics.FAILURES.labels(reason).inc()
+            return nlu_pb2.ParseResponse(
+                request_id=getattr(request, "request_id", ""),
+                error=nlu_pb2.ItemError(
+                    code=code.name,
+                    message=message,
+                    field=getattr(exc, "field", ""),
+                    retry_after_s=getattr(exc, "retry_after_s", 0.0),
+                ),
+            )
+
     async def ParseStream(
         self,
         request_iterator: AsyncIterator[nlu_pb2.ParseRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[nlu_pb2.ParseResponse]:
-        """Requests are parsed concurrently (they batch together); answers keep request order. At
-        most `max_stream_in_flight` requests are parsed or waiting to be written: the stream is
-        not read further until one is answered, so a fast writer cannot fill the shared queue."""
+        """Requests are parsed concurrently (they batch together); answers keep request order,
+        one per request, a refused one carrying its `error`. At most `max_stream_in_flight`
+        requests are parsed or waiting to be written: the stream is not read further until one
+        is answered, so a fast writer cannot fill the shared queue."""
         pending: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
         slots = asyncio.Semaphore(self.settings.server.max_stream_in_flight)
 
         async def read() -> None:
             requests = aiter(request_iterator)
             while await slots.acquire() and (request := await anext(requests, None)) is not None:
-                pending.put_nowait(asyncio.ensure_future(self._parse([request], context)))
+                pending.put_nowait(asyncio.ensure_future(self._stream_item(request, context)))
             pending.put_nowait(None)
 
         def reader_failed(task: asyncio.Task) -> None:
@@ -152,8 +178,7 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         reader.add_done_callback(reader_failed)
         try:
             while (task := await pending.get()) is not None:
-                (response,) = await task
-                yield response
+                yield await task
                 slots.release()
             await reader
         finally:

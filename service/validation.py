@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 
 from service.contract.types import ParseInput
 from service.errors import InvalidArgument
 from service.settings import ServerSettings
+
+
+def visible(text: str) -> bool:
+    """Whether any character would show: not whitespace, not a format character (zero-width
+    space, joiners, the byte-order mark: Unicode Cf), not a control character (Cc)."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc") for ch in text)
 
 
 def check_request(request: ParseInput, limits: ServerSettings, index: int | None = None) -> None:
@@ -14,8 +21,12 @@ def check_request(request: ParseInput, limits: ServerSettings, index: int | None
     detail names the field `requests[1].text`)."""
     where = f"request {index}: " if index is not None else ""
     prefix = f"requests[{index}]." if index is not None else ""
-    if not request.text.strip():
-        raise InvalidArgument(f"{where}text is empty or whitespace-only", f"{prefix}text")
+    if not visible(request.text):
+        raise InvalidArgument(
+            f"{where}text is empty or has no visible character (only whitespace, zero-width "
+            "or control characters)",
+            f"{prefix}text",
+        )
     if len(request.text) > limits.max_text_chars:
         raise InvalidArgument(
             f"{where}text has {len(request.text)} characters; the limit is {limits.max_text_chars}",

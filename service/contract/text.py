@@ -147,6 +147,35 @@ def span_end(text: str, last: Word) -> int:
     return end
 
 
+# What an emoji is written with besides its So/Sk code points: variation selectors, the
+# zero-width joiner of sequences, the keycap.
+EMOJI_JOINERS = frozenset("\ufe0e\ufe0f\u200d\u20e3")
+
+
+def is_pictograph(ch: str) -> bool:
+    """Emoji, dingbats and other pictographic symbols (Unicode So, Sk), not currency or math
+    signs, which belong to values ("$500")."""
+    return ch in EMOJI_JOINERS or unicodedata.category(ch) in ("So", "Sk")
+
+
+def span_bounds(text: str, first: Word, last: Word) -> tuple[int, int]:
+    """The character range of a span from word `first` to word `last`, without the
+    pictographs (emoji) at either end, whole words or glued, and without the punctuation glued
+    to its end (`span_end`). Empty (start == end) when nothing else is left."""
+    start, end = first.start, last.end
+    while start < end and (is_pictograph(text[start]) or text[start].isspace()):
+        start += 1
+    trimmed = None
+    while end > start and end != trimmed:  # "denver✈️!": the "!", then the emoji
+        trimmed = end
+        while end > start and (is_pictograph(text[end - 1]) or text[end - 1].isspace()):
+            end -= 1
+        if end > start:
+            last_start = max(start, text.rfind(" ", 0, end) + 1)
+            end = span_end(text, Word(text[last_start:end], last_start, end))
+    return start, end
+
+
 def decode_bio(
     text: str,
     words: Sequence[Word],
@@ -157,7 +186,8 @@ def decode_bio(
 
     An I- tag that does not continue a span of the same type starts a new span (conlleval's
     lenient reading). A span's confidence is the lowest confidence among its words. Punctuation
-    glued to the end of a span's last word stays out of the span (`span_end`).
+    glued to the end of a span's last word and emoji at either end stay out of the span
+    (`span_bounds`); a span of emoji alone is no slot.
     """
     if len(words) != len(tags):
         raise ValueError(f"{len(tags)} tags for {len(words)} words")
@@ -168,9 +198,9 @@ def decode_bio(
     def close() -> None:
         if current is not None:
             name, first, last, c = current
-            start = words[first].start
-            end = span_end(text, words[last])
-            slots.append(Slot(name, text[start:end], start, end, c))
+            start, end = span_bounds(text, words[first], words[last])
+            if end > start:
+                slots.append(Slot(name, text[start:end], start, end, c))
 
     for i, tag in enumerate(tags):
         prefix, _, name = tag.partition("-")

@@ -144,6 +144,11 @@ def test_slots_to_tags_inverts_decode_bio(tags):
         ("fly to the U.S.", ["O", "O", "O", "B-country"], ["U.S."]),
         ("say ?!", ["O", "B-x"], ["?!"]),
         ("cost $500", ["O", "B-price"], ["$500"]),
+        ("fly to 😀✈️ denver", ["O", "O", "B-city", "I-city"], ["denver"]),
+        ("fly to denver 😀✈️", ["O", "O", "B-city", "I-city"], ["denver"]),
+        ("fly to denver✈️!", ["O", "O", "B-city"], ["denver"]),
+        ("fly to 👨‍👩‍👧 now", ["O", "O", "B-city", "O"], []),
+        ("new 😀 york", ["B-city", "I-city", "I-city"], ["new 😀 york"]),
     ],
 )
 def test_spans_leave_out_punctuation_glued_to_their_end(text, tags, values):
