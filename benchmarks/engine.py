@@ -89,7 +89,7 @@ class EngineSuite(Suite):
         texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]
         rows, ratios = [], []
         settings = [(t, b) for t in THREADS for b in BATCHES]
-        for threads, batch in tqdm(settings, desc="engine", unit="setting"):
+        for threads, batch in tqdm(settings, desc="engine", unit="setting", disable=None):
             torch.set_num_threads(threads)
             runners = {
                 "torch_eager": torch_runner(model),

@@ -191,7 +191,7 @@ def encoder_answers(
     record = engine.bundle.config.out_of_scope
     oos_label = record.trained_label if record is not None else None
     answers, frames = [], []
-    for ex in tqdm(examples, desc="encoder", unit="utt", leave=False):
+    for ex in tqdm(examples, desc="encoder", unit="utt", leave=False, disable=None):
         started = time.perf_counter()
         frame = engine.parse([ex.text])[0]
         ms = (time.perf_counter() - started) * 1000
@@ -216,7 +216,7 @@ def cached_rows(
     if missing:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
-            for i in tqdm(missing, desc=desc, unit="utt"):
+            for i in tqdm(missing, desc=desc, unit="utt", disable=None):
                 cached[i] = compute(i)
                 f.write(json.dumps({"index": i, **cached[i]}) + "\n")
                 f.flush()

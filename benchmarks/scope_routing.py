@@ -101,7 +101,7 @@ def encoder_pass(engine: Engine, texts: list[str]) -> tuple[list[Frame], list[fl
     """Batch-1 frames and latencies (tokenise + ONNX + decode + detector), as served."""
     engine.warm_up(3, 1)
     frames, ms = [], []
-    for text in tqdm(texts, desc="encoder", unit="utt", leave=False):
+    for text in tqdm(texts, desc="encoder", unit="utt", leave=False, disable=None):
         started = time.perf_counter()
         frames.append(engine.parse([text])[0])
         ms.append((time.perf_counter() - started) * 1000)

@@ -175,7 +175,7 @@ class ServeSuite(Suite):
             server.wait_serving()
             rows = [
                 measure_level(server.target, server.metrics_port, texts, c, window_s, max_windows)
-                for c in tqdm(levels, desc="serve", unit="level")
+                for c in tqdm(levels, desc="serve", unit="level", disable=None)
             ]
         finally:
             server.stop()

@@ -266,7 +266,9 @@ def evaluate_candidates(
     torch_test = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in splits.test])
     reports = {
         name: evaluate_candidate(artifacts, name, path, splits, names, torch_dev)
-        for name, path in tqdm(candidates.items(), desc="checking graphs", unit="graph")
+        for name, path in tqdm(
+            candidates.items(), desc="checking graphs", unit="graph", disable=None
+        )
     }
     return reports, headline(score(torch_test, splits.test, artifacts.labels))
 

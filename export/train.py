@@ -252,6 +252,7 @@ def train_epoch(run: TrainingRun, epoch: int, progress: Progress) -> dict:
         desc=f"epoch {epoch}/{cfg.epochs}",
         unit="batch",
         leave=False,
+        disable=None,
     )
     losses = []
     for batch in bar:

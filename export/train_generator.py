@@ -178,7 +178,7 @@ def train_generator(cfg: GeneratorTrainConfig) -> dict:
     lm.train()
     losses: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(total=steps, desc="fine-tune", unit="batch")
+    bar = tqdm(total=steps, desc="fine-tune", unit="batch", disable=None)
     for _epoch in range(cfg.epochs):
         for batch_items in length_buckets(items, cfg.batch_size, rng):
             batch = collate(batch_items, tokenizer.pad_token_id)

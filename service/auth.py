@@ -6,16 +6,23 @@ probes carry none). Tokens are compared in constant time."""
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from pathlib import Path
 
 import grpc
 
-from service.errors import Unauthenticated
+from service.errors import StartupError, Unauthenticated
 from service.interceptors import RpcInterceptor
-from service.settings import SecuritySettings
+from service.settings import SecuritySettings, setting_label
 
 RELOAD_CHECK_S = 1.0
+log = logging.getLogger(__name__)
+
+
+def reason(error: Exception) -> str:
+    """An OS or decoding error in a few words, without the path (the caller names it)."""
+    return error.strerror if isinstance(error, OSError) and error.strerror else str(error)
 
 
 class TokenStore:
@@ -23,21 +30,47 @@ class TokenStore:
         self.path, self.inline = path, [t.strip() for t in inline.split(",") if t.strip()]
         self.stamp: tuple[int, int] | None = None
         self.checked = 0.0
+        self.problem = ""  # the last reload failure, logged once
         self.tokens = [t.encode() for t in self.inline]
-        self.refresh()
+        if path is not None:
+            try:
+                self.read(path)
+            except (OSError, UnicodeDecodeError) as e:
+                raise StartupError(
+                    f"{setting_label('auth_tokens_file')} {path}: {reason(e)}"
+                ) from None
+            self.checked = time.monotonic()
+
+    def read(self, path: Path) -> None:
+        stat = path.stat()
+        if (stat.st_mtime_ns, stat.st_size) != self.stamp:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            tokens = self.inline + [t.strip() for t in lines if t.strip()]
+            self.tokens = [t.encode() for t in tokens]
+            self.stamp = (stat.st_mtime_ns, stat.st_size)
 
     def refresh(self) -> None:
-        """Re-read the file if it changed (looked at no more than once a second)."""
+        """Re-read the file if it changed (looked at no more than once a second). A file that
+        went missing or cannot be read keeps the last good set (logged once), as a Secret
+        being swapped or a bad edit must not lock every caller out."""
         now = time.monotonic()
         if self.path is None or now - self.checked < RELOAD_CHECK_S:
             return
         self.checked = now
-        stat = self.path.stat()
-        if (stat.st_mtime_ns, stat.st_size) != self.stamp:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-            tokens = self.inline + [t.strip() for t in lines if t.strip()]
-            self.tokens = [t.encode() for t in tokens]
-            self.stamp = (stat.st_mtime_ns, stat.st_size)
+        try:
+            self.read(self.path)
+        except (OSError, UnicodeDecodeError) as e:
+            if reason(e) != self.problem:
+                self.problem = reason(e)
+                log.warning(
+                    "tokens file unreadable; keeping the last good tokens",
+                    extra={"file": str(self.path), "error": self.problem},
+                )
+            self.stamp = None  # read it again as soon as it is back
+            return
+        if self.problem:
+            self.problem = ""
+            log.info("tokens file read again", extra={"file": str(self.path)})
 
     def accepts(self, token: str) -> bool:
         self.refresh()

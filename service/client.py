@@ -235,6 +235,8 @@ def run(client: NluClient, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        p.error("--tls-cert and --tls-key go together (the client certificate and its key)")
     try:
         token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
         credentials = Credentials(args.tls_ca, args.tls_cert, args.tls_key, token)

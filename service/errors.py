@@ -75,6 +75,11 @@ class Unavailable(ServiceError):
     reason = "unavailable"
 
 
+class StartupError(Exception):
+    """A setting, file or port that stops the server from starting; the message names it (one
+    line, no traceback: `service.server.main` prints it and exits 1)."""
+
+
 @dataclass(frozen=True)
 class Undecodable:
     """A message that did not decode as the method's request type (bad UTF-8 in a string field,

@@ -24,13 +24,14 @@ from pydantic import ValidationError
 from service import logs, metrics
 from service.auth import authentication
 from service.contract.bundle import BundleError
+from service.errors import StartupError
 from service.extensions import ExtensionError
 from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.interceptors import SERVICE_NAME, chain
 from service.lifecycle import Lifecycle
 from service.loading import load_core, load_generator
 from service.servicer import NluServicer
-from service.settings import ServerSettings, Settings, load_settings
+from service.settings import ServerSettings, Settings, load_settings, setting_label
 from service.tls import server_credentials
 
 log = logging.getLogger("service.server")
@@ -79,11 +80,29 @@ def main_server(
             ],
             server,
         )
-    address = f"{settings.server.host}:{settings.server.port}"
     credentials = server_credentials(settings.security)
-    if credentials is None:
-        return server, server.add_insecure_port(address)
-    return server, server.add_secure_port(address, credentials)
+    return server, bind(server, "port", settings.server.host, settings.server.port, credentials)
+
+
+def bind(
+    server: grpc.aio.Server,
+    setting: str,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    """The port bound (plaintext without credentials), or a StartupError naming the setting
+    and the address (grpc raises a bare RuntimeError: "Failed to bind to address")."""
+    address = f"{host}:{port}"
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError:
+        raise StartupError(
+            f"{setting_label(setting)} {port}: cannot listen on {address} (the port is taken, "
+            "or the host is no address of this machine)"
+        ) from None
 
 
 def health_server(
@@ -94,7 +113,7 @@ def health_server(
         return None
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(f"{settings.host}:{settings.health_port}")
+    bind(server, "health_port", settings.host, settings.health_port)
     return server
 
 
@@ -135,7 +154,12 @@ async def serve(settings: Settings) -> int:
     server, port = main_server(settings, lifecycle, health_servicer)
     probes = health_server(settings.server, health_servicer)
     metrics_port = settings.observability.metrics_port
-    metrics.serve_metrics(metrics_port)
+    try:
+        metrics.serve_metrics(metrics_port)
+    except OSError as e:
+        raise StartupError(
+            f"{setting_label('metrics_port')} {metrics_port}: cannot listen ({e.strerror})"
+        ) from None
     for started in (server, probes):
         if started is not None:
             await started.start()
@@ -206,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot serve the bundle", extra={"error": str(e)})
         print(f"cannot serve {settings.server.bundle}: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # a port already taken, an address that does not exist
+    except StartupError as e:
         log.error("cannot start", extra={"error": str(e)})
         print(f"cannot start the server: {e}", file=sys.stderr)
         return 1

@@ -382,6 +382,11 @@ def env_name(name: str) -> str:
     return f"{ENV_PREFIX}{name.upper()}"
 
 
+def setting_label(name: str) -> str:
+    """How a message names a setting: its field, variable and flag (`port (NLU_PORT, --port)`)."""
+    return f"{name} ({env_name(name)}, --{name.replace('_', '-')})"
+
+
 class FlatEnvironment(PydanticBaseSettingsSource):
     """`NLU_<FIELD>` for every field of every group, nested under its group."""
 

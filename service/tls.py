@@ -9,11 +9,13 @@ established connections keep theirs.
 from __future__ import annotations
 
 import logging
+import ssl
 from pathlib import Path
 
 import grpc
 
-from service.settings import SecuritySettings
+from service.errors import StartupError
+from service.settings import SecuritySettings, setting_label
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +50,42 @@ class CertificateFiles:
         return configuration
 
 
+def check_files(security: SecuritySettings) -> None:
+    """Every TLS file there and readable, the certificate and key a pair, the client CA a PEM
+    certificate; else a StartupError naming the setting and the file (grpc itself would end in
+    "Failed to bind", blaming the port)."""
+    for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+        path = getattr(security, name)
+        if path is not None:
+            try:
+                path.read_bytes()
+            except OSError as e:
+                raise StartupError(f"{setting_label(name)} {path}: {e.strerror}") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            security.tls_cert_file, security.tls_key_file
+        )
+    except ssl.SSLError as e:
+        raise StartupError(
+            f"{setting_label('tls_cert_file')} {security.tls_cert_file} and "
+            f"{setting_label('tls_key_file')} {security.tls_key_file}: not a PEM certificate "
+            f"and its private key ({e.reason or e})"
+        ) from None
+    if security.tls_client_ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=security.tls_client_ca_file)
+        except ssl.SSLError as e:
+            raise StartupError(
+                f"{setting_label('tls_client_ca_file')} {security.tls_client_ca_file}: not a PEM "
+                f"CA certificate ({e.reason or e})"
+            ) from None
+
+
 def server_credentials(security: SecuritySettings) -> grpc.ServerCredentials | None:
     """Credentials for `add_secure_port`, or None when TLS is off (plaintext port)."""
     if security.tls_cert_file is None or security.tls_key_file is None:
         return None
+    check_files(security)
     files = CertificateFiles(
         security.tls_cert_file, security.tls_key_file, security.tls_client_ca_file
     )

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+from service import logs
 from service.contract.packaged import PackageMissing, packaged_smollm2
 from service.contract.prompt import Messages
 from service.generators.base import GeneratorBackend, GeneratorError
@@ -83,6 +84,7 @@ class LocalBackend(GeneratorBackend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        logs.route_library_logs()
         torch.set_num_threads(self.threads)
         kwargs = {"gguf_file": self.gguf_file} if self.gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(self.source, **kwargs)

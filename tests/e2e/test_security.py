@@ -138,6 +138,8 @@ def test_tls_port_refuses_plaintext_and_a_foreign_ca_and_rotates_without_restart
         assert refused(NluClient(srv.target)) == grpc.StatusCode.UNAVAILABLE
         foreign = NluClient(srv.target, credentials=Credentials(tls_ca=pki["other_ca"]))
         assert refused(foreign) == grpc.StatusCode.UNAVAILABLE
+        for line in srv.log().splitlines():  # no gRPC core "Handshake failed" lines
+            json.loads(line)
         before = served_serial(srv.port, pki["ca"])
         cert.write_bytes(pki["rotated"].read_bytes())  # a Secret update: same paths, new files
         key.write_bytes(pki["rotated_key"].read_bytes())
@@ -242,3 +244,88 @@ def test_the_metrics_port_serves_metrics_only_and_no_request_text(tiny_bundle, t
     finally:
         assert srv.stop() == 0
     assert "refqzx" not in srv.log()  # request text stays out of the logs by default
+
+
+def one_line_refusal(bundle: Path, tmp_path: Path, *flags: str) -> str:
+    """Start the server with `flags`, which must stop it: exit 1 and a single stderr line (no
+    traceback), returned."""
+    srv = ServerProcess.launch(bundle, tmp_path / "log", *flags)
+    assert srv.process.wait(timeout=60) == 1
+    (line,) = [ln for ln in srv.log().splitlines() if not ln.startswith("{")]
+    assert "Traceback" not in srv.log()
+    return line
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (
+            lambda p, t: ["--auth-tokens-file", str(t / "missing")],
+            "auth_tokens_file (NLU_AUTH_TOKENS_FILE, --auth-tokens-file) {t}/missing: "
+            "No such file or directory",
+        ),
+        (
+            lambda p, t: [
+                "--tls-cert-file", str(t / "missing"), "--tls-key-file", str(p["server_key"]),
+            ],
+            "tls_cert_file (NLU_TLS_CERT_FILE, --tls-cert-file) {t}/missing: No such file",
+        ),
+        (
+            lambda p, t: [
+                "--tls-cert-file", str(p["server"]), "--tls-key-file", str(p["client_key"]),
+            ],
+            "not a PEM certificate and its private key (KEY_VALUES_MISMATCH)",
+        ),
+        (
+            lambda p, t: [
+                "--tls-cert-file", str(p["server"]), "--tls-key-file", str(p["server_key"]),
+                "--tls-client-ca-file", str(p["server_key"]),
+            ],
+            "tls_client_ca_file (NLU_TLS_CLIENT_CA_FILE, --tls-client-ca-file)",
+        ),
+    ],
+)  # fmt: skip
+def test_a_missing_or_mismatched_security_file_is_named_in_one_line(
+    tiny_bundle, tmp_path, pki, flags, expected
+):
+    line = one_line_refusal(tiny_bundle, tmp_path, *flags(pki, tmp_path))
+    assert line.startswith("cannot start the server: ")
+    assert expected.format(t=tmp_path) in line
+    assert str(tiny_bundle) not in line  # the bundle is not to blame
+
+
+@pytest.mark.parametrize("setting", ["port", "metrics-port", "health-port"])
+def test_a_taken_port_is_named_in_one_line(tiny_bundle, tmp_path, setting):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        number = taken.getsockname()[1]
+        if setting == "port":  # ServerProcess.launch sets --port itself
+            srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", port=number)
+            assert srv.process.wait(timeout=60) == 1
+            line = srv.log().strip().splitlines()[-1]
+        else:
+            line = one_line_refusal(tiny_bundle, tmp_path, f"--{setting}", str(number))
+    assert f"--{setting}) {number}: cannot listen" in line
+
+
+def test_a_tokens_file_removed_while_serving_keeps_the_last_good_tokens(tiny_bundle, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("first-secret\n")
+    srv = launch(tiny_bundle, tmp_path, "--auth-tokens-file", str(tokens))
+    try:
+        client = NluClient(srv.target, credentials=Credentials(token="first-secret"))
+        assert client.parse("list airlines").intent
+        tokens.unlink()  # a Secret swap gone wrong, a bad deploy
+        deadline = time.monotonic() + 30  # re-read about once a second
+        while "keeping the last good tokens" not in srv.log() and time.monotonic() < deadline:
+            assert client.parse("list airlines").intent
+            time.sleep(0.1)
+        assert "keeping the last good tokens" in srv.log()
+        assert client.parse("list airlines").intent
+        tokens.write_text("second-secret\n")  # back: read again
+        until_accepted(NluClient(srv.target, credentials=Credentials(token="second-secret")))
+        client.close()
+    finally:
+        assert srv.stop() == 0
+    assert srv.log().count("keeping the last good tokens") == 1  # logged once, not per call

@@ -21,6 +21,8 @@ def test_connection_flags_are_accepted_before_or_after_the_subcommand():
         (["parse", "--top-k", "-1", "hi"], "argument --top-k: must be 0 or more, got -1"),
         (["batch", "/no/such/file.txt"], "error: /no/such/file.txt: No such file or directory"),
         (["--token-file", "/no/token", "info"], "error: /no/token: No such file or directory"),
+        (["--tls-cert", "client.pem", "info"], "--tls-cert and --tls-key go together"),
+        (["info", "--tls-key", "client.key"], "--tls-cert and --tls-key go together"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line_naming_the_problem(argv, message, capsys):
