@@ -122,34 +122,56 @@ async def set_health(health_servicer: health.aio.HealthServicer, status: int) ->
         await health_servicer.set(name, status)
 
 
+class Health(health.aio.HealthServicer):
+    """grpc.health.v1 whose Watch streams a drain can end: a watch never ends by itself, so a
+    server stopping with a grace would wait all of it for every client that holds one (the
+    shipped client config holds one per server)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = asyncio.Event()
+
+    async def Watch(self, request, context):
+        """grpc's Watch until the drain ends it; then the stream closes with OK (cancelling the
+        handler's task would not do: grpc.aio takes that for a cancellation by the client and
+        leaves the call open)."""
+        watching = asyncio.ensure_future(super().Watch(request, context))
+        ending = asyncio.ensure_future(self.ended.wait())
+        try:
+            await asyncio.wait([watching, ending], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            ending.cancel()
+
+    def end_watches(self) -> None:
+        self.ended.set()
+
+
 async def drain(
-    server: grpc.aio.Server,
-    lifecycle: Lifecycle,
-    health_servicer: health.aio.HealthServicer,
-    settings: ServerSettings,
+    server: grpc.aio.Server, lifecycle: Lifecycle, health_servicer: Health, settings: ServerSettings
 ) -> None:
     """A rollout that callers do not see. Health turns NOT_SERVING at once (clients that watch
     health, kubelet's readiness probe) while every call that still arrives is answered, for
     `drain_notice_s`; then the server stops: GOAWAY tells clients to send new calls elsewhere
     (a call racing it is retried by gRPC transparently), no new connection is accepted, and the
-    nlu.v1 calls in flight finish within what is left of `drain_grace_s`. Health watches and
-    reflection streams are then closed instead of being waited for."""
+    nlu.v1 calls in flight finish within what is left of `drain_grace_s`. Health watches are
+    then ended instead of being waited for (one stop call: grpc.aio is not asked to stop twice)."""
     started = time.monotonic()
     grace_s = settings.drain_grace_s
     log.info("draining", extra={"notice_s": settings.drain_notice_s, "grace_s": grace_s})
     await health_servicer.enter_graceful_shutdown()
     await asyncio.sleep(min(settings.drain_notice_s, grace_s))
-    remaining = grace_s - (time.monotonic() - started)
-    stopping = asyncio.ensure_future(server.stop(max(0.0, remaining)))
+    remaining = max(0.0, grace_s - (time.monotonic() - started))
+    stopping = asyncio.ensure_future(server.stop(remaining))
     await lifecycle.idle(remaining)
     log.info("stopping", extra={"unfinished": lifecycle.in_flight})
-    await server.stop(0)
+    health_servicer.end_watches()
     await stopping
 
 
 async def serve(settings: Settings) -> int:
     lifecycle = Lifecycle()
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = Health()
     await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
     server, port = main_server(settings, lifecycle, health_servicer)
     probes = health_server(settings.server, health_servicer)
