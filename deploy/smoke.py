@@ -120,7 +120,7 @@ def run_smoke(buildah: list[str], image: str) -> dict:
     config = image_config(buildah, image)
     entrypoint, user = config["Entrypoint"], config.get("User", "")
     check(user.split(":")[0] not in ("", "0", "root"), f"image user is non-root ({user})")
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port, health_port = free_port(), free_port(), free_port()
     container = subprocess.run(
         [*buildah, "from", image], check=True, capture_output=True, text=True
     ).stdout.strip()
@@ -136,6 +136,7 @@ def run_smoke(buildah: list[str], image: str) -> dict:
         command = [
             *buildah, "run", "--isolation", "chroot", "--user", user,
             "--env", f"NLU_PORT={port}", "--env", f"NLU_METRICS_PORT={metrics_port}",
+            "--env", f"NLU_HEALTH_PORT={health_port}",
             "--env", "NLU_HOST=127.0.0.1", "--env", "NLU_INTRA_OP_THREADS=1",
             container, "--", *entrypoint,
         ]  # fmt: skip
@@ -147,6 +148,9 @@ def run_smoke(buildah: list[str], image: str) -> dict:
             serving_s = wait_serving(client, runner, log)
             check(True, f"SERVING after {serving_s:.2f} s")
             exercise(client, metrics_port)
+            probe = NluClient(f"127.0.0.1:{health_port}", timeout_s=10)
+            check(probe.health() == "SERVING", "the health-only port answers probes")
+            probe.close()
         finally:
             client.close()
         pid = server_pid(runner, entrypoint)
