@@ -10,8 +10,8 @@ CPU runs it. `pytest tests/e2e/test_golden.py -s` prints the largest float diffe
 One file per int8 kernel family (`int8_kernels`): the bundle serves its int8 graph, and ONNX
 Runtime's u8s8 kernels on a CPU without VNNI (AVX2 only, such as AMD EPYC Zen 3) saturate their
 int16 sums, so its answers are not those of a VNNI CPU (measured on the tiny bundle: intent
-confidence 0.752 against 0.830 with VNNI, 0.832 from the fp32 graph). Record a missing family's
-file on such a machine with --record-golden.
+confidence 0.752 against 0.830 on the Intel Xeon recording, 0.832 from the fp32 graph). Record
+a missing family's file on such a machine with --record-golden.
 """
 
 from __future__ import annotations
@@ -47,16 +47,19 @@ FLOAT_TOLERANCE = 1e-5
 
 
 def int8_kernels() -> str:
-    """The family of int8 matrix kernels ONNX Runtime picks on this CPU, most capable first."""
+    """The family of int8 matrix kernels ONNX Runtime picks on this CPU, by what they compute:
+    `vnni` (AVX-512 VNNI, AVX-VNNI, AMX: exact u8s8 dot products) or `avx2` (AVX2 or AVX-512BW
+    without VNNI: u8s8 pairs summed in saturating 16-bit, the same on both); else the machine."""
     flags = set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
                 flags = set(line.partition(":")[2].split())
                 break
-    for family in ("avx512_vnni", "avx_vnni", "avx512bw", "avx2"):
-        if family in flags:
-            return family
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        return "vnni"
+    if "avx2" in flags:
+        return "avx2"
     return platform.machine()
 
 
