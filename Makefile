@@ -179,13 +179,11 @@ $(DEPLOY_STAMP): deploy/requirements-check.txt
 # promtool: the machine's, else the one in Debian's `prometheus` package, unpacked into build/
 # (apt-get download needs no root, only the package lists that .ci/run updates).
 PROMTOOL_DIR := build/promtool
-$(PROMTOOL_DIR)/.ready:
-	mkdir -p $(PROMTOOL_DIR)
-	command -v promtool >/dev/null || ( cd $(PROMTOOL_DIR) && apt-get download prometheus && \
-		dpkg-deb -x prometheus_*.deb . && rm prometheus_*.deb )
-	touch $@
 
-deploy-check: $(DEPLOY_STAMP) $(PROMTOOL_DIR)/.ready
+deploy-check: $(DEPLOY_STAMP)
+	command -v promtool >/dev/null || test -x $(PROMTOOL_DIR)/usr/bin/promtool || ( \
+		mkdir -p $(PROMTOOL_DIR) && cd $(PROMTOOL_DIR) && apt-get download prometheus && \
+		dpkg-deb -x prometheus_*.deb . && rm prometheus_*.deb )
 	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH:$(CURDIR)/$(PROMTOOL_DIR)/usr/bin \
 		$(DEPLOY_VENV)/bin/python deploy/check.py
 
