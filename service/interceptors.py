@@ -223,18 +223,19 @@ class ErrorMapping(RpcInterceptor):
         await context.abort(code, message)
 
 
-class ConcurrencyLimit(RpcInterceptor):
-    """At most `limit` nlu.v1 RPCs at once. The excess gets RESOURCE_EXHAUSTED before its
-    request is even read, and is counted (`nlu_requests_total{code="RESOURCE_EXHAUSTED"}` and
+class ConcurrencyLimit(grpc.aio.ServerInterceptor):
+    """At most `limit` nlu.v1 RPCs at once, read from the lifecycle's in-flight count (which
+    Telemetry keeps). The excess gets RESOURCE_EXHAUSTED before its request is even read, and
+    is counted (`nlu_requests_total{code="RESOURCE_EXHAUSTED"}` and
     `nlu_request_failure_total{reason="concurrency_limit"}`), so an operator sees sheds, which
-    grpc.aio's own `maximum_concurrent_rpcs` hides. A call takes its place when its handler
-    starts (calls arriving in the same instant may all pass: the limit bounds work, it is not a
+    grpc.aio's own `maximum_concurrent_rpcs` hides. A call counts once its handler starts
+    (calls arriving in the same instant may all pass: the limit bounds work, it is not a
     semaphore). Health and reflection are not limited: every client with the shipped config
     holds a health watch open on each server, which would otherwise take the places of calls.
     Outermost in the chain: a refusal costs no other interceptor's work."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit, self.active = limit, 0
+    def __init__(self, lifecycle: Lifecycle, limit: int) -> None:
+        self.lifecycle, self.limit = lifecycle, limit
         # One refusal for every method: a stream handler that never reads its requests (a
         # unary caller cannot tell: both are one HTTP/2 stream).
         self._refuse = grpc.stream_stream_rpc_method_handler(self._refused)
@@ -248,26 +249,11 @@ class ConcurrencyLimit(RpcInterceptor):
 
     async def intercept_service(self, continuation, details):
         service, _, method = details.method.lstrip("/").partition("/")
-        if service == SERVICE_NAME and self.active >= self.limit:
+        if service == SERVICE_NAME and self.lifecycle.in_flight >= self.limit:
             metrics.FAILURES.labels("concurrency_limit").inc()
             metrics.REQUESTS.labels(method, "RESOURCE_EXHAUSTED").inc()
             return self._refuse
-        return await super().intercept_service(continuation, details)
-
-    async def unary(self, method, context, call):
-        self.active += 1
-        try:
-            return await call()
-        finally:
-            self.active -= 1
-
-    async def stream(self, method, context, responses):
-        self.active += 1
-        try:
-            async for response in responses:
-                yield response
-        finally:
-            self.active -= 1
+        return await continuation(details)
 
 
 def chain(
@@ -276,6 +262,6 @@ def chain(
     concurrency_limit: int | None = None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors in the order the module docstring gives (outermost first)."""
-    outer = [ConcurrencyLimit(concurrency_limit)] if concurrency_limit else []
+    outer = [ConcurrencyLimit(lifecycle, concurrency_limit)] if concurrency_limit else []
     inner = [authentication] if authentication is not None else []
     return [*outer, Telemetry(lifecycle), ErrorMapping(), *inner]

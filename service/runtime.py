@@ -6,6 +6,7 @@ training uses.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -52,15 +53,20 @@ WARMUP_TEXT = "show me flights from boston to denver tomorrow morning"
 MAX_EXTENSION_CANDIDATES = 3  # the extension intents a generator is shown for one utterance
 
 
+@functools.cache
+def preload_cuda() -> None:
+    """onnxruntime-gpu[cuda,cudnn] (the GPU image) brings CUDA and cuDNN as pip packages, which
+    ONNX Runtime finds once preloaded (ORT 1.21 and later); once per process, not per session."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        preload()
+
+
 def select_providers(provider: Provider) -> list[str]:
     """CUDA when asked for and available (onnxruntime-gpu + a GPU), else CPU with a warning."""
     if provider == "cuda":
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            # onnxruntime-gpu[cuda,cudnn] (the GPU image) brings CUDA and cuDNN as pip
-            # packages, which ONNX Runtime finds once preloaded (ORT 1.21 and later).
-            preload = getattr(ort, "preload_dlls", None)
-            if preload is not None:
-                preload()
+            preload_cuda()
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         log.warning("CUDA execution provider requested but not available; falling back to CPU")
     return ["CPUExecutionProvider"]

@@ -83,12 +83,12 @@ class ServerSettings(Group):
     max_concurrent_rpcs: int | None = Field(
         None,
         ge=0,
-        description="most RPCs the gRPC port handles at once (None: 8 per usable CPU, the "
-        "saturation point the serve suite measured on 2 CPUs; 0: unlimited). grpc refuses the "
-        "excess with RESOURCE_EXHAUSTED before any service code runs, which stays cheap at "
-        "three times capacity where shedding in Python starves inference; those refusals are "
-        "not in nlu_requests_total. Open streams and health checks on this port count: probe "
-        "the health_port",
+        description="most nlu.v1 RPCs in flight at once (None: 8 per usable CPU, the "
+        "saturation point the serve suite measured on 2 CPUs; 0: unlimited). The outermost "
+        "interceptor refuses the excess with RESOURCE_EXHAUSTED before reading it, which stays "
+        "cheap at three times capacity where shedding in Python starves inference, and counts "
+        "it (nlu_request_failure_total reason concurrency_limit). Open streams count; health "
+        "and reflection do not",
     )
     max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
     max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")
