@@ -406,7 +406,7 @@ class ReliabilitySuite(BundleSuite):
                 f"after it {r.get('after_restart_answered')}/{r.get('after_restart_sent')} answered"
             ),
         }.get(
-            r["scenario"].partition("_shipped")[0].partition("_grpc")[0],
+            "rollout" if r["scenario"].startswith("rollout_") else r["scenario"],
             lambda: (
                 f"breaker opened: {r.get('breaker_opened')}, generator answers after "
                 f"healing {r.get('generator_answers_after_heal')}/5"
