@@ -14,7 +14,9 @@ PARSED = 'nlu_requests_total{code="OK",method="Parse"}'
 
 def test_calls_spread_over_every_server_and_avoid_a_draining_one(tiny_bundle, tmp_path):
     servers = [
-        ServerProcess.launch(tiny_bundle, tmp_path / f"log{i}", "--drain-notice-s", "15")
+        ServerProcess.launch(
+            tiny_bundle, tmp_path / f"log{i}", "--drain-notice-s", "30", "--drain-grace-s", "60"
+        )
         for i in range(2)
     ]
     for server in servers:

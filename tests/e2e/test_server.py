@@ -332,7 +332,9 @@ def test_a_health_only_port_answers_probes_and_nothing_else(tiny_bundle, tmp_pat
 def test_sigterm_shows_not_serving_and_answers_until_it_stops(tiny_bundle, tmp_path):
     """During the notice health says NOT_SERVING (clients and probes move away) while a call
     that still arrives is answered, not refused; then the server stops and exits 0."""
-    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--drain-notice-s", "30")
+    srv = ServerProcess.launch(  # the notice is capped by the grace: both long, however slow
+        tiny_bundle, tmp_path / "log", "--drain-notice-s", "30", "--drain-grace-s", "60"
+    )
     srv.wait_serving()
     client = NluClient(srv.target)
     srv.process.send_signal(signal.SIGTERM)
