@@ -20,6 +20,12 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
+def sentence_embedding(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The served sentence embedding: L2-normalised mean of the token vectors, (B, T, H) → (B, H).
+    Out-of-scope detectors and extension intents compare utterances with it."""
+    return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+
 class JointModel(nn.Module):
     """Encoder → intent logits from the pooled vector, slot logits from every token.
 

@@ -30,7 +30,6 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
 from tqdm import tqdm
@@ -40,7 +39,7 @@ from export.data import Example, read_dataset, slot_values
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.graph_run import graph_batches
 from export.inference import Outputs, run_model, score
-from export.model import JointModel, mean_pool
+from export.model import JointModel, sentence_embedding
 from export.out_of_scope import DEFAULT_BUDGET, DEFAULT_LABEL, build_out_of_scope, graph_outputs
 from export.quantization import layer_groups, quantize, rank_layers
 from service.contract.bundle import (
@@ -89,7 +88,7 @@ class OnnxGraph(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = self.model.encode(input_ids, attention_mask, token_type_ids)  # (B, T, H)
         intent_logits, slot_logits = self.model.heads(hidden, attention_mask)  # (B, I), (B, T, S)
-        embedding = F.normalize(mean_pool(hidden, attention_mask), dim=-1)  # (B, H)
+        embedding = sentence_embedding(hidden, attention_mask)  # (B, H)
         return intent_logits, slot_logits, embedding
 
 

@@ -30,7 +30,8 @@ from export.crf import gather_words
 from export.data import Dataset, Example, read_dataset
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import evaluate_examples
-from export.model import JointModel, load_pretrained_encoder
+from export.margin import MarginLoss
+from export.model import JointModel, load_pretrained_encoder, sentence_embedding
 from export.scoring import pct_text
 from service.contract.labels import LabelSet
 from service.contract.packaged import default_encoder_path
@@ -67,6 +68,9 @@ class TrainConfig:
     crf: bool = True  # CRF over word-level slot emissions, Viterbi outside the graph (won on dev)
     dropout: float = 0.1
     label_smoothing: float = 0.0
+    margin_weight: float = 0.0  # large-margin cosine loss on the sentence embedding (0: off)
+    margin_scale: float = 30.0  # LMCL's s and m (Lin & Xu 2019)
+    margin: float = 0.35
     patience: int = 4  # epochs without dev sentence-accuracy gain before stopping
     seed: int = 42
     threads: int | None = None
@@ -99,10 +103,16 @@ def batches(examples: list[Example], batch_size: int, rng: np.random.Generator |
         yield [examples[j] for j in order[i : i + batch_size]]
 
 
-def make_optimizer(model: JointModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases and LayerNorm weights get no decay; heads may use their own lr."""
+def make_optimizer(
+    model: JointModel, cfg: TrainConfig, margin_loss: MarginLoss | None = None
+) -> torch.optim.Optimizer:
+    """AdamW; biases and LayerNorm weights get no decay; heads (and the margin loss's
+    prototypes) may use their own lr."""
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, param in model.named_parameters():
+    named = list(model.named_parameters())
+    if margin_loss is not None:
+        named += [(f"margin.{n}", p) for n, p in margin_loss.named_parameters()]
+    for name, param in named:
         is_head = not name.startswith("encoder.")
         lr = cfg.head_lr if (is_head and cfg.head_lr is not None) else cfg.lr
         decay = 0.0 if param.ndim < 2 else cfg.weight_decay
@@ -131,22 +141,28 @@ def batch_loss(
     cfg: TrainConfig,
     intent_loss: nn.Module,
     slot_loss: nn.Module,
+    margin_loss: MarginLoss | None = None,
 ) -> torch.Tensor:
-    """alpha * intent cross-entropy + (1 - alpha) * slot loss (token cross-entropy or CRF NLL)."""
+    """alpha * intent cross-entropy + (1 - alpha) * slot loss (token cross-entropy or CRF NLL)
+    [+ margin_weight * the margin loss on the sentence embedding]."""
     tag_ids = [labels.tag_ids(ex.tags) for ex in batch]
     intent_targets = torch.tensor([labels.intent_id(ex.intent) for ex in batch])  # (B,)
-    intent_logits, slot_logits = model(
-        input_ids=torch.from_numpy(enc.input_ids),
-        attention_mask=torch.from_numpy(enc.attention_mask),
-        token_type_ids=torch.from_numpy(enc.token_type_ids),
-    )  # (B, I), (B, T, S)
+    attention_mask = torch.from_numpy(enc.attention_mask)
+    hidden = model.encode(
+        torch.from_numpy(enc.input_ids), attention_mask, torch.from_numpy(enc.token_type_ids)
+    )  # (B, T, H)
+    intent_logits, slot_logits = model.heads(hidden, attention_mask)  # (B, I), (B, T, S)
     if model.crf is not None:
         emissions, tags, mask = gather_words(slot_logits, enc.word_index, tag_ids)  # (B, W, S)
         slot_term = model.crf.nll(emissions, tags, mask)
     else:
         slot_targets = torch.from_numpy(token_labels(enc.word_index, tag_ids))  # (B, T)
         slot_term = slot_loss(slot_logits.flatten(0, 1), slot_targets.flatten())
-    return cfg.alpha * intent_loss(intent_logits, intent_targets) + (1 - cfg.alpha) * slot_term
+    loss = cfg.alpha * intent_loss(intent_logits, intent_targets) + (1 - cfg.alpha) * slot_term
+    if margin_loss is not None:
+        embedding = sentence_embedding(hidden, attention_mask)  # (B, H)
+        loss = loss + cfg.margin_weight * margin_loss(embedding, intent_targets)
+    return loss
 
 
 def rank_value(metric: float | None) -> float:
@@ -172,6 +188,7 @@ class TrainingRun:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     intent_loss: nn.Module
     slot_loss: nn.Module
+    margin_loss: MarginLoss | None
     steps_per_epoch: int
 
 
@@ -214,7 +231,14 @@ def prepare(cfg: TrainConfig) -> TrainingRun:
         dropout=cfg.dropout,
         crf=cfg.crf,
     )
-    optimizer = make_optimizer(model, cfg)
+    margin_loss = (
+        MarginLoss(
+            len(labels.intents), model.encoder.config.hidden_size, cfg.margin_scale, cfg.margin
+        )
+        if cfg.margin_weight > 0
+        else None
+    )
+    optimizer = make_optimizer(model, cfg, margin_loss)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
@@ -236,6 +260,7 @@ def prepare(cfg: TrainConfig) -> TrainingRun:
         slot_loss=nn.CrossEntropyLoss(
             ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing
         ),
+        margin_loss=margin_loss,
         steps_per_epoch=steps_per_epoch,
     )
 
@@ -259,7 +284,9 @@ def train_epoch(run: TrainingRun, epoch: int, progress: Progress) -> dict:
         enc = encode_words(run.tokenizer, [ex.words for ex in batch])
         if epoch == 1:
             progress.truncated_words += sum(enc.truncated_words)
-        loss = batch_loss(model, enc, batch, run.labels, cfg, run.intent_loss, run.slot_loss)
+        loss = batch_loss(
+            model, enc, batch, run.labels, cfg, run.intent_loss, run.slot_loss, run.margin_loss
+        )
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -380,6 +407,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "alpha",
         "dropout",
         "label_smoothing",
+        "margin_weight",
+        "margin_scale",
+        "margin",
     ):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
     p.add_argument("--pooling", choices=["cls", "mean"], default=defaults.pooling)
@@ -392,6 +422,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     args = p.parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         p.error(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.margin_weight < 0:
+        p.error(f"--margin-weight must be 0 (off) or positive, got {args.margin_weight}")
     return TrainConfig(**vars(args))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import numpy as np
 import yaml
 
 from service.contract.types import ExtensionIntent
+from service.settings import OpenWorldSettings
 
 MIN_EXAMPLES, MAX_EXAMPLES = 3, 10
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
@@ -101,6 +103,13 @@ def parse_intent(path: Path, node: yaml.Node, reserved: set[str]) -> ExtensionIn
         )
     texts = []
     for example in examples.value:
+        if isinstance(example, yaml.MappingNode):
+            raise ExtensionError(
+                path,
+                line_of(example),
+                "this example parsed as a mapping (YAML reads an unquoted 'key: value' so): "
+                "put it in quotes",
+            )
         text = example.value if isinstance(example, yaml.ScalarNode) else None
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_EXAMPLE_CHARS:
             raise ExtensionError(
@@ -112,8 +121,16 @@ def parse_intent(path: Path, node: yaml.Node, reserved: set[str]) -> ExtensionIn
     return ExtensionIntent(str(name.value), str(description.value).strip(), tuple(texts))
 
 
+def reserved_names(bundle_intents: Iterable[str], out_of_scope_intent: str) -> set[str]:
+    """Names an extension intent may not take: the bundle's intents (its trained out-of-scope
+    class included) and the intent out-of-scope answers carry. The server and `validate` refuse
+    the same names."""
+    return {*bundle_intents, out_of_scope_intent}
+
+
 def parse_extensions(path: Path, text: str, bundle_intents: set[str]) -> list[ExtensionIntent]:
-    """The intents of an extension file; ExtensionError on the first problem."""
+    """The intents of an extension file; ExtensionError on the first problem. `bundle_intents`:
+    the reserved names (`reserved_names`)."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
@@ -138,16 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("validate", help="parse and check FILE; exit 1 naming the problem")
     check.add_argument("file", type=Path)
     check.add_argument("--bundle", type=Path, help="also refuse names the bundle already has")
+    check.add_argument(
+        "--out-of-scope-intent",
+        default=OpenWorldSettings().out_of_scope_intent,
+        help="the server's out_of_scope_intent setting, a name the file may not take "
+        "(default: %(default)s)",
+    )
     args = p.parse_args(argv)
-    reserved: set[str] = set()
+    bundle_intents: tuple[str, ...] = ()
     if args.bundle is not None:
         from service.contract.bundle import BundleError, load_bundle
 
         try:
-            reserved = set(load_bundle(args.bundle).labels.intents)
+            bundle_intents = load_bundle(args.bundle).labels.intents
         except BundleError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
+    reserved = reserved_names(bundle_intents, args.out_of_scope_intent)
     try:
         intents = parse_extensions(args.file, args.file.read_text(encoding="utf-8"), reserved)
     except (ExtensionError, OSError, UnicodeDecodeError) as e:

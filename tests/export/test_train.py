@@ -9,6 +9,7 @@ import torch
 from export.artifacts import load_artifacts
 from export.evaluate import main as evaluate_main
 from export.inference import run_model
+from export.margin import MarginLoss
 from export.train import TrainConfig, parse_args, train
 
 
@@ -116,3 +117,40 @@ def test_cli_reports_bad_data_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--data", str(bad), "--out", str(tmp_path / "out")])
     assert str(exit_info.value) == f"error: {bad}/train/seq.out:1: 2 tags for 3 words"
+
+
+def test_margin_loss_trains_and_leaves_the_saved_model_as_without_it(
+    tiny_encoder, small_atis, tmp_path
+):
+    """The prototypes serve training only: the saved folder loads as a plain joint model."""
+    config = train(
+        TrainConfig(
+            data=str(small_atis),
+            out=str(tmp_path / "m"),
+            encoder=str(tiny_encoder),
+            epochs=1,
+            batch_size=32,
+            threads=1,
+            limit_train=64,
+            margin_weight=1.0,
+        )
+    )
+    assert config["train"]["margin_weight"] == 1.0
+    assert not any(
+        k.startswith("margin") for k in load_artifacts(tmp_path / "m").model.state_dict()
+    )
+
+
+def test_margin_loss_prefers_the_own_prototype_by_the_margin():
+    loss = MarginLoss(3, 4, scale=10.0, margin=0.3)
+    with torch.no_grad():
+        loss.prototypes.copy_(torch.eye(3, 4))
+    on_own = loss(torch.eye(3, 4), torch.arange(3))
+    on_other = loss(torch.eye(3, 4), torch.tensor([1, 2, 0]))
+    assert on_own < on_other
+
+
+def test_cli_rejects_negative_margin_weight(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "atis", "--out", "x", "--margin-weight", "-1"])
+    assert "--margin-weight" in capsys.readouterr().err

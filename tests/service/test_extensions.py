@@ -66,6 +66,10 @@ def test_yaml_and_json_give_the_same_intents():
             GOOD.replace("    examples:", "    slots: []\n    examples:"),
             r"ext.yaml:2: unknown field\(s\): slots",
         ),
+        (
+            GOOD.replace("i want a spa appointment", "note: book a spa"),
+            r"ext.yaml:6: this example parsed as a mapping .*put it in quotes",
+        ),
     ],
 )
 def test_problems_name_the_line(text, message):
@@ -88,6 +92,35 @@ def test_validate_cli(tmp_path, tiny_clinc_bundle, capsys):
     assert main(["validate", str(clash), "--bundle", str(tiny_clinc_bundle)]) == 1
     assert f"{clash}:2: 'translate' is already an intent" in capsys.readouterr().err
     assert main(["validate", str(tmp_path / "missing.yaml")]) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("oos", ["--bundle", "BUNDLE"]),  # the bundle's trained out-of-scope class
+        ("out_of_scope", []),  # the default out-of-scope intent, bundle or not
+        ("nlu_fallback", ["--out-of-scope-intent", "nlu_fallback"]),
+    ],
+)
+def test_validate_refuses_what_the_server_refuses(
+    tmp_path, tiny_clinc_bundle, capsys, name, options
+):
+    """The same names and the same message as the server's loader (`Engine.build_extensions`)."""
+    path = tmp_path / "ext.yaml"
+    path.write_text(GOOD.replace("book_spa", name))
+    options = [str(tiny_clinc_bundle) if o == "BUNDLE" else o for o in options]
+    assert main(["validate", str(path), *options]) == 1
+    cli_message = capsys.readouterr().err.strip().removeprefix("error: ")
+    fallback = options[-1] if "--out-of-scope-intent" in options else "out_of_scope"
+    engine = Engine(
+        tiny_clinc_bundle,
+        settings=EngineSettings(intra_op_threads=1),
+        open_world=OpenWorldSettings(out_of_scope_intent=fallback),
+    )
+    with pytest.raises(ExtensionError) as server:
+        engine.build_extensions(path, path.read_text())
+    assert str(server.value) == cli_message
+    assert f"'{name}' is already an intent" in cli_message
 
 
 def test_engine_answers_close_utterances_with_the_extension(tiny_clinc_bundle):
