@@ -91,7 +91,7 @@ class ClosedWorldSuite(Suite):
         test = splits["test"]
         texts, gold = [ex.text for ex in test], [ex.intent for ex in test]
         gold_tags = [list(ex.tags) for ex in test]
-        in_scope = off.detector.in_scope
+        in_scope = off.open_world.detector.in_scope
 
         def serve(engine: Engine, configuration: str) -> dict:
             frames = served(engine, texts)
@@ -100,7 +100,7 @@ class ClosedWorldSuite(Suite):
             )
             return {
                 "configuration": configuration,
-                "method": engine.detector.method,
+                "method": engine.open_world.detector.method,
                 "answers": [answer(f) for f in frames],
                 "test": {
                     "n": metrics["n"],
@@ -114,7 +114,7 @@ class ClosedWorldSuite(Suite):
         runs = [serve(off, "detection off")]
         runs.append(serve(Engine(bundle, settings=settings), "shipped default (bundle record)"))
         chosen = Engine(bundle, settings=settings)
-        chosen.detector = Detector(
+        chosen.open_world.detector = Detector(
             record.method, record.threshold, in_scope, references.get(record.method, Reference())
         )
         runs.append(serve(chosen, "exporter's choice now"))

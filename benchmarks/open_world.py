@@ -93,7 +93,7 @@ def exporter_choice(
 
 def detection_latency(engine: Engine, detector: Detector, texts: list[str]) -> dict[str, float]:
     """Per-utterance latency of the engine (tokenise, infer, decode with `detector`), batch 1."""
-    engine.detector = detector
+    engine.open_world.detector = detector
     engine.parse(texts[:5])  # warm
     seconds = []
     for text in texts:
@@ -270,7 +270,7 @@ class OpenWorldSuite(BundleSuite):
     ) -> dict:
         """The shipped detector with `generator` deciding scope near its threshold."""
         engine = Engine(bundle_dir, settings=EngineSettings(intra_op_threads=1))
-        threshold = engine.detector.threshold
+        threshold = engine.open_world.detector.threshold
         share = 0.3 if args.quick else args.max_routed
         texts = {s: [ex.text for ex in splits[s]] for s in ("dev", "test")}
         gold = {s: [ex.intent for ex in splits[s]] for s in ("dev", "test")}
@@ -282,7 +282,12 @@ class OpenWorldSuite(BundleSuite):
         runner = ScopeRunner(engine, bundle_dir, generator, lm, cache)
         dev_answers = runner.answers("dev", frames["dev"], nearest(frames["dev"], threshold, share))
         choice = choose_band(
-            frames["dev"], dev_answers, threshold, gold["dev"], args.oos_label, engine.oos_intent
+            frames["dev"],
+            dev_answers,
+            threshold,
+            gold["dev"],
+            args.oos_label,
+            engine.open_world.oos_intent,
         )
         band = choice["best"]["band"] if choice["best"] else 0.0
         near = [
@@ -296,7 +301,7 @@ class OpenWorldSuite(BundleSuite):
             threshold,
             gold["test"],
             args.oos_label,
-            engine.oos_intent,
+            engine.open_world.oos_intent,
         )
         total_ms = [
             ms + (test_answers[i].ms if routed[i] else 0.0)

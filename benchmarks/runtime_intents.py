@@ -43,13 +43,19 @@ from benchmarks.scope_routing import CANDIDATES, ScopeGenerator
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
 from service.contract.paths import PROJECT_ROOT
-from service.contract.retrieval import load_index
 from service.contract.types import Frame
 from service.extension_watch import load_extensions
 from service.generators.registry import BACKENDS
+from service.loading import build_router
 from service.router import EXAMPLES_SHOWN, Router
 from service.runtime import Engine
-from service.settings import EngineSettings, GeneratorSettings, RoutingSettings
+from service.settings import (
+    EngineSettings,
+    GeneratorSettings,
+    OpenWorldSettings,
+    RoutingSettings,
+    Settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +151,19 @@ def choose_on_dev(
     trained on): the most held-out accuracy that costs the other intents at most
     MAX_OTHERS_LOSS points; the default (bundle threshold, margin 0) when nothing does better."""
     base = score(parse_all(engine, texts), gold, held_out, oos_label, added=False)["others"]
-    default = (engine.extension_threshold, engine.extension_margin)
+    default = (engine.open_world.extension_threshold, engine.open_world.extension_margin)
     tried = []
     for offset in THRESHOLD_OFFSETS:
         for margin in MARGINS:
-            engine.extension_threshold, engine.extension_margin = default[0] + offset, margin
+            engine.open_world.extension_threshold, engine.open_world.extension_margin = (
+                default[0] + offset,
+                margin,
+            )
             m = score(parse_all(engine, texts), gold, held_out, oos_label, added=True)
-            tried.append({"threshold": engine.extension_threshold, "margin": margin, **m})
-    engine.extension_threshold, engine.extension_margin = default
+            tried.append(
+                {"threshold": engine.open_world.extension_threshold, "margin": margin, **m}
+            )
+    engine.open_world.extension_threshold, engine.open_world.extension_margin = default
     allowed = [t for t in tried if t["others"] >= base - MAX_OTHERS_LOSS]
     best = max(allowed, key=lambda t: t["held_out"], default=None)
     return (best["threshold"], best["margin"], tried) if best else (*default, tried)
@@ -164,19 +175,18 @@ def confirm_router(engine: Engine, generator: ScopeGenerator, lm: str) -> Router
         GeneratorSettings(generator_backend="local", generator_model=lm)
     )
     backend.load()
-    return Router(
-        backend=backend,
-        labels=engine.bundle.labels,
+    settings = Settings(
         routing=RoutingSettings(
             generator_timeout_s=GENERATOR_TIMEOUT_S,
             score_candidates=CANDIDATES,
             generator_prompt=generator.prompt,
         ),
-        index=load_index(engine.bundle.path),
-        confirm_extensions=True,
-        oos_intent=engine.oos_intent,
-        trained_label=engine.trained_label,
+        open_world=OpenWorldSettings(
+            extension_intents_file=engine.open_world.extensions.source,
+            extension_generator_confirms=True,
+        ),
     )
+    return build_router(engine, settings, backend)
 
 
 def generator_confirms(
@@ -192,12 +202,12 @@ def generator_confirms(
     """Test accuracies when `generator` decides every utterance with extension candidates
     (`frames` parsed with the default rule), and its cost."""
     asked = [i for i, f in enumerate(frames) if f.extension_candidates]
-    extensions = engine.extensions
+    extensions = engine.open_world.extensions
     key = json.dumps(
         [
             engine.bundle.config_sha256,
             extensions.sha256 if extensions else "",
-            engine.extension_threshold,
+            engine.open_world.extension_threshold,
             model_id(lm),
             generator.prompt,
             CANDIDATES,
@@ -237,7 +247,7 @@ def generator_confirms(
     ms = [rows[i]["ms"] for i in asked]
     latency = latency_stats(np.array(ms) / 1000, 1) if ms else {"p50_ms": 0.0, "p99_ms": 0.0}
     return {
-        "extension_similarity_threshold": engine.extension_threshold,
+        "extension_similarity_threshold": engine.open_world.extension_threshold,
         "generator": generator.label.replace(", candidates or none", ""),
         "model": lm or "packaged SmolLM2",
         "asked_fraction": round(100 * len(asked) / len(frames), 2),
@@ -270,7 +280,7 @@ def measure(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(extension_yaml(source, held_out, EXAMPLES_PER_INTENT, SEED))
     load_extensions(engine, path)
-    default_rule = engine.extension_threshold, engine.extension_margin
+    default_rule = engine.open_world.extension_threshold, engine.open_world.extension_margin
     default_frames = parse_all(engine, texts)
     default = score(default_frames, gold, set(held_out), oos_label, added=True)
     confirmed = [
@@ -281,7 +291,7 @@ def measure(
     threshold, margin, tried = choose_on_dev(
         engine, [r["text"] for r in dev], [r["intent"] for r in dev], set(held_out), oos_label
     )
-    engine.extension_threshold, engine.extension_margin = threshold, margin
+    engine.open_world.extension_threshold, engine.open_world.extension_margin = threshold, margin
     after = score(parse_all(engine, texts), gold, set(held_out), oos_label, added=True)
     return {
         "held_out": held_out,

@@ -32,12 +32,12 @@ from benchmarks.generation import (
     model_id,
 )
 from export.out_of_scope import oos_metrics
-from service.contract.retrieval import load_index
 from service.contract.types import Frame
 from service.generators.registry import BACKENDS
-from service.router import Router, ScopeRouting
+from service.loading import build_router
+from service.router import Router
 from service.runtime import Engine
-from service.settings import GeneratorSettings, PromptStyle, RoutingSettings
+from service.settings import GeneratorSettings, PromptStyle, RoutingSettings, Settings
 
 CANDIDATES = 3
 MAX_ROUTED_SHARE = 0.5  # beyond this the median request waits for the generator
@@ -115,7 +115,7 @@ class ScopeRunner:
         self, engine: Engine, bundle: Path, generator: ScopeGenerator, lm: str, cache: Path
     ) -> None:
         self.engine, self.bundle, self.generator, self.lm = engine, bundle, generator, lm
-        detector = engine.detector
+        detector = engine.open_world.detector
         key = json.dumps(
             [
                 engine.bundle.config_sha256,
@@ -137,24 +137,17 @@ class ScopeRunner:
                 GeneratorSettings(generator_backend="local", generator_model=self.lm)
             )
             backend.load()
-            scope = ScopeRouting(
-                threshold=self.engine.detector.threshold,
-                band=float("inf"),  # every frame asked here is decided by the generator
-            )
-            self.router = Router(
-                backend=backend,
-                labels=self.engine.bundle.labels,
+            # every frame asked here is decided by the generator
+            self.engine.open_world.scope_band = float("inf")
+            settings = Settings(
                 routing=RoutingSettings(
                     generator_timeout_s=GENERATOR_TIMEOUT_S,
                     retrieval_k=self.generator.examples_k,
                     score_candidates=CANDIDATES,
                     generator_prompt=self.generator.prompt,
-                ),
-                index=load_index(self.bundle) if self.generator.prompt == "few_shot" else None,
-                scope=scope,
-                oos_intent=self.engine.oos_intent,
-                trained_label=self.engine.trained_label,
+                )
             )
+            self.router = build_router(self.engine, settings, backend)
         return self.router
 
     def answers(

@@ -30,7 +30,7 @@ def load_extensions(engine: Engine, path: Path) -> str:
     except UnicodeDecodeError as e:
         raise ExtensionError(path, None, f"not UTF-8 text ({e.reason})") from None
     extensions = engine.build_extensions(path, text)
-    engine.extensions = extensions
+    engine.open_world.extensions = extensions
     metrics.EXTENSION_INTENTS.set(len(extensions.intents))
     metrics.EXTENSION_RELOADS.labels("ok").inc()
     log.info(

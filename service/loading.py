@@ -15,7 +15,7 @@ from service.core import NluCore
 from service.extension_watch import load_extensions, watch_extensions
 from service.generators.base import GeneratorBackend
 from service.generators.registry import build_backend
-from service.router import Router, ScopeRouting
+from service.router import Router
 from service.runtime import Engine
 from service.settings import Settings
 
@@ -51,6 +51,25 @@ async def load_generator(backend: GeneratorBackend) -> None:
     )
 
 
+def build_router(engine: Engine, settings: Settings, backend: GeneratorBackend | None) -> Router:
+    """The router the server puts behind `engine` (benchmarks build theirs here too): the
+    retrieval index when a prompt shows examples, the engine's open-world policy."""
+    confirm = (
+        backend is not None
+        and settings.open_world.extension_intents_file is not None
+        and settings.open_world.extension_generator_confirms
+    )
+    shows_examples = backend is not None and settings.routing.generator_prompt == "few_shot"
+    return Router(
+        backend=backend,
+        labels=engine.bundle.labels,
+        routing=settings.routing,
+        index=load_index(engine.bundle.path) if shows_examples or confirm else None,
+        open_world=engine.open_world,
+        confirm_extensions=confirm,
+    )
+
+
 async def load_core(settings: Settings) -> NluCore:
     bundle_dir = settings.server.bundle
     engine = await asyncio.to_thread(
@@ -74,29 +93,8 @@ async def load_core(settings: Settings) -> NluCore:
     backend = build_backend(settings.generator)
     if backend is not None:
         metrics.GENERATOR_READY.set(0)  # loaded after the encoder serves: load_generator
-    shows_examples = backend is not None and settings.routing.generator_prompt == "few_shot"
-    band, detector = settings.open_world.out_of_scope_route_band, engine.detector
-    scope = (
-        ScopeRouting(detector.threshold, band)
-        if band > 0 and backend is not None and detector.threshold is not None
-        else None
-    )
+    router = build_router(engine, settings, backend)
     extension_file = settings.open_world.extension_intents_file
-    confirm = (
-        backend is not None
-        and extension_file is not None
-        and settings.open_world.extension_generator_confirms
-    )
-    router = Router(
-        backend=backend,
-        labels=engine.bundle.labels,
-        routing=settings.routing,
-        index=load_index(bundle_dir) if shows_examples or confirm else None,
-        scope=scope,
-        confirm_extensions=confirm,
-        oos_intent=engine.oos_intent,
-        trained_label=engine.trained_label,
-    )
     watcher = None
     if extension_file is not None:
         seen = await asyncio.to_thread(load_extensions, engine, extension_file)

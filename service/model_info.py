@@ -25,6 +25,7 @@ class OutOfScopeDescription:
     intent: str
     trained_label: str
     chosen_by: str
+    false_rejection_budget: float | None  # % of dev in-scope utterances the threshold flags
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,13 @@ class ModelDescription:
 def describe(core: NluCore) -> ModelDescription:
     bundle, settings = core.engine.bundle, core.settings
     generator, backend = settings.generator, core.router.backend
-    extensions = core.engine.extensions
+    extensions = core.engine.open_world.extensions
     return ModelDescription(
         model_version=bundle.model_version,
         bundle_sha256=bundle.config_sha256,
         encoder=bundle.config.encoder,
         dataset=bundle.config.dataset,
-        intents=list(core.engine.intent_names),
+        intents=list(core.engine.open_world.answer_names),
         slot_tags=list(bundle.labels.slot_tags),
         max_seq_len=bundle.config.max_seq_len,
         quantization=core.engine.variant,
@@ -85,24 +86,22 @@ def describe(core: NluCore) -> ModelDescription:
             ExtensionDescription(i.name, i.description, len(i.examples))
             for i in (extensions.intents if extensions is not None else ())
         ],
-        extension_similarity_threshold=core.engine.extension_threshold
+        extension_similarity_threshold=core.engine.open_world.extension_threshold
         if extensions is not None
         else None,
     )
 
 
 def out_of_scope(core: NluCore) -> OutOfScopeDescription:
-    record, detector = core.engine.bundle.config.out_of_scope, core.engine.detector
-    if record is None:
-        chosen_by = "bundle exported before out-of-scope detection"
-    elif detector.threshold is None and record.threshold is not None:
-        chosen_by = "off by the out_of_scope_detection setting"
-    else:
-        chosen_by = record.chosen_by
+    world = core.engine.open_world
+    record = world.record
     return OutOfScopeDescription(
-        method=detector.method,
-        threshold=detector.threshold,
-        intent=core.engine.oos_intent,
-        trained_label=core.engine.trained_label or "",
-        chosen_by=chosen_by,
+        method=world.detector.method,
+        threshold=world.detector.threshold,
+        intent=world.oos_intent,
+        trained_label=world.trained_label or "",
+        chosen_by=world.description(),
+        false_rejection_budget=record.in_scope_budget
+        if record is not None and world.detector.threshold is not None
+        else None,
     )

@@ -30,8 +30,9 @@ from service.contract.prompt import (
 from service.contract.retrieval import IndexEntry, RetrievalIndex
 from service.contract.types import Frame, Routed
 from service.generators.base import GeneratorBackend, GeneratorError
+from service.open_world import OpenWorld
 from service.schema import GeneratedFrame, InvalidAnswer, validate, validate_choice
-from service.settings import RoutingSettings
+from service.settings import OpenWorldSettings, RoutingSettings
 
 log = logging.getLogger(__name__)
 RECENT_LATENCIES = 50
@@ -78,19 +79,21 @@ class Router:
         labels: LabelSet,
         routing: RoutingSettings,
         index: RetrievalIndex | None = None,
-        scope: ScopeRouting | None = None,
+        open_world: OpenWorld | None = None,
         confirm_extensions: bool = False,
-        oos_intent: str = "out_of_scope",
-        trained_label: str | None = None,
     ) -> None:
         self.backend = backend
         self.labels = labels
         self.routing = routing
         self.index = index
-        self.scope = scope
+        self.world = open_world or OpenWorld(labels.intents, None, OpenWorldSettings())
+        threshold = self.world.scope_threshold()
+        self.scope = (
+            ScopeRouting(threshold, self.world.scope_band)
+            if threshold is not None and backend is not None
+            else None
+        )
         self.confirm_extensions = confirm_extensions
-        self.oos_intent = oos_intent  # a "none" answer's intent
-        self.trained_label = trained_label  # the bundle's out-of-scope class: never a candidate
         self.latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
 
     def unsure(self, frame: Frame, threshold: float) -> bool:
@@ -148,7 +151,14 @@ class Router:
                 (float(frame.probabilities[i]) for i in self.in_scope_indices()), default=0.0
             )
             return Routed(
-                True, self.oos_intent, 1.0 - in_scope, [], "", elapsed * 1000, generated, True
+                True,
+                self.world.oos_intent,
+                1.0 - in_scope,
+                [],
+                "",
+                elapsed * 1000,
+                generated,
+                True,
             )
         extension = {m.intent.name: m for m in frame.extension_candidates}
         if decision == "extension" and answer.intent in extension:
@@ -165,7 +175,9 @@ class Router:
             )
         if self.routing.generator_mode == "generate" and not decision:
             try:
-                answer = validate(generated, frame.text, self.labels)
+                answer = validate(
+                    generated, frame.text, self.world.in_scope_intents, self.labels.slot_types
+                )
             except InvalidAnswer as e:
                 return self.fallback(encoder, e.reason, elapsed, generated)
         confidence = float(frame.probabilities[self.labels.intents.index(answer.intent)])
@@ -181,12 +193,13 @@ class Router:
         return None
 
     def in_scope_indices(self) -> list[int]:
-        return [i for i, name in enumerate(self.labels.intents) if name != self.trained_label]
+        return [int(i) for i in np.flatnonzero(self.world.in_scope)]
 
     def candidates(self, frame: Frame) -> list[str]:
         """The encoder's top `score_candidates` in-scope intents, best first."""
-        ranked = [self.labels.intents[i] for i in np.argsort(-frame.probabilities)]
-        return [i for i in ranked if i != self.trained_label][: self.routing.score_candidates]
+        ranked = np.argsort(-frame.probabilities)
+        in_scope = [self.labels.intents[i] for i in ranked if self.world.in_scope[i]]
+        return in_scope[: self.routing.score_candidates]
 
     def options(self, frame: Frame, decision: Decision) -> list[str]:
         extension = [m.intent.name for m in frame.extension_candidates]
@@ -198,9 +211,10 @@ class Router:
         as solved turns, an extension decision each candidate's description and examples."""
         names = self.options(frame, decision)[:-1]  # every prompt offers "none" itself
         if self.routing.generator_prompt == "plain":
-            return build_scope_messages(frame.text, names, [], self.trained_label)
+            return build_scope_messages(frame.text, names, [], self.world.trained_label)
         if decision == "scope":
-            return build_scope_messages(frame.text, names, self.nearest(frame), self.trained_label)
+            examples = self.nearest(frame, in_scope_only=False)  # out-of-scope ones as "none"
+            return build_scope_messages(frame.text, names, examples, self.world.trained_label)
         trained = [
             Candidate(
                 name,
@@ -237,19 +251,26 @@ class Router:
     def messages(self, frame: Frame) -> list[dict[str, str]]:
         if self.routing.generator_prompt == "plain":
             return build_plain_messages(frame.text)
-        return build_messages(frame.text, self.labels, frame.top_intents, self.nearest(frame))
+        intents = self.world.in_scope_intents
+        likely = [c for c in frame.top_intents if c.label in intents]
+        return build_messages(
+            frame.text, intents, self.labels.slot_types, likely, self.nearest(frame)
+        )
 
-    def nearest(self, frame: Frame) -> list[IndexEntry]:
-        """The `retrieval_k` training examples nearest the utterance (none without an index)."""
-        return self.index.nearest(frame.embedding, self.routing.retrieval_k) if self.index else []
+    def nearest(self, frame: Frame, in_scope_only: bool = True) -> list[IndexEntry]:
+        """The `retrieval_k` training examples nearest the utterance (none without an index);
+        with `in_scope_only`, none of the trained out-of-scope class."""
+        if self.index is None:
+            return []
+        exclude = self.world.trained_label if in_scope_only else None
+        return self.index.nearest(frame.embedding, self.routing.retrieval_k, exclude)
 
     async def pick_intent(
         self, frame: Frame, messages: list[dict[str, str]], budget: float
     ) -> tuple[GeneratedFrame, str]:
         """The encoder's top candidate intent the LM finds most likely, with the encoder's slots;
         the text is the scores as JSON (for debugging)."""
-        top = np.argsort(-frame.probabilities)[: self.routing.score_candidates]
-        candidates = [self.labels.intents[i] for i in top]
+        candidates = self.candidates(frame)
         if len(candidates) == 1:
             return GeneratedFrame(candidates[0], frame.slots), "{}"
         scores = await self.backend.score(messages, [answer_start(c) for c in candidates], budget)

@@ -19,13 +19,6 @@ import onnxruntime as ort
 
 from service.contract.bundle import TOKENIZER, Bundle, load_bundle
 from service.contract.graph import OUTPUTS, onnx_feeds
-from service.contract.oos import (
-    KNN_EMBEDDINGS,
-    Detector,
-    Reference,
-    in_scope_scores,
-    read_reference,
-)
 from service.contract.text import (
     EncodedBatch,
     decode_bio,
@@ -35,9 +28,10 @@ from service.contract.text import (
     softmax,
     word_scores,
 )
-from service.contract.types import ExtensionMatch, Frame, IntentScore, RawOutputs
+from service.contract.types import Frame, IntentScore, RawOutputs
 from service.cpus import cpu_quota, usable_cpus
-from service.extensions import ExtensionError, ExtensionSet, parse_extensions
+from service.extensions import ExtensionSet, parse_extensions
+from service.open_world import OpenWorld
 from service.settings import EngineSettings, OpenWorldSettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +44,6 @@ GRAPH_OPTIMIZATION = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 WARMUP_TEXT = "show me flights from boston to denver tomorrow morning"
-MAX_EXTENSION_CANDIDATES = 3  # the extension intents a generator is shown for one utterance
 
 
 @functools.cache
@@ -72,21 +65,6 @@ def select_providers(provider: Provider) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def load_detector(bundle: Bundle, enabled: bool) -> Detector:
-    """The bundle's out-of-scope detector; without a threshold when detection is off or the
-    bundle predates it (a trained out-of-scope class still counts)."""
-    record = bundle.config.out_of_scope
-    intents = bundle.labels.intents
-    trained_label = record.trained_label if record is not None else None
-    in_scope = np.array([i != trained_label for i in intents])
-    if record is None or not enabled or record.threshold is None:
-        method = record.method if record is not None and record.method == "oos_class" else "off"
-        return Detector(method, None, in_scope, Reference())
-    return Detector(
-        record.method, record.threshold, in_scope, read_reference(bundle.path, record.method)
-    )
-
-
 class Engine:
     """ONNX Runtime over one bundle variant: fp32 runs whole batches on one session; int8 runs
     each utterance alone (`per_row`) on `instances` sessions side by side."""
@@ -103,28 +81,7 @@ class Engine:
         bundle_dir = Path(bundle_dir)
         self.bundle: Bundle = load_bundle(bundle_dir)
         self.settings = settings
-        open_world = open_world or OpenWorldSettings()
-        self.detector = load_detector(self.bundle, open_world.out_of_scope_detection == "bundle")
-        self.oos_intent = open_world.out_of_scope_intent
-        record = self.bundle.config.out_of_scope
-        # the bundle's trained out-of-scope class (CLINC150's `oos`), never answered as itself
-        self.trained_label = record.trained_label if record is not None else None
-        knn = record.dev.get("knn") if record is not None else None
-        self.extension_threshold = (
-            open_world.extension_similarity_threshold
-            if open_world.extension_similarity_threshold is not None
-            else (knn.threshold if knn is not None else None)
-        )
-        self.extension_margin = open_world.extension_margin
-        self.extensions: ExtensionSet | None = None  # swapped whole by `service.extension_watch`
-        # the extension rule's training-side similarity; the kNN detector already holds it
-        self.knn_reference: Reference | None = (
-            self.detector.reference if self.detector.method == "knn" else None
-        )
-        self.intent_names = [  # as answered: a trained out-of-scope class under the set name
-            i if kept else self.oos_intent
-            for i, kept in zip(self.bundle.labels.intents, self.detector.in_scope, strict=True)
-        ]
+        self.open_world = OpenWorld.of_bundle(self.bundle, open_world or OpenWorldSettings())
         self.variant = settings.variant or self.bundle.config.served_variant
         self.tokenizer = load_tokenizer(bundle_dir / TOKENIZER, self.bundle.config.max_seq_len)
         self.intra_op_threads = settings.intra_op_threads or usable_cpus()
@@ -205,23 +162,24 @@ class Engine:
     def decode(
         self, texts: Sequence[str], enc: EncodedBatch, raw: RawOutputs, top_k: int = 3
     ) -> list[Frame]:
-        """Calibrated intent probabilities, top-k, and BIO slots with character offsets."""
+        """Calibrated intent probabilities, the open-world decision, top-k, and BIO slots with
+        character offsets."""
         labels, temperature = self.bundle.labels, self.bundle.config.temperature
         probs = softmax(raw.intent_logits.astype(np.float64), temperature)  # (B, I)
-        out_of_scope, scores = self.detector.decide(probs, raw.embedding)  # (B,), (B,)
-        best_in_scope = probs[:, self.detector.in_scope].max(axis=1)  # (B,)
-        extensions = self.extensions  # one set for the whole batch, whatever a reload does
-        from_extension, similarity = self.match_extensions(extensions, probs, raw.embedding, scores)
+        world = self.open_world
+        decided = world.decide(probs, raw.embedding)
         frames = []
         for b, text in enumerate(texts):
             order = np.argsort(-probs[b])[: max(1, top_k)]
-            top = [IntentScore(self.intent_names[i], float(probs[b, i])) for i in order]
+            top = [IntentScore(world.answer_names[i], float(probs[b, i])) for i in order]
             intent, confidence = top[0].label, top[0].probability
-            candidates = self.extension_candidates(extensions, similarity[b])
-            if from_extension[b]:
+            best = int(decided.best_in_scope[b])
+            guess = IntentScore(world.answer_names[best], float(probs[b, best]))
+            candidates = decided.candidates[b]
+            if decided.from_extension[b]:
                 intent, confidence = candidates[0].intent.name, candidates[0].similarity
-            elif out_of_scope[b]:
-                intent, confidence = self.oos_intent, 1.0 - float(best_in_scope[b])
+            elif decided.out_of_scope[b]:
+                intent, confidence = world.oos_intent, 1.0 - guess.probability
             words = enc.words[b]
             logits = word_scores(enc.word_index[b], raw.slot_logits[b], len(words))  # (W, S)
             tags, confidences = decode_word_tags(logits, labels.slot_tags, self.bundle.crf)
@@ -237,73 +195,24 @@ class Engine:
                     min_tag_confidence=min(confidences, default=1.0),
                     embedding=raw.embedding[b],
                     truncated_words=enc.truncated_words[b],
-                    out_of_scope=bool(out_of_scope[b] and not from_extension[b]),
-                    in_scope_score=float(scores[b]),
-                    extension=bool(from_extension[b]),
+                    out_of_scope=bool(decided.out_of_scope[b]),
+                    in_scope_score=float(decided.scores[b]),
+                    extension=bool(decided.from_extension[b]),
                     extension_candidates=candidates,
+                    best_in_scope=guess,
                 )
             )
         return frames
 
-    def match_extensions(
-        self,
-        extensions: ExtensionSet | None,
-        probs: np.ndarray,
-        embedding: np.ndarray,
-        detector_scores: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(B,) answered by the nearest extension intent: its nearest example is at least the
-        threshold and as close as the nearest training utterance of the best intent (plus the
-        margin; the kNN detector's own (B,) `detector_scores` when it is the bundle's); (B, E)
-        each extension intent's similarity."""
-        batch = len(embedding)
-        if extensions is None or not extensions.intents:
-            return np.zeros(batch, bool), np.zeros((batch, 0))
-        similarity = extensions.similarity(embedding)  # (B, E)
-        best = similarity.max(axis=1)  # (B,)
-        trained = (
-            detector_scores
-            if self.detector.method == "knn"
-            else in_scope_scores(
-                "knn", self.knn_reference, probs, embedding, self.detector.in_scope
-            )
-        )  # (B,)
-        chosen = (best >= self.extension_threshold) & (best >= trained + self.extension_margin)
-        return chosen, similarity
-
-    def extension_candidates(
-        self, extensions: ExtensionSet | None, similarity: np.ndarray
-    ) -> tuple[ExtensionMatch, ...]:
-        """The extension intents at least the threshold away from one utterance, best first,
-        at most MAX_EXTENSION_CANDIDATES; `similarity` (E,)."""
-        if extensions is None or not extensions.intents:
-            return ()
-        passing = np.flatnonzero(similarity >= self.extension_threshold)  # (P,)
-        order = passing[np.argsort(-similarity[passing])][:MAX_EXTENSION_CANDIDATES]
-        return tuple(ExtensionMatch(extensions.intents[e], float(similarity[e])) for e in order)
-
     def build_extensions(self, source: Path, text: str) -> ExtensionSet:
         """Parse and embed an extension file (off the serving path); ExtensionError if it must
         not go live."""
-        reserved = set(self.bundle.labels.intents) | {self.oos_intent}
-        intents = parse_extensions(source, text, reserved)
+        intents = parse_extensions(source, text, self.open_world.reserved)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         if not intents:
             empty = np.zeros((0, 1), np.float32)
             return ExtensionSet(str(source), digest, (), empty, np.zeros(0, int))
-        if self.extension_threshold is None:
-            raise ExtensionError(
-                source,
-                None,
-                "the bundle has no kNN threshold: re-export it, or set "
-                "extension_similarity_threshold",
-            )
-        if self.knn_reference is None:
-            if not (self.bundle.path / KNN_EMBEDDINGS).is_file():
-                raise ExtensionError(
-                    source, None, f"{self.bundle.path} has no {KNN_EMBEDDINGS}: re-export it"
-                )
-            self.knn_reference = read_reference(self.bundle.path, "knn")
+        self.open_world.check_extensions_possible(source)
         texts = [e for i in intents for e in i.examples]
         owners = np.array([k for k, i in enumerate(intents) for _ in i.examples], dtype=int)
         rows = [

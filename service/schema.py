@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from service.contract.labels import LabelSet
 from service.contract.types import Slot
 
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
@@ -53,15 +53,19 @@ def validate_choice(generated: str, options: list[str]) -> str:
     return intent
 
 
-def validate(generated: str, text: str, labels: LabelSet) -> GeneratedFrame:
+def validate(
+    generated: str, text: str, intents: Sequence[str], slot_types: Collection[str]
+) -> GeneratedFrame:
+    """The answer, if its intent is one of `intents` (those an in-scope answer may carry:
+    `OpenWorld.in_scope_intents`, never a trained out-of-scope class) and its slots fit."""
     answer = extract_json(generated)
     intent = answer.get("intent")
-    if not isinstance(intent, str) or intent not in labels.intents:
+    if not isinstance(intent, str) or intent not in intents:
         raise InvalidAnswer("unknown_intent", f"{intent!r} is not one of the model's intents")
     raw_slots = answer.get("slots", [])
     if not isinstance(raw_slots, list):
         raise InvalidAnswer("malformed_json", "'slots' is not a list")
-    known = labels.slot_types
+    known = slot_types
     slots: list[Slot] = []
     search_from = 0
     lowered = text.lower()

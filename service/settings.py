@@ -248,13 +248,14 @@ class OpenWorldSettings(Group):
         "3-10 examples; `python -m service.extensions validate FILE`); re-read when it changes, "
         "a broken version is refused and the previous set stays live",
     )
-    extension_margin: float = Field(
-        0.0,
+    extension_margin: float | None = Field(
+        None,
         ge=-2.0,
         le=2.0,  # a difference of two cosine similarities
         description="an extension intent answers when its nearest example is at least as "
         "similar as the nearest training utterance of the encoder's best intent plus this "
-        "(negative: it may be slightly less similar; the open-world suite chooses it on dev)",
+        "(negative: it may be slightly less similar); unset: the margin the exporter chose "
+        "without out-of-scope data (0 in older bundles)",
     )
     extension_generator_confirms: bool = Field(
         False,
@@ -272,7 +273,8 @@ class OpenWorldSettings(Group):
         ge=-1.0,
         le=1.0,
         description="cosine similarity an utterance needs to an extension example; unset: the "
-        "bundle's kNN out-of-scope threshold, chosen on dev at export",
+        "threshold the exporter chose without out-of-scope data (independent of --oos-budget; "
+        "older bundles: the kNN out-of-scope threshold)",
     )
 
 

@@ -20,6 +20,7 @@ CONTRACT = "service.contract"
 BENCHMARK_ENTRY_POINTS = {
     "service.runtime",  # Engine
     "service.router",  # Router
+    "service.loading",  # build_router: the router as the server builds it
     "service.generators.registry",  # BACKENDS, build_backend
     "service.settings",  # Settings and its groups
     "service.process",  # ServerProcess

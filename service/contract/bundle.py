@@ -78,6 +78,19 @@ class DetectorReport(_Record):
     oos_f1: float | None
 
 
+class ExtensionRule(_Record):
+    """The similarity rule that lets an extension intent answer (`service.open_world`), chosen
+    at export without out-of-scope data: some trained intents are left out of the reference
+    data, added back from a few dev examples each, and the rule that recognises most of them
+    while costing the other intents at most the stated points on dev wins."""
+
+    threshold: float
+    margin: float
+    chosen_by: str
+    dev_added_accuracy: float | None = None
+    dev_others_loss: float | None = None
+
+
 class OutOfScopeRecord(_Record):
     """How the bundle decides out-of-scope (`service.contract.oos`), chosen on dev at export."""
 
@@ -89,6 +102,9 @@ class OutOfScopeRecord(_Record):
     """Points of dev in-scope accuracy a threshold may cost."""
     chosen_by: str
     dev: dict[str, DetectorReport]
+    extension: ExtensionRule | None = None
+    """None in bundles from before the rule was chosen at export: the kNN dev threshold and a
+    zero margin."""
 
 
 class BundleConfig(_Record):

@@ -8,9 +8,9 @@ schema check after generation is what actually guarantees nothing outside the la
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from service.contract.labels import LabelSet
 from service.contract.retrieval import IndexEntry
 from service.contract.types import IntentScore
 
@@ -113,14 +113,14 @@ def build_choice_messages(text: str, candidates: list[Candidate]) -> Messages:
 
 def build_messages(
     text: str,
-    labels: LabelSet,
+    intents: Sequence[str],
+    slot_types: Iterable[str],
     candidates: list[IntentScore],
     examples: list[IndexEntry],
 ) -> Messages:
-    """System schema, then each nearest training example as a solved turn, then the utterance."""
-    system = SYSTEM.format(
-        intents=", ".join(labels.intents), slots=", ".join(sorted(labels.slot_types))
-    )
+    """System schema (the intents an answer may carry), then each nearest training example as a
+    solved turn, then the utterance."""
+    system = SYSTEM.format(intents=", ".join(intents), slots=", ".join(sorted(slot_types)))
     messages = [{"role": "system", "content": system}]
     for ex in examples:
         messages.append({"role": "user", "content": user_turn(ex.text)})

@@ -32,11 +32,17 @@ class RetrievalIndex:
     embeddings: np.ndarray  # (N, H) float32, L2-normalised
     examples: list[IndexEntry]
 
-    def nearest(self, query: np.ndarray, k: int) -> list[IndexEntry]:
-        """The k examples with the highest cosine similarity to `query` (H,), best first."""
+    def nearest(self, query: np.ndarray, k: int, exclude: str | None = None) -> list[IndexEntry]:
+        """The k examples with the highest cosine similarity to `query` (H,), best first; none
+        of intent `exclude`."""
         if k <= 0 or not self.examples:
             return []
         scores = self.embeddings @ query.astype(np.float32)  # (N,)
+        if exclude is not None and exclude in self.rows_by_intent:
+            scores[self.rows_by_intent[exclude]] = -np.inf
+            k = min(k, len(scores) - len(self.rows_by_intent[exclude]))
+            if k <= 0:
+                return []
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         return [self.examples[i] for i in top[np.argsort(-scores[top])]]

@@ -64,6 +64,14 @@ class Frame:
     extension: bool = False  # `intent` is an extension intent; `confidence` its cosine similarity
     # extension intents whose nearest example passes the similarity threshold, best first
     extension_candidates: tuple[ExtensionMatch, ...] = ()
+    best_in_scope: IntentScore | None = None  # the best trained in-scope intent (None: `intent`)
+
+    @property
+    def encoder_answer(self) -> IntentScore:
+        """The encoder's own guess: out of scope, still the best in-scope intent it saw."""
+        if self.out_of_scope and self.best_in_scope is not None:
+            return self.best_in_scope
+        return IntentScore(self.intent, self.confidence)
 
 
 @dataclass(frozen=True)

@@ -64,8 +64,14 @@ def test_out_of_scope_answers_are_explicit(clinc_client, tiny_clinc_bundle, smal
         if frame.out_of_scope:
             assert response.intent == FALLBACK
             assert response.source == nlu_pb2.SOURCE_ENCODER
-            best_in_scope = max(s.probability for s in response.top_intents if s.label != FALLBACK)
-            assert response.intent_confidence == pytest.approx(1 - best_in_scope, abs=1e-5)
+            guess = max(
+                (s for s in response.top_intents if s.label != FALLBACK),
+                key=lambda s: s.probability,
+            )
+            assert response.intent_confidence == pytest.approx(1 - guess.probability, abs=1e-5)
+            # the encoder's own answer: what it guessed in scope, not the out-of-scope intent
+            assert response.encoder_intent == guess.label
+            assert response.encoder_confidence == pytest.approx(guess.probability, abs=1e-5)
         else:
             assert response.intent == labels[0] != FALLBACK
 
@@ -78,4 +84,9 @@ def test_model_info_says_how_out_of_scope_is_decided(clinc_client, tiny_clinc_bu
     assert info.out_of_scope.intent == FALLBACK
     assert info.out_of_scope.trained_label == "oos"
     assert info.out_of_scope.chosen_by == record["chosen_by"]
+    assert info.out_of_scope.HasField("false_rejection_budget") == info.out_of_scope.HasField(
+        "threshold"
+    )
+    if info.out_of_scope.HasField("threshold"):
+        assert info.out_of_scope.false_rejection_budget == record["in_scope_budget"]
     assert FALLBACK in info.intents and "oos" not in info.intents

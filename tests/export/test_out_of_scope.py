@@ -68,15 +68,18 @@ def test_bundle_carries_the_detector_the_engine_runs(tiny_clinc_bundle):
     assert record["trained_label"] == "oos"
     assert set(record["dev"]) == {"oos_class", "confidence", "knn", "mahalanobis"}
     engine = Engine(tiny_clinc_bundle, settings=EngineSettings(intra_op_threads=1))
-    assert engine.detector.method == record["method"]
-    assert engine.detector.threshold == record["threshold"]
-    assert "oos" not in engine.intent_names and "out_of_scope" in engine.intent_names
+    assert engine.open_world.detector.method == record["method"]
+    assert engine.open_world.detector.threshold == record["threshold"]
+    assert (
+        "oos" not in engine.open_world.answer_names
+        and "out_of_scope" in engine.open_world.answer_names
+    )
     off = Engine(
         tiny_clinc_bundle,
         settings=EngineSettings(intra_op_threads=1),
         open_world=OpenWorldSettings(out_of_scope_detection="off"),
     )
-    assert off.detector.threshold is None
+    assert off.open_world.detector.threshold is None
 
 
 @pytest.mark.parametrize("method", ["knn", "mahalanobis"])
@@ -86,7 +89,7 @@ def test_named_method_writes_checksummed_reference_data(tiny_clinc_model, tmp_pa
     assert config.out_of_scope.method == method
     assert config.out_of_scope.chosen_by == "named at export"
     engine = Engine(out, settings=EngineSettings(intra_op_threads=1))
-    assert (engine.detector.method, engine.detector.threshold) == (
+    assert (engine.open_world.detector.method, engine.open_world.detector.threshold) == (
         method,
         config.out_of_scope.threshold,
     )

@@ -127,12 +127,12 @@ def test_engine_answers_close_utterances_with_the_extension(tiny_clinc_bundle):
     engine = Engine(tiny_clinc_bundle, settings=EngineSettings(intra_op_threads=1))
     examples = ["book me a massage for tomorrow", "i want a spa appointment", "facial at the spa"]
     text = GOOD.replace("      - schedule a facial at the spa", "      - facial at the spa")
-    engine.extensions = engine.build_extensions(Path("ext.yaml"), text)
-    assert engine.extension_threshold is not None
+    engine.open_world.extensions = engine.build_extensions(Path("ext.yaml"), text)
+    assert engine.open_world.extension_threshold is not None
     for frame in engine.parse(examples):  # each is its own nearest example (similarity 1)
         assert frame.extension and frame.intent == "book_spa" and not frame.out_of_scope
         assert frame.confidence == pytest.approx(1.0, abs=1e-3)
-    engine.extensions = None
+    engine.open_world.extensions = None
     assert not any(f.extension for f in engine.parse(examples))
 
 
@@ -141,7 +141,7 @@ def test_a_negative_margin_lets_extensions_win_when_less_similar(tiny_clinc_bund
     engine = Engine(
         tiny_clinc_bundle, settings=EngineSettings(intra_op_threads=1), open_world=settings
     )
-    engine.extensions = engine.build_extensions(Path("ext.yaml"), GOOD)
+    engine.open_world.extensions = engine.build_extensions(Path("ext.yaml"), GOOD)
     frames = engine.parse(["what is the weather in paris", "set an alarm for six"])
     assert all(f.extension and f.intent == "book_spa" for f in frames)
 
@@ -156,7 +156,7 @@ def test_every_extension_intent_past_the_threshold_is_a_candidate(tiny_clinc_bun
     engine = Engine(
         tiny_clinc_bundle, settings=EngineSettings(intra_op_threads=1), open_world=settings
     )
-    engine.extensions = engine.build_extensions(Path("ext.yaml"), two)
+    engine.open_world.extensions = engine.build_extensions(Path("ext.yaml"), two)
     (frame,) = engine.parse(["wash my dog tomorrow"])
     names = [m.intent.name for m in frame.extension_candidates]
     assert names[0] == "pet_grooming" and set(names) == {"pet_grooming", "book_spa"}
@@ -167,7 +167,7 @@ def test_every_extension_intent_past_the_threshold_is_a_candidate(tiny_clinc_bun
         settings=EngineSettings(intra_op_threads=1),
         open_world=OpenWorldSettings(extension_similarity_threshold=0.999),
     )
-    strict.extensions = strict.build_extensions(Path("ext.yaml"), two)
+    strict.open_world.extensions = strict.build_extensions(Path("ext.yaml"), two)
     (frame,) = strict.parse(["wash my dog tomorrow"])
     assert [m.intent.name for m in frame.extension_candidates] == ["pet_grooming"]
 

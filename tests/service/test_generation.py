@@ -9,7 +9,9 @@ import pytest
 
 from benchmarks.chat_stub import Script, chat_server
 from service.breaker import CircuitBreaker, State
+from service.contract.bundle import OutOfScopeRecord
 from service.contract.labels import LabelSet
+from service.contract.oos import Detector, Reference
 from service.contract.types import Frame, IntentScore, Slot
 from service.generators.base import GeneratorBackend, GeneratorError
 from service.generators.guard import Guarded
@@ -17,9 +19,10 @@ from service.generators.local import LocalBackend
 from service.generators.openai import OpenAIBackend
 from service.generators.registry import BACKENDS, NO_BACKEND, build_backend
 from service.process import free_port
+from service.open_world import OpenWorld
 from service.router import Router
 from service.schema import InvalidAnswer, validate
-from service.settings import GeneratorSettings, RoutingSettings
+from service.settings import GeneratorSettings, OpenWorldSettings, RoutingSettings
 
 INTENTS = ("atis_airfare", "atis_flight")
 TAGS = ("O", "B-fromloc.city_name", "I-fromloc.city_name", "B-toloc.city_name", "I-toloc.city_name")
@@ -36,7 +39,8 @@ def test_valid_answer_maps_values_to_offsets():
         "Sure! "
         + answer("atis_flight", ("fromloc.city_name", "new york"), ("toloc.city_name", "Denver")),
         TEXT,
-        LABELS,
+        LABELS.intents,
+        LABELS.slot_types,
     )
     assert frame.intent == "atis_flight"
     assert [(s.name, s.value, TEXT[s.start : s.end]) for s in frame.slots] == [
@@ -62,7 +66,7 @@ def test_valid_answer_maps_values_to_offsets():
 )
 def test_answers_outside_the_schema_are_rejected(generated, reason):
     with pytest.raises(InvalidAnswer) as err:
-        validate(generated, TEXT, LABELS)
+        validate(generated, TEXT, LABELS.intents, LABELS.slot_types)
     assert err.value.reason == reason
 
 
@@ -346,13 +350,30 @@ def test_plain_prompt_holds_only_the_utterance():
     assert json.dumps(TEXT) in messages[1]["content"] and "atis_flight" not in str(messages)
 
 
+def trained_oos_world(labels: LabelSet, threshold: float, band: float = 0.0) -> OpenWorld:
+    """The open world of a bundle trained with an `oos` class and a confidence threshold."""
+    record = OutOfScopeRecord(
+        method="confidence",
+        threshold=threshold,
+        trained_label="oos",
+        in_scope_budget=1.0,
+        chosen_by="test",
+        dev={},
+    )
+    in_scope = np.array([i != "oos" for i in labels.intents])
+    return OpenWorld(
+        labels.intents,
+        record,
+        OpenWorldSettings(out_of_scope_route_band=band),
+        Detector("confidence", threshold, in_scope, Reference()),
+    )
+
+
 def test_scope_routing_lets_the_generator_answer_none_near_the_threshold():
     import dataclasses
 
-    from service.router import ScopeRouting
-
     labels = LabelSet((*INTENTS, "oos"), TAGS)
-    scope = ScopeRouting(threshold=0.5, band=0.1)
+    world = trained_oos_world(labels, threshold=0.5, band=0.1)
     near = dataclasses.replace(
         frame(0.7), probabilities=np.array([0.7, 0.1, 0.2]), in_scope_score=0.55
     )
@@ -361,9 +382,7 @@ def test_scope_routing_lets_the_generator_answer_none_near_the_threshold():
 
     def ask(preferred: str, f: Frame):
         scorer = Scoring(preferred)
-        router = Router(
-            backend=scorer, labels=labels, routing=settings, scope=scope, trained_label="oos"
-        )
+        router = Router(backend=scorer, labels=labels, routing=settings, open_world=world)
         return asyncio.run(router.route(f, force=False, threshold=0.0, remaining_s=None)), scorer
 
     none, scorer = ask('"none"', near)
@@ -506,3 +525,63 @@ def test_a_plain_prompt_offers_the_candidate_names_alone():
     assert messages[1]["content"] == (
         f"Candidates: atis_airfare, atis_flight, pet_grooming, none\nUtterance: {json.dumps(TEXT)}"
     )
+
+
+def oos_bundle_router(backend: GeneratorBackend, **routing) -> Router:
+    """A router over a bundle trained with an `oos` class whose few-shot index holds an `oos`
+    training utterance nearest everything."""
+    from service.contract.retrieval import IndexEntry, RetrievalIndex
+
+    labels = LabelSet((*INTENTS, "oos"), TAGS)
+    index = RetrievalIndex(
+        np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32),
+        [
+            IndexEntry("sing me a song", "oos", []),
+            IndexEntry("cheapest fare", "atis_airfare", []),
+            IndexEntry("fly", "atis_flight", []),
+        ],
+    )
+    settings = RoutingSettings(
+        generator_timeout_s=1.0, score_candidates=3, retrieval_k=2, **routing
+    )
+    return Router(
+        backend=backend,
+        labels=labels,
+        routing=settings,
+        index=index,
+        open_world=trained_oos_world(labels, threshold=0.0),
+    )
+
+
+def oos_frame() -> Frame:
+    import dataclasses
+
+    return dataclasses.replace(
+        frame(0.5),
+        probabilities=np.array([0.2, 0.1, 0.7]),  # the trained `oos` class is the best
+        embedding=np.array([1.0, 0.0]),
+    )
+
+
+def test_the_generator_never_answers_the_trained_out_of_scope_label():
+    """The leak: generator-only routing once answered intent="oos" with out_of_scope=false."""
+    generator = Scripted(answer("oos"))
+    router = oos_bundle_router(generator)
+    routed = asyncio.run(router.route(oos_frame(), force=True, threshold=0.5, remaining_s=None))
+    assert routed.intent != "oos" and routed.fallback_reason == "unknown_intent"
+    messages = router.messages(oos_frame())
+    intents_line = next(
+        line for line in messages[0]["content"].splitlines() if line.startswith("Intents:")
+    )
+    assert intents_line == "Intents: atis_airfare, atis_flight"
+    shown = [json.loads(m["content"])["intent"] for m in messages if m["role"] == "assistant"]
+    assert shown == ["atis_airfare", "atis_flight"]  # the `oos` utterance is not an example
+    assert "oos" not in messages[-1]["content"]
+
+
+def test_scoring_mode_never_offers_the_trained_out_of_scope_label():
+    scorer = Scoring("oos")
+    router = oos_bundle_router(scorer, generator_mode="score")
+    routed = asyncio.run(router.route(oos_frame(), force=True, threshold=0.5, remaining_s=None))
+    assert scorer.answers == ['{"intent": "atis_airfare",', '{"intent": "atis_flight",']
+    assert routed.intent in INTENTS and not routed.out_of_scope
