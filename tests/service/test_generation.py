@@ -18,8 +18,8 @@ from service.generators.guard import Guarded
 from service.generators.local import LocalBackend
 from service.generators.openai import OpenAIBackend
 from service.generators.registry import BACKENDS, NO_BACKEND, build_backend
-from service.process import free_port
 from service.open_world import OpenWorld
+from service.process import free_port
 from service.router import Router
 from service.schema import InvalidAnswer, validate
 from service.settings import GeneratorSettings, OpenWorldSettings, RoutingSettings
