@@ -21,6 +21,8 @@ from service.contract.text import OUTSIDE_TAG, Word, decode_bio, split_words, wo
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
+OUT_OF_SCOPE_LABEL = "oos"
+"""The label of out-of-scope utterances (CLINC150's); `export.onnx --oos-label` names another."""
 DEV_FRACTION = 0.1
 
 
@@ -229,12 +231,16 @@ def slot_type_counts(examples: list[Example]) -> Counter[str]:
 
 def warn_unseen_labels(dataset: Dataset) -> None:
     """Intents and slot types of dev/test never seen in training: a model cannot predict them,
-    so every one of them is an error. Named with their counts, once per split."""
+    so every one of them is an error. Named with their counts, once per split. The out-of-scope
+    label is no such error: it is said once where it is (test only: nothing can be chosen on
+    it), and data without it is told how to detect the open world anyway."""
     train = dataset.splits["train"]
     intents, types = {ex.intent for ex in train}, set(slot_type_counts(train))
     for split in ("dev", "test"):
         examples = dataset.splits.get(split, [])
-        unseen_intents = Counter(ex.intent for ex in examples if ex.intent not in intents)
+        unseen_intents = Counter(
+            ex.intent for ex in examples if ex.intent not in intents | {OUT_OF_SCOPE_LABEL}
+        )
         unseen_types = {t: n for t, n in slot_type_counts(examples).items() if t not in types}
         for kind, unseen in (("intents", unseen_intents), ("slot types", unseen_types)):
             if unseen:
@@ -243,3 +249,22 @@ def warn_unseen_labels(dataset: Dataset) -> None:
                     "%s: %s holds %d %s never seen in training (always wrong): %s",
                     dataset.source, split, len(unseen), kind, listed,
                 )  # fmt: skip
+    splits_with = [
+        split
+        for split in SPLITS
+        if any(ex.intent == OUT_OF_SCOPE_LABEL for ex in dataset.splits.get(split, []))
+    ]
+    if "dev" in splits_with:
+        return
+    where = (
+        f"out-of-scope utterances ({OUT_OF_SCOPE_LABEL!r}) in {' and '.join(splits_with)} only: "
+        "no detector is chosen on them"
+        if splits_with
+        else "no out-of-scope examples"
+    )
+    log.warning(
+        "%s: %s; to flag utterances no intent covers, export with --open-world (a detector "
+        "learnt from in-scope data alone)",
+        dataset.source,
+        where,
+    )

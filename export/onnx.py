@@ -40,7 +40,13 @@ from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.graph_run import graph_batches
 from export.inference import Outputs, run_model, score
 from export.model import JointModel, sentence_embedding
-from export.out_of_scope import DEFAULT_BUDGET, DEFAULT_LABEL, build_out_of_scope, graph_outputs
+from export.out_of_scope import (
+    DEFAULT_BUDGET,
+    DEFAULT_FALSE_REJECTION,
+    DEFAULT_LABEL,
+    build_out_of_scope,
+    graph_outputs,
+)
 from export.quantization import layer_groups, quantize, rank_layers
 from service.contract.bundle import (
     FP32_MODEL,
@@ -526,17 +532,35 @@ def main(argv: list[str] | None = None) -> None:
         "--oos-budget",
         type=float,
         default=DEFAULT_BUDGET,
-        help="points of dev in-scope accuracy an out-of-scope threshold may cost "
-        "(default: %(default)s)",
+        help="%% of the dev in-scope utterances an out-of-scope threshold may flag (the dev "
+        "rule's and --oos-method's false-rejection budget; --open-world has its own; extension "
+        "intents do not depend on it) (default: %(default)s)",
     )
     p.add_argument(
         "--oos-method",
         choices=["off", *METHODS],
         help="force an out-of-scope method (default: the best on dev; off without dev examples)",
     )
+    p.add_argument(
+        "--open-world",
+        type=float,
+        nargs="?",
+        const=DEFAULT_FALSE_REJECTION,
+        metavar="BUDGET",
+        help="flag utterances no intent covers, learnt from in-scope data alone (no "
+        "out-of-scope examples needed): kNN on the sentence embedding, threshold at BUDGET %% "
+        "of the dev utterances flagged (default %(const)s)",
+    )
     args = p.parse_args(argv)
+    if args.open_world is not None and not 0 < args.open_world < 100:
+        p.error(f"--open-world: the budget is a percentage in (0, 100), got {args.open_world}")
     args.out.mkdir(parents=True, exist_ok=True)
-    oos = {"label": args.oos_label, "budget": args.oos_budget, "method": args.oos_method}
+    oos = {
+        "label": args.oos_label,
+        "budget": args.oos_budget,
+        "method": args.oos_method,
+        "open_world": args.open_world,
+    }
     try:
         config = build_bundle(args.model, args.out, args.data, args.max_int8_drop, oos=oos)
     except ParityError as e:

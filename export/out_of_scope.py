@@ -1,12 +1,15 @@
 """Choose a bundle's out-of-scope detector on dev (`service.contract.oos` runs it).
 
-Each method's threshold is the largest whose dev in-scope accuracy stays within `budget` points
-of the model's without detection: the most out-of-scope recall that budget buys (recall only
-grows with the threshold, in-scope accuracy only falls). The method with the highest dev recall
-wins (ties: higher in-scope accuracy, then the simpler method). A dataset with no out-of-scope
-utterances in dev (none labelled `label`; intents unseen in training are errors, not
-out-of-scope) has nothing to compare methods on: detection stays off unless a method is named,
-whose threshold the same budget rule sets. So closed-world bundles (ATIS, SNIPS) answer as before.
+Each method's threshold is the largest that flags at most `budget` % of the dev in-scope
+utterances (a false-rejection budget; the model's own errors are not counted against it): the
+most out-of-scope recall that budget buys (recall only grows with the threshold, in-scope accuracy
+only falls). The method with the highest dev recall wins (ties: higher in-scope accuracy, then the
+simpler method). A dataset with no out-of-scope utterances in dev (none labelled `label`; intents
+unseen in training are errors, not out-of-scope) has nothing to compare methods on: detection
+stays off unless asked for, so closed-world bundles (ATIS, SNIPS) answer as before. Asking is one
+flag: `--open-world [BUDGET]` ships the in-scope-only detector (OPEN_WORLD_METHOD: kNN on the
+served embedding, the best of the open-intent suite's candidates) at a BUDGET % false-rejection
+rate on dev (default DEFAULT_FALSE_REJECTION); `--oos-method` forces any method at `--oos-budget`.
 
 Outputs come from the served graph, run as the engine runs it, so the thresholds hold for what
 is served; any change of graph or model re-runs this. The kNN reference data is written whatever
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from export.artifacts import Artifacts
-from export.data import Example
+from export.data import OUT_OF_SCOPE_LABEL, Example
 from export.graph_run import graph_batches
 from export.scoring import pct
 from service.contract.bundle import DetectorReport, OutOfScopeRecord
@@ -39,8 +42,16 @@ from service.contract.text import softmax
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LABEL = "oos"
+DEFAULT_LABEL = OUT_OF_SCOPE_LABEL
 DEFAULT_BUDGET = 1.0
+OPEN_WORLD_METHOD: Method = "knn"
+DEFAULT_FALSE_REJECTION = 5.0
+"""`--open-world`'s default budget: 1 in 20 in-scope utterances flagged on dev. The open-intent
+suite measures what 1 % and 5 % cost (benchmarks/README.md)."""
+OPEN_WORLD_HINT = (
+    "--open-world turns on an in-scope-only detector at a "
+    f"{DEFAULT_FALSE_REJECTION:g} % false-rejection budget"
+)
 
 
 @dataclass(frozen=True)
@@ -108,9 +119,13 @@ def choose(
     label: str,
     budget: float,
     method: Method | None,
+    open_world: float | None = None,
 ) -> tuple[OutOfScopeRecord, dict[str, Reference]]:
     """Every applicable method on dev at its budget threshold (and its reference data), and the
-    one to ship."""
+    one to ship: `method` when named, else OPEN_WORLD_METHOD at the `open_world` budget when
+    given, else the dev rule."""
+    if open_world is not None and method is None:
+        method, budget = OPEN_WORLD_METHOD, open_world
     trained = label in intents
     in_scope = np.array([i != label for i in intents])
     dev_oos = np.array([g == label for g in dev_gold])  # unseen intents are errors, not OOS
@@ -137,7 +152,13 @@ def choose(
             threshold=threshold, **oos_metrics(flags, predicted, dev_oos, dev_gold)
         )
         references[name] = reference
-    if method is not None:
+    if open_world is not None and method == OPEN_WORLD_METHOD:
+        chosen = method
+        why = (
+            f"open world (--open-world): {method} from in-scope data alone, threshold at "
+            f"{budget:g} % false rejections on dev"
+        )
+    elif method is not None:
         chosen, why = method, "named at export"
     elif dev_oos.any():
         chosen = max(
@@ -150,7 +171,10 @@ def choose(
         )
         why = "dev: highest out-of-scope recall within the in-scope budget"
     else:
-        chosen, why = "off", "dev has no out-of-scope utterances: detection off"
+        chosen, why = (
+            "off",
+            f"dev has no out-of-scope utterances: detection off ({OPEN_WORLD_HINT})",
+        )
     record = OutOfScopeRecord(
         method=chosen,
         threshold=reports[chosen].threshold if chosen in reports else None,
@@ -173,6 +197,7 @@ def build_out_of_scope(
     label: str = DEFAULT_LABEL,
     budget: float = DEFAULT_BUDGET,
     method: Method | None = None,
+    open_world: float | None = None,
 ) -> OutOfScopeRecord:
     """Choose the detector with the served graph `sess` and write its reference data."""
     intents = list(artifacts.labels.intents)
@@ -187,6 +212,7 @@ def build_out_of_scope(
         label,
         budget,
         method,
+        open_world,
     )
     write_reference(bundle_dir, references.get(record.method, Reference()))
     write_reference(bundle_dir, references["knn"])  # extension intents compare against it

@@ -175,3 +175,46 @@ def test_labels_of_dev_and_test_unseen_in_training_are_named_with_counts(tmp_pat
     assert "test holds 1 intents never seen in training (always wrong): weather (2)" in caplog.text
     assert "test holds 1 slot types never seen in training (always wrong): place (2)" in caplog.text
     assert "dev holds" not in caplog.text
+
+
+def write_intent_rows(folder: Path, rows: dict[str, list[tuple[str, str]]]) -> None:
+    for split, examples in rows.items():
+        lines = [json.dumps({"text": t, "intent": i, "entities": []}) for t, i in examples]
+        (folder / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_out_of_scope_in_test_only_is_named_as_such_with_the_flag(tmp_path, caplog):
+    write_intent_rows(
+        tmp_path,
+        {
+            "train": [("fly to boston", "flight")],
+            "dev": [("fly to rome", "flight")],
+            "test": [("fly to oslo", "flight"), ("sing a song", "oos")],
+        },
+    )
+    with caplog.at_level(logging.WARNING, logger="export.data"):
+        read_dataset(tmp_path)
+    assert "always wrong" not in caplog.text
+    assert "out-of-scope utterances ('oos') in test only: no detector is chosen on them" in (
+        caplog.text
+    )
+    assert "export with --open-world" in caplog.text
+
+
+def test_data_without_out_of_scope_examples_is_pointed_to_the_flag(tmp_path, caplog):
+    write_intent_rows(tmp_path, {"train": [("fly", "flight")], "dev": [("fly", "flight")]})
+    with caplog.at_level(logging.WARNING, logger="export.data"):
+        read_dataset(tmp_path)
+    assert "no out-of-scope examples; to flag utterances no intent covers, export with " in (
+        caplog.text
+    )
+
+
+def test_out_of_scope_in_dev_needs_no_hint(tmp_path, caplog):
+    write_intent_rows(
+        tmp_path,
+        {"train": [("fly", "flight"), ("sing", "oos")], "dev": [("x", "flight"), ("y", "oos")]},
+    )
+    with caplog.at_level(logging.WARNING, logger="export.data"):
+        read_dataset(tmp_path)
+    assert "--open-world" not in caplog.text

@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 
 from export.onnx import build_bundle
-from export.out_of_scope import GraphOutputs, budget_threshold, choose, oos_metrics
+from export.out_of_scope import (
+    OPEN_WORLD_METHOD,
+    GraphOutputs,
+    budget_threshold,
+    choose,
+    oos_metrics,
+)
 from service.contract.bundle import BundleError, load_bundle
-from service.contract.oos import KNN_EMBEDDINGS, MAHALANOBIS_MEANS
+from service.contract.oos import KNN_EMBEDDINGS, MAHALANOBIS_MEANS, Detector
 from service.runtime import Engine
 from service.settings import EngineSettings, OpenWorldSettings
 
@@ -58,6 +64,24 @@ def test_choose_picks_the_best_dev_recall_or_stays_off_without_oos_examples():
     assert record.threshold == record.dev[record.method].threshold
     closed, _ = choose(train, train_gold, train, train_gold, ["a", "b"], "oos", 1.0, None)
     assert closed.method == "off" and closed.threshold is None
+    assert "--open-world" in closed.chosen_by  # the way to turn it on is named
+
+
+def test_open_world_ships_the_in_scope_only_detector_at_its_false_rejection_budget():
+    rng = np.random.default_rng(0)
+    train, train_gold = synthetic(rng, 200, 0)
+    dev, dev_gold = synthetic(rng, 200, 0)  # no out-of-scope utterance anywhere
+    record, references = choose(dev, dev_gold, train, train_gold, ["a", "b"], "oos", 1.0, None, 5.0)
+    assert record.method == OPEN_WORLD_METHOD and record.threshold is not None
+    assert record.in_scope_budget == 5.0 and "--open-world" in record.chosen_by
+    flagged = 100 - record.dev[record.method].in_scope_accuracy
+    assert 0 < flagged <= 5.0  # the budget bounds the dev false rejections
+    unknown, _ = synthetic(rng, 0, 50)  # an intent it never saw, answered confidently
+    detector = Detector(
+        record.method, record.threshold, np.ones(2, bool), references[record.method]
+    )
+    flags, _ = detector.decide(unknown.probabilities, unknown.embeddings)
+    assert flags.mean() > 0.9
     named, _ = choose(train, train_gold, train, train_gold, ["a", "b"], "oos", 1.0, "knn")
     assert named.method == "knn" and named.threshold is not None
 
