@@ -9,6 +9,7 @@ from benchmarks import (
     contention,
     engine,
     experiments,
+    open_intent,
     open_world,
     overload,
     reliability,
@@ -30,6 +31,7 @@ SUITES: dict[str, Suite] = {
         overload.SUITE,
         reliability.SUITE,
         open_world.SUITE,
+        open_intent.SUITE,
         closed_world.SUITE,
     )
 }

@@ -27,6 +27,7 @@ import numpy as np
 
 from export.artifacts import Artifacts
 from export.data import OUT_OF_SCOPE_LABEL, Example
+from export.extension_rule import choose_extension_rule
 from export.graph_run import graph_batches
 from export.scoring import pct
 from service.contract.bundle import DetectorReport, OutOfScopeRecord
@@ -214,6 +215,15 @@ def build_out_of_scope(
         method,
         open_world,
     )
+    rule = choose_extension_rule(
+        dev_out,
+        [ex.intent for ex in dev],
+        train_out,
+        [ex.intent for ex in train],
+        intents,
+        record.trained_label,
+    )
+    record = record.model_copy(update={"extension": rule})
     write_reference(bundle_dir, references.get(record.method, Reference()))
     write_reference(bundle_dir, references["knn"])  # extension intents compare against it
     log.info(
@@ -223,4 +233,5 @@ def build_out_of_scope(
         record.chosen_by,
         {k: v.model_dump() for k, v in record.dev.items()},
     )
+    log.info("extension intents: %s", rule.model_dump() if rule is not None else "no rule")
     return record

@@ -211,3 +211,36 @@ def test_quick_closed_world(tiny_bundle, small_atis, tmp_path):
         assert run["test"] == off["test"] and run["test"]["flagged_out_of_scope"] == 0
     assert {f["method"] for f in report["forced"]} == {"confidence", "knn", "mahalanobis"}
     assert all(0.0 <= f["flagged"] <= 100.0 for f in report["forced"])
+
+
+def test_quick_open_intent(tiny_encoder, small_clinc, tmp_path):
+    """Train and export a run with --open-world, score it as the paper does, beside the
+    published rows; again from the caches."""
+    args = ["open-intent", "--quick", "--out-dir", str(tmp_path), "--data", str(small_clinc)]
+    args += ["--runs", "0.5:0", "--epochs", "3", "--threads", "1", "--encoder", str(tiny_encoder)]
+    args += ["--bundles", str(tmp_path / "bundles"), "--work", str(tmp_path / "work")]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "open_intent.json").read_text())
+    ours = [r for r in result["rows"] if not r["published"]]
+    (shipped,) = [r for r in ours if r["shipped"]]
+    assert shipped["known_ratio"] == 0.5 and shipped["seeds"] == [0] and shipped["budget"] == 5.0
+    assert {r["method"] for r in ours} >= {"confidence", "knn", "mahalanobis", "energy"}
+    for r in result["rows"]:
+        assert set(r) >= {"dataset", "known_ratio", "method", "seeds", "accuracy", "macro_f1"}
+        assert set(r) >= {"open_f1", "known_f1", "accuracy_std", "macro_f1_std", "published"}
+        assert 0 <= r["accuracy"] <= 100 and 0 <= r["macro_f1"] <= 100
+    published = [r for r in result["rows"] if r["published"]]
+    assert len(published) == 9 and all(
+        "Adaptive-Decision-Boundary" in r["source"] for r in published
+    )
+    (bundle,) = (tmp_path / "bundles").iterdir()
+    record = json.loads((bundle / "config.json").read_text())["out_of_scope"]
+    assert record["method"] == "knn" and "--open-world" in record["chosen_by"]
+    labels = json.loads((bundle / "labels.json").read_text())["intents"]
+    assert len(labels) == 3  # half of the six intents are known, no `oos` class
+    (runtime,) = result["runtime_intents"]
+    assert set(runtime["added"]).isdisjoint(labels) and len(runtime["added"]) == 3
+    assert (tmp_path / "open_intent.png").is_file() and (tmp_path / "open_intent.csv").is_file()
+    assert main(args) == 0
+    again = json.loads((tmp_path / "open_intent.json").read_text())
+    assert again["rows"] == result["rows"]
