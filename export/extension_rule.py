@@ -33,6 +33,7 @@ MAX_OTHERS_LOSS = 1.0  # points of the other intents' dev accuracy the rule may 
 THRESHOLDS = tuple(np.round(np.arange(0.30, 0.951, 0.025), 3))
 MARGINS = tuple(np.round(np.arange(-0.3, 0.101, 0.025), 3))
 SEED = 13
+MIN_HELD_UTTERANCES = 20  # scored utterances of the held intents a rehearsal needs
 
 
 def nearest_per_intent(
@@ -51,7 +52,8 @@ def choose_extension_rule(
     intents: Sequence[str],
     trained_label: str | None,
 ) -> ExtensionRule | None:
-    """The rule as rehearsed on dev; None when dev is too small to rehearse it."""
+    """The rule as rehearsed on dev; None when dev is too small to rehearse it or no rule
+    recognises a held intent (the engine then keeps the older default)."""
     rng = random.Random(SEED)
     counts = {i: sum(g == i for g in dev_gold) for i in intents if i != trained_label}
     eligible = sorted(i for i, n in counts.items() if n > EXAMPLES)
@@ -82,6 +84,8 @@ def choose_extension_rule(
     best, nearest = added.max(axis=1), added.argmax(axis=1)  # (N',), (N',)
     predicted = np.where(visible, probs, -1.0).argmax(axis=1)  # (N',)
     is_held = np.array([g in held for g in gold])
+    if is_held.sum() < MIN_HELD_UTTERANCES:
+        return None
     others_right = np.array(
         [not h and intents[p] == g for p, g, h in zip(predicted, gold, is_held, strict=True)]
     )
@@ -96,6 +100,8 @@ def choose_extension_rule(
             tried.append((float(held_accuracy), float(others_loss), threshold, margin))
     allowed = [t for t in tried if 100 * t[1] <= MAX_OTHERS_LOSS]
     accuracy, loss, threshold, margin = max(allowed, key=lambda t: (t[0], t[2], t[3]))
+    if accuracy == 0:
+        return None
     return ExtensionRule(
         threshold=float(threshold),
         margin=float(margin),
