@@ -249,17 +249,18 @@ class OpenIntentSuite(Suite):
             data = args.work / f"data-{tag}"
             model = args.work / f"model-{tag}"
             write_split(source, data, known)
-            train(
-                TrainConfig(
-                    data=str(data),
-                    out=str(model),
-                    epochs=args.epochs,
-                    seed=seed,
-                    threads=args.threads,
-                    encoder=args.encoder,
-                    margin_weight=args.margin_weight,
+            if not (model / "config.json").is_file():  # trained models are cached in --work
+                train(
+                    TrainConfig(
+                        data=str(data),
+                        out=str(model),
+                        epochs=args.epochs,
+                        seed=seed,
+                        threads=args.threads,
+                        encoder=args.encoder,
+                        margin_weight=args.margin_weight,
+                    )
                 )
-            )
             build_bundle(model, bundle, str(data), oos={"open_world": DEFAULT_FALSE_REJECTION})
         return bundle, known
 

@@ -281,6 +281,7 @@ def measure(
     path.write_text(extension_yaml(source, held_out, EXAMPLES_PER_INTENT, SEED))
     load_extensions(engine, path)
     default_rule = engine.open_world.extension_threshold, engine.open_world.extension_margin
+    rule = engine.open_world.record.extension if engine.open_world.record else None
     default_frames = parse_all(engine, texts)
     default = score(default_frames, gold, set(held_out), oos_label, added=True)
     confirmed = [
@@ -304,7 +305,8 @@ def measure(
         "oos_recall_after": after["oos"],
         "extension_similarity_threshold": threshold,
         "extension_margin": margin,
-        "with_defaults": {
+        "with_defaults": {  # the bundle's rule, chosen at export without out-of-scope data
+            "chosen_by": rule.chosen_by if rule is not None else "bundle without a rule",
             "extension_similarity_threshold": default_rule[0],
             "extension_margin": default_rule[1],
             "added_accuracy": default["held_out"],
