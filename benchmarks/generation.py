@@ -188,8 +188,7 @@ def encoder_answers(
     """Batch-1 answers, timed (tokenise + ONNX + decode), and the frames the router needs. An
     out-of-scope answer is scored as the dataset's out-of-scope label (CLINC150's `oos`)."""
     engine.warm_up(3, 1)
-    record = engine.bundle.config.out_of_scope
-    oos_label = record.trained_label if record is not None else None
+    oos_label = engine.open_world.trained_label
     answers, frames = [], []
     for ex in tqdm(examples, desc="encoder", unit="utt", leave=False, disable=None):
         started = time.perf_counter()

@@ -39,7 +39,7 @@ def ranked_in_scope(bundle: Bundle, texts: list[str]) -> list[list[str]]:
     config = bundle.config
     sess = session(bundle.model_file(config.served_variant))
     tokenizer = load_tokenizer(bundle.path / TOKENIZER, config.max_seq_len)
-    trained = config.out_of_scope.trained_label if config.out_of_scope is not None else None
+    trained = config.trained_out_of_scope_label
     intents = bundle.labels.intents
     ranked = []
     for text in texts:
@@ -60,8 +60,7 @@ def scope_chats(
     """One chat per example: the encoder's top `candidates` in-scope intents, shuffled; an
     in-scope example's intent is taken out of them with probability `none_share`."""
     bundle = load_bundle(bundle_dir)
-    record = bundle.config.out_of_scope
-    trained = record.trained_label if record is not None else None
+    trained = bundle.config.trained_out_of_scope_label
     chats = []
     rankings = ranked_in_scope(bundle, [ex.text for ex in examples])
     for ex, ranked in zip(examples, rankings, strict=True):

@@ -142,8 +142,7 @@ def decision_chats(
     """The scope prompt (candidates + "none", no examples) and the chosen candidate."""
     if not cfg.bundle:
         raise ValueError("--task scope needs --bundle (its encoder proposes the candidates)")
-    record = load_bundle(Path(cfg.bundle)).config.out_of_scope
-    label = record.trained_label if record is not None else None
+    label = load_bundle(Path(cfg.bundle)).config.trained_out_of_scope_label
     in_scope = [ex for ex in train if ex.intent != label]
     chosen = [ex for ex in train if ex.intent == label] + in_scope[: cfg.max_examples or None]
     rng.shuffle(chosen)

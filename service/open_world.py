@@ -101,7 +101,7 @@ class OpenWorld:
     @classmethod
     def of_bundle(cls, bundle: Bundle, settings: OpenWorldSettings) -> OpenWorld:
         record = bundle.config.out_of_scope
-        trained_label = record.trained_label if record is not None else None
+        trained_label = bundle.config.trained_out_of_scope_label
         in_scope = np.array([i != trained_label for i in bundle.labels.intents])
         enabled = settings.out_of_scope_detection == "bundle"
         detector = load_detector(bundle, enabled, in_scope)

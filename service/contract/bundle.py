@@ -136,6 +136,12 @@ class BundleConfig(_Record):
     """A slim bundle (served variants only, for images): the sha256 of the full bundle's
     config.json it was cut from."""
 
+    @property
+    def trained_out_of_scope_label(self) -> str | None:
+        """The out-of-scope class the model learned (CLINC150's `oos`), never answered as
+        itself; None for a bundle without one."""
+        return self.out_of_scope.trained_label if self.out_of_scope is not None else None
+
 
 @dataclass(frozen=True)
 class Bundle:
