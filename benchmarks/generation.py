@@ -28,10 +28,10 @@ from export.fetch import resolve_dataset
 from export.scoring import frame_metrics
 from export.train_generator import TRAINING_RECORD
 from service.contract.paths import PROJECT_ROOT
-from service.contract.retrieval import load_index
 from service.contract.text import OUTSIDE_TAG, slots_to_tags
 from service.contract.types import Frame
 from service.generators.registry import BACKENDS
+from service.loading import build_router
 from service.router import Router
 from service.runtime import Engine
 from service.settings import (
@@ -40,6 +40,7 @@ from service.settings import (
     GeneratorSettings,
     PromptStyle,
     RoutingSettings,
+    Settings,
 )
 
 CACHE_DIR = PROJECT_ROOT / "artifacts" / "generator-cache"
@@ -264,12 +265,7 @@ class GeneratorRunner:
                 generator_mode=v.mode,
                 generator_prompt=v.prompt,
             )
-            self.router = Router(
-                backend=backend,
-                labels=self.engine.bundle.labels,
-                routing=routing,
-                index=load_index(self.bundle_dir) if v.prompt == "few_shot" else None,
-            )
+            self.router = build_router(self.engine, Settings(routing=routing), backend)
         return self.router
 
     def answers(
