@@ -99,7 +99,7 @@ class OutOfScopeRecord(_Record):
     trained_label: str | None
     """The dataset's out-of-scope label the model learned as a class (CLINC150: `oos`)."""
     in_scope_budget: float
-    """Points of dev in-scope accuracy a threshold may cost."""
+    """% of the dev in-scope utterances the threshold may flag (its false-rejection budget)."""
     chosen_by: str
     dev: dict[str, DetectorReport]
     extension: ExtensionRule | None = None
