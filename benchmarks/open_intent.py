@@ -165,7 +165,8 @@ def centroid_scores(outputs: GraphOutputs, reference: dict) -> np.ndarray:
 
 class RunOutputs:
     """One bundle's served outputs on the run's train and dev (known intents) and ADB's test,
-    plus the shipped answers of every test utterance; cached per bundle identity."""
+    plus the shipped answers of every test utterance; cached per bundle identity (the
+    runtime-intents figures too)."""
 
     def __init__(self, path: Path) -> None:
         data = np.load(path, allow_pickle=False)
@@ -366,7 +367,12 @@ class OpenIntentSuite(Suite):
             "shipped": True,
             **open_metrics(shipped_answers, gold, known),
         }
-        added = self.runtime_intents(engine, source, known, sets["test"], gold)
+        runtime_cache = cache.with_suffix(".runtime-intents.json")
+        if runtime_cache.is_file():
+            added = json.loads(runtime_cache.read_text())
+        else:
+            added = self.runtime_intents(engine, source, known, sets["test"], gold)
+            runtime_cache.write_text(json.dumps(added, indent=1))
         return [shipped, *rows], added
 
     @staticmethod
