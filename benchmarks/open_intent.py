@@ -442,6 +442,10 @@ class OpenIntentSuite(Suite):
             ),
         }
 
+    def load_result(self, results: Path) -> dict | None:
+        path = results / "open_intent.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def summary(self, result: dict) -> str:
         return summary(result)
 

@@ -116,6 +116,14 @@ def curve(detector: Detector, out: GraphOutputs, predicted, gold_oos, gold) -> l
     return points
 
 
+def default_rule_name(with_defaults: dict) -> str:
+    """Which rule a bundle serves by default: one chosen at export, or (older bundles) the kNN
+    out-of-scope threshold."""
+    if "chosen_by" in with_defaults and with_defaults["chosen_by"] != "bundle without a rule":
+        return "the bundle's rule (chosen at export without out-of-scope data)"
+    return "default rule (the bundle's kNN threshold)"
+
+
 class OpenWorldSuite(BundleSuite):
     name = "open-world"
     help = "CLINC150 out-of-scope detection: every encoder detector at its dev threshold"
@@ -397,8 +405,7 @@ class OpenWorldSuite(BundleSuite):
                 f"| before (right answer: out-of-scope) | "
                 f"{runtime['added_answered_out_of_scope_before']:.2f} | "
                 f"{runtime['others_accuracy_before']:.2f} | {runtime['oos_recall_before']:.2f} |",
-                "| after, the bundle's rule (chosen at export without out-of-scope data; "
-                f"threshold "
+                f"| after, {default_rule_name(runtime['with_defaults'])} (threshold "
                 f"{runtime['with_defaults']['extension_similarity_threshold']:.3f}, margin "
                 f"{runtime['with_defaults']['extension_margin']:+.3f}) | "
                 f"{runtime['with_defaults']['added_accuracy']:.2f} | "
