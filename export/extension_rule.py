@@ -62,7 +62,8 @@ def choose_extension_rule(
         return None
     held = sorted(rng.sample(eligible, n_held))
     visible = np.array([i not in held and i != trained_label for i in intents])  # (I,)
-    keep = np.array([g in intents and visible[list(intents).index(g)] for g in train_gold])
+    visible_names = {i for i, v in zip(intents, visible, strict=True) if v}
+    keep = np.array([g in visible_names for g in train_gold])  # (N,)
     reference = fit_reference(
         "knn", train.embeddings[keep], [g for g, k in zip(train_gold, keep, strict=True) if k],
         list(intents),
