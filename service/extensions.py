@@ -25,6 +25,7 @@ import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,11 @@ class ExtensionSet:
     intents: tuple[ExtensionIntent, ...]
     embeddings: np.ndarray  # (M, H) L2-normalised, one row per example
     owners: np.ndarray  # (M,) index into `intents` of each example
+
+    @cached_property
+    def example_counts(self) -> np.ndarray:
+        """(E,) how many examples each intent has."""
+        return np.bincount(self.owners, minlength=len(self.intents))
 
     def similarity(self, embeddings: np.ndarray) -> np.ndarray:
         """(B, E): each utterance's similarity to each intent's nearest example."""

@@ -24,7 +24,8 @@ from service.contract.oos import (
     KNN_EMBEDDINGS,
     Detector,
     Reference,
-    in_scope_scores,
+    density_ranks,
+    neighbour_similarity,
     read_reference,
 )
 from service.contract.types import ExtensionMatch
@@ -87,11 +88,13 @@ class OpenWorld:
         )
         self.scope_band = settings.out_of_scope_route_band
         self.extension_threshold = self.default_extension_threshold(settings)
+        rule = record.extension if record is not None else None
         self.extension_margin = (
             settings.extension_margin
             if settings.extension_margin is not None
-            else (record.extension.margin if record is not None and record.extension else 0.0)
+            else (rule.margin if rule is not None else 0.0)
         )
+        self.extension_density_matched = rule is not None and rule.compared_with == "density"
         self.extensions: ExtensionSet | None = None  # swapped whole by `service.extension_watch`
         # the extension rule's training-side similarity; the kNN detector already holds it
         self.knn_reference: Reference | None = (
@@ -131,35 +134,32 @@ class OpenWorld:
         out_of_scope, scores = self.detector.decide(probabilities, embeddings)  # (B,), (B,)
         best_in_scope = np.where(self.in_scope, probabilities, -1.0).argmax(axis=1)  # (B,)
         extensions = self.extensions  # one set for the whole batch, whatever a reload does
-        from_extension, similarity = self.match_extensions(
-            extensions, probabilities, embeddings, scores
-        )
+        from_extension, similarity = self.match_extensions(extensions, probabilities, embeddings)
         candidates = [self.extension_candidates(extensions, row) for row in similarity]
         return Decisions(
             out_of_scope & ~from_extension, scores, best_in_scope, from_extension, candidates
         )
 
     def match_extensions(
-        self,
-        extensions: ExtensionSet | None,
-        probs: np.ndarray,
-        embedding: np.ndarray,
-        detector_scores: np.ndarray,
+        self, extensions: ExtensionSet | None, probs: np.ndarray, embedding: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """(B,) answered by the nearest extension intent: its nearest example is at least the
-        threshold and as close as the nearest training utterance of the best intent (plus the
-        margin; the kNN detector's own (B,) `detector_scores` when it is the bundle's); (B, E)
-        each extension intent's similarity."""
+        threshold and, plus the margin, as close as the best in-scope intent's training
+        utterances (the nearest one, or in bundles that chose a density-matched rule the one
+        as near as the nearest of as many examples as the extension intent has); (B, E) each
+        extension intent's similarity."""
         batch = len(embedding)
         if extensions is None or not extensions.intents:
             return np.zeros(batch, bool), np.zeros((batch, 0))
         similarity = extensions.similarity(embedding)  # (B, E)
-        best = similarity.max(axis=1)  # (B,)
-        trained = (
-            detector_scores
-            if self.detector.method == "knn"
-            else in_scope_scores("knn", self.knn_reference, probs, embedding, self.in_scope)
+        best, nearest = similarity.max(axis=1), similarity.argmax(axis=1)  # (B,), (B,)
+        predicted = np.where(self.in_scope, probs, -1.0).argmax(axis=1)  # (B,)
+        ranks = (
+            density_ranks(self.knn_reference, predicted, extensions.example_counts[nearest])
+            if self.extension_density_matched
+            else np.ones(batch, int)
         )  # (B,)
+        trained = neighbour_similarity(self.knn_reference, predicted, embedding, ranks)  # (B,)
         chosen = (best >= self.extension_threshold) & (best >= trained + self.extension_margin)
         return chosen, similarity
 

@@ -86,6 +86,10 @@ class ExtensionRule(_Record):
 
     threshold: float
     margin: float
+    compared_with: Literal["nearest", "density"] = "nearest"
+    """What an extension intent's nearest example is compared with: the best trained intent's
+    nearest training utterance, or ("density") its training utterance as near as the nearest of
+    as many examples as the extension intent has (`service.contract.oos.density_ranks`)."""
     chosen_by: str
     dev_added_accuracy: float | None = None
     dev_others_loss: float | None = None

@@ -96,16 +96,8 @@ def in_scope_scores(
     if method in ("confidence", "oos_class"):
         return probabilities[:, in_scope].max(axis=1)
     if method == "knn":
-        masked = np.where(in_scope, probabilities, -1.0)  # (B, I)
-        best = masked.argmax(axis=1)  # (B,) the best in-scope intent
-        scores = np.full(len(embeddings), -1.0)
-        for b, intent in enumerate(best):
-            rows = reference.knn_rows.get(int(intent))
-            if rows is not None:  # (n_i, H) @ (H,)
-                scores[b] = (
-                    reference.knn_embeddings[rows] @ embeddings[b].astype(np.float32)
-                ).max()
-        return scores
+        best = np.where(in_scope, probabilities, -1.0).argmax(axis=1)  # (B,) best in-scope
+        return neighbour_similarity(reference, best, embeddings, np.ones(len(best), int))
     if method == "mahalanobis":
         x = embeddings.astype(np.float64)  # (B, H)
         projected = x @ reference.precision  # (B, H)
@@ -117,6 +109,34 @@ def in_scope_scores(
         )
         return -distance.min(axis=1)
     return np.zeros(len(probabilities))  # off
+
+
+def neighbour_similarity(
+    reference: Reference, intents: np.ndarray, embeddings: np.ndarray, ranks: np.ndarray
+) -> np.ndarray:
+    """(B,) each utterance's similarity to the `ranks[b]`-th nearest (1: the nearest) training
+    utterance of `intents[b]`, clipped to the rows it has; -1 for an intent without rows."""
+    scores = np.full(len(embeddings), -1.0)
+    for b, intent in enumerate(intents):
+        rows = reference.knn_rows.get(int(intent))
+        if rows is None:
+            continue
+        similarity = reference.knn_embeddings[rows] @ embeddings[b].astype(np.float32)  # (n_i,)
+        rank = min(int(ranks[b]), len(similarity))
+        scores[b] = np.partition(similarity, len(similarity) - rank)[len(similarity) - rank]
+    return scores
+
+
+def density_ranks(
+    reference: Reference, intents: np.ndarray, example_counts: np.ndarray
+) -> np.ndarray:
+    """(B,) the rank of the training utterance of `intents[b]` that is as near, in
+    expectation, as the nearest of `example_counts[b]` examples: an intent trained on n
+    utterances compared through its (n / m)-th nearest with one known from m examples, so the
+    many-example side does not win by numbers alone."""
+    rows = reference.knn_rows
+    sizes = np.array([rows[i].stop - rows[i].start if i in rows else 0 for i in intents.tolist()])
+    return np.maximum(1, np.rint(sizes / np.maximum(example_counts, 1))).astype(int)
 
 
 @dataclass(frozen=True)
