@@ -27,7 +27,6 @@ from matplotlib.figure import Figure
 from benchmarks.generation import CACHE_DIR
 from benchmarks.measure import latency_stats
 from benchmarks.meta import run_meta
-from benchmarks.runtime_intents import HELD_OUT, ensure_bundle, held_out_intents, measure
 from benchmarks.scope_routing import (
     SCOPE_GENERATORS,
     ScopeGenerator,
@@ -43,9 +42,8 @@ from export.data import Example, read_dataset
 from export.fetch import resolve_dataset
 from export.out_of_scope import DEFAULT_LABEL, GraphOutputs, choose, oos_metrics
 from export.scoring import pct_text
-from service.contract.bundle import OutOfScopeRecord, load_bundle
+from service.contract.bundle import OutOfScopeRecord
 from service.contract.oos import Detector, Reference
-from service.contract.paths import PROJECT_ROOT
 from service.contract.text import softmax
 from service.runtime import Engine
 from service.settings import EngineSettings
@@ -116,14 +114,6 @@ def curve(detector: Detector, out: GraphOutputs, predicted, gold_oos, gold) -> l
     return points
 
 
-def default_rule_name(with_defaults: dict) -> str:
-    """Which rule a bundle serves by default: one chosen at export, or (older bundles) the kNN
-    out-of-scope threshold."""
-    if "chosen_by" in with_defaults and with_defaults["chosen_by"] != "bundle without a rule":
-        return "the bundle's rule (chosen at export without out-of-scope data)"
-    return "default rule (the bundle's kNN threshold)"
-
-
 class OpenWorldSuite(BundleSuite):
     name = "open-world"
     help = "CLINC150 out-of-scope detection: every encoder detector at its dev threshold"
@@ -156,16 +146,6 @@ class OpenWorldSuite(BundleSuite):
         parser.add_argument(
             "--lm", default="", help="model of the few-shot scope generator (default: SmolLM2)"
         )
-        parser.add_argument("--held-out", type=int, default=HELD_OUT, help="intents held out")
-        parser.add_argument(
-            "--holdout-bundle",
-            type=Path,
-            help="bundle trained without the held-out intents (default: bundles/DATA-holdoutN; "
-            "trained and exported first when missing)",
-        )
-        parser.add_argument("--holdout-epochs", type=int, default=8)
-        parser.add_argument("--encoder", help="encoder for the held-out model (default: packaged)")
-        parser.add_argument("--threads", type=int, help="torch threads for that training")
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         meta = run_meta()
@@ -216,32 +196,10 @@ class OpenWorldSuite(BundleSuite):
                     skipped.append({"generator": name, "for": "out of scope", "reason": reason})
                     continue
                 rows.append(self.routed_row(args, bundle_dir, splits, out_dir, shipped, generator))
-        source = resolve_dataset(args.data)
-        held_out = held_out_intents(source, args.oos_label, args.held_out)
-        holdout_bundle = ensure_bundle(
-            source,
-            held_out,
-            args.holdout_bundle
-            or PROJECT_ROOT / "bundles" / f"{Path(args.data).name}-holdout{args.held_out}",
-            {"epochs": args.holdout_epochs, "encoder": args.encoder, "threads": args.threads},
-        )
-        work = out_dir / "work" if args.quick else PROJECT_ROOT / "build" / "open-world"
-        cache = out_dir / "generator-cache" if args.quick else CACHE_DIR
-        holdout_dataset = load_bundle(holdout_bundle).config.dataset
-        confirmers = []
-        for name in args.scope_generators:  # each confirms extension intents too
-            generator = SCOPE_GENERATORS[name]
-            reason = generator.missing(holdout_dataset)
-            if reason:
-                skipped.append({"generator": name, "for": "runtime intents", "reason": reason})
-                continue
-            confirmers.append((generator, generator.model_path(holdout_dataset) or args.lm))
-        runtime = measure(source, holdout_bundle, held_out, args.oos_label, work, confirmers, cache)
         result = {
             "meta": meta,
             config.dataset: {
                 "oos": rows,
-                "runtime_intents": runtime,
                 "curves": curves,
                 "bundle": {
                     "path": str(bundle_dir),
@@ -392,37 +350,6 @@ class OpenWorldSuite(BundleSuite):
             for s in report.get("skipped_generators", []):
                 lines.append(
                     f"\nNot measured ({s['for']}): {s['generator']} generator: {s['reason']}."
-                )
-            runtime = report["runtime_intents"]
-            lines += [
-                "",
-                f"Runtime intents: {len(runtime['held_out'])} intents held out of training, then "
-                f"added through the extension file with {runtime['examples_per_intent']} examples "
-                "each:",
-                "",
-                "| | held-out intents | other intents | OOS recall |",
-                "|---|---|---|---|",
-                f"| before (right answer: out-of-scope) | "
-                f"{runtime['added_answered_out_of_scope_before']:.2f} | "
-                f"{runtime['others_accuracy_before']:.2f} | {runtime['oos_recall_before']:.2f} |",
-                f"| after, {default_rule_name(runtime['with_defaults'])} (threshold "
-                f"{runtime['with_defaults']['extension_similarity_threshold']:.3f}, margin "
-                f"{runtime['with_defaults']['extension_margin']:+.3f}) | "
-                f"{runtime['with_defaults']['added_accuracy']:.2f} | "
-                f"{runtime['with_defaults']['others_accuracy_after']:.2f} | "
-                f"{runtime['with_defaults']['oos_recall_after']:.2f} |",
-                f"| after, chosen with the held-out intents' dev utterances (threshold "
-                f"{runtime['extension_similarity_threshold']:.3f}, margin "
-                f"{runtime['extension_margin']}) | {runtime['added_accuracy']:.2f} | "
-                f"{runtime['others_accuracy_after']:.2f} | {runtime['oos_recall_after']:.2f} |",
-            ]
-            for confirm in runtime.get("generator_confirms", []):
-                lines.append(
-                    f"| after, generator confirms ({confirm['generator']}; candidates past "
-                    f"{confirm['extension_similarity_threshold']:.3f}, "
-                    f"{confirm['asked_fraction']:.1f} % of test asked, p50 "
-                    f"{confirm['generator_p50_ms']:.0f} ms) | {confirm['added_accuracy']:.2f} | "
-                    f"{confirm['others_accuracy_after']:.2f} | {confirm['oos_recall_after']:.2f} |"
                 )
             lines += [
                 "",

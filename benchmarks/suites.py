@@ -13,6 +13,7 @@ from benchmarks import (
     open_world,
     overload,
     reliability,
+    runtime_intents,
     serve,
     tradeoff,
 )
@@ -31,6 +32,7 @@ SUITES: dict[str, Suite] = {
         overload.SUITE,
         reliability.SUITE,
         open_world.SUITE,
+        runtime_intents.SUITE,
         open_intent.SUITE,
         closed_world.SUITE,
     )

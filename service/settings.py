@@ -253,7 +253,7 @@ class OpenWorldSettings(Group):
         ge=-2.0,
         le=2.0,  # a difference of two cosine similarities
         description="an extension intent answers when its nearest example is at least as "
-        "similar as the nearest training utterance of the encoder's best intent plus this "
+        "similar as the encoder's best intent's density-matched training utterance plus this "
         "(negative: it may be slightly less similar); unset: the margin the exporter chose "
         "without out-of-scope data (0 in older bundles)",
     )
@@ -262,7 +262,7 @@ class OpenWorldSettings(Group):
         description="with a generator: an utterance within the similarity threshold of an "
         "extension intent goes to it, to choose among the encoder's top intents, those "
         "extension intents (shown with their descriptions and examples) and 'none'; off: the "
-        "similarity rule alone answers (the open-world suite measures the 135M generators "
+        "similarity rule alone answers (the runtime-intents suite measures the 135M generators "
         "losing added-intent accuracy: see benchmarks/README.md)",
     )
     extension_poll_s: float = Field(

@@ -146,26 +146,21 @@ def test_quick_reliability(tiny_bundle, tmp_path):
     assert (tmp_path / "reliability.png").is_file()
 
 
-def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, tmp_path):
+def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_lm, tmp_path):
     from export.onnx import build_bundle
 
     bundle = tmp_path / "knn-bundle"  # a thresholded detector, so the generator can route
     build_bundle(tiny_clinc_model, bundle, max_int8_drop=100.0, oos={"method": "knn"})
     args = ["open-world", "--quick", "--out-dir", str(tmp_path), "--bundle", str(bundle)]
-    args += ["--lm", str(tiny_lm)]
-    holdout = ["--held-out", "2", "--holdout-bundle", str(tmp_path / "holdout-bundle")]
-    holdout += ["--encoder", str(tiny_encoder), "--holdout-epochs", "3", "--threads", "1"]
-    assert main([*args, "--data", str(small_clinc), *holdout]) == 0
+    args += ["--lm", str(tiny_lm), "--data", str(small_clinc)]
+    assert main(args) == 0
     result = json.loads((tmp_path / "open_world.json").read_text())
     (dataset,) = [k for k in result if k != "meta"]
     rows = {r["method"]: r for r in result[dataset]["oos"]}
     (routed,) = [r for name, r in rows.items() if "generator" in name]  # the few-shot scorer
-    skipped = result[dataset]["skipped_generators"]  # no fine-tuned scope model for it
-    assert {(s["generator"], s["for"]) for s in skipped} == {
-        ("fine_tuned", "out of scope"),
-        ("fine_tuned", "runtime intents"),
-    }
-    assert all("--task scope" in s["reason"] for s in skipped)
+    (skipped,) = result[dataset]["skipped_generators"]  # no fine-tuned scope model for it
+    assert (skipped["generator"], skipped["for"]) == ("fine_tuned", "out of scope")
+    assert "--task scope" in skipped["reason"]
     assert not routed["default"] and 0 <= routed["routed_fraction"] <= 100
     assert routed["p50_ms"] > 0 and routed["encoder_only_p50_ms"] > 0  # measured, not compared
     rows = {k: v for k, v in rows.items() if v is not routed}
@@ -177,7 +172,22 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
         assert set(row) >= {"in_scope_accuracy", "oos_recall", "oos_precision", "oos_f1"}
         assert row["p50_ms"] > 0 and row["routed_fraction"] == 0.0
     assert (tmp_path / "open_world.png").is_file() and (tmp_path / "open_world.csv").is_file()
-    runtime = result[dataset]["runtime_intents"]
+    assert main(args) == 0  # again, from the caches
+    again = json.loads((tmp_path / "open_world.json").read_text())[dataset]
+    assert again["oos"][-1]["oos_f1"] == routed["oos_f1"]
+
+
+def test_quick_runtime_intents(small_clinc, tiny_encoder, tiny_lm, tmp_path):
+    args = ["runtime-intents", "--quick", "--out-dir", str(tmp_path), "--data", str(small_clinc)]
+    args += ["--lm", str(tiny_lm), "--held-out", "2"]
+    args += ["--holdout-bundle", str(tmp_path / "holdout-bundle"), "--encoder", str(tiny_encoder)]
+    args += ["--holdout-epochs", "3", "--threads", "1"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "runtime_intents.json").read_text())
+    (dataset,) = [k for k in result if k != "meta"]
+    runtime = result[dataset]
+    (skipped,) = runtime["skipped_generators"]  # no fine-tuned scope model for it
+    assert skipped["generator"] == "fine_tuned" and "--task scope" in skipped["reason"]
     assert len(runtime["held_out"]) == 2 and runtime["examples_per_intent"] == 5
     for key in ("added_accuracy", "others_accuracy_before", "others_accuracy_after"):
         assert 0.0 <= runtime[key] <= 100.0
@@ -186,15 +196,14 @@ def test_quick_open_world(tiny_clinc_model, small_clinc, tiny_encoder, tiny_lm, 
     labels = json.loads((tmp_path / "holdout-bundle" / "labels.json").read_text())
     assert not set(runtime["held_out"]) & set(labels["intents"])  # never trained on
     assert "name: " + runtime["held_out"][0] in runtime["extension_file"]
-    assert runtime["with_defaults"]["extension_margin"] == 0.0
+    assert runtime["with_defaults"]["compared_with"] in ("nearest", "density")
     assert len(runtime["dev_tried"]) == 16 and "extension_margin" in runtime
     (confirm,) = runtime["generator_confirms"]  # the tiny LM chose for every utterance asked
     assert confirm["asked_fraction"] > 0 and confirm["generator_failures"] == 0
     for key in ("added_accuracy", "others_accuracy_after", "oos_recall_after"):
         assert 0.0 <= confirm[key] <= 100.0
-    assert main([*args, "--data", str(small_clinc), *holdout]) == 0  # again, from the caches
-    again = json.loads((tmp_path / "open_world.json").read_text())[dataset]
-    assert again["oos"][-1]["oos_f1"] == routed["oos_f1"]
+    summary = SUITES["runtime-intents"].summary(result)
+    assert "Target: ≥ 85 %" in summary and ("met" in summary)
 
 
 def test_quick_closed_world(tiny_bundle, small_atis, tmp_path):
