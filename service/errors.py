@@ -1,77 +1,66 @@
-"""Typed errors of the serving core and their one mapping to gRPC status codes.
+"""Typed errors of the serving core, free of any transport.
 
-The core raises these; `grpc_status` is the only place that turns an exception into a status.
-Anything not listed becomes INTERNAL with a generic message (the detail goes to the log).
+The core raises these; each carries a `kind` (what went wrong, in terms a caller can act on) and
+a `reason` (the `nlu_request_failure_total` label). Each front end maps kinds to its own codes in
+one table (`service.grpc_api.status`). Anything else becomes `internal_error`: kind INTERNAL with
+a generic message (the detail goes to the log).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
-
-import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
+from enum import Enum
 
 log = logging.getLogger(__name__)
 
 
-class ServiceError(Exception):
-    code = grpc.StatusCode.INTERNAL
-    reason = "internal"
+class ErrorKind(Enum):
+    INVALID_ARGUMENT = "invalid_argument"  # the request is wrong; `field` says where
+    UNAUTHENTICATED = "unauthenticated"  # no credentials, or not valid ones
+    OVERLOADED = "overloaded"  # shed: retry after `retry_after_s`
+    DEADLINE = "deadline"  # the caller's deadline passed before an answer
+    UNAVAILABLE = "unavailable"  # not serving (yet, or any more): try another replica
+    INTERNAL = "internal"  # a bug or a broken dependency: the log has the detail
 
-    def details(self) -> list[Message]:
-        """Rich status details (google.rpc) a client can act on; none by default."""
-        return []
+
+class ServiceError(Exception):
+    kind = ErrorKind.INTERNAL
+    reason = "internal"
+    field = ""  # the request field at fault (`requests[1].text`), when known
+    retry_after_s: float | None = None  # when a retry may succeed, when known
 
 
 class InvalidArgument(ServiceError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    kind = ErrorKind.INVALID_ARGUMENT
     reason = "invalid_argument"
 
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(message)
         self.field = field
 
-    def details(self) -> list[Message]:
-        """A google.rpc.BadRequest naming the field (`requests[1].text`), when known."""
-        if not self.field:
-            return []
-        violation = error_details_pb2.BadRequest.FieldViolation(
-            field=self.field, description=str(self)
-        )
-        return [error_details_pb2.BadRequest(field_violations=[violation])]
-
 
 class Unauthenticated(ServiceError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    kind = ErrorKind.UNAUTHENTICATED
     reason = "unauthenticated"
 
 
 class Overloaded(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    kind = ErrorKind.OVERLOADED
     reason = "queue_full"
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
-    def details(self) -> list[Message]:
-        """A google.rpc.RetryInfo: about when the queue will have drained."""
-        delay = duration_pb2.Duration()
-        delay.FromTimedelta(timedelta(seconds=self.retry_after_s))
-        return [error_details_pb2.RetryInfo(retry_delay=delay)]
-
 
 class DeadlineExceeded(ServiceError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    kind = ErrorKind.DEADLINE
     reason = "deadline"
 
 
 class Unavailable(ServiceError):
-    code = grpc.StatusCode.UNAVAILABLE
+    kind = ErrorKind.UNAVAILABLE
     reason = "unavailable"
 
 
@@ -98,20 +87,10 @@ class Undecodable:
 INTERNAL_MESSAGE = "internal error; see server logs"
 
 
-def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str, str]:
-    """(status code, client-facing message, failure reason label) for any exception; a
-    ServiceError's `details()` travel beside them (ErrorMapping sends both)."""
+def as_service_error(exc: BaseException) -> ServiceError:
+    """`exc` itself when typed; anything else logged and replaced by a generic INTERNAL error
+    (its message could leak internals)."""
     if isinstance(exc, ServiceError):
-        return exc.code, str(exc), exc.reason
+        return exc
     log.error("unexpected error", exc_info=exc)
-    return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, "internal"
-
-
-def rich_status(code: grpc.StatusCode, message: str, details: list[Message]) -> status_pb2.Status:
-    """A google.rpc.Status carrying `details` (sent with grpc_status.rpc_status.to_status)."""
-    packed = []
-    for detail in details:
-        holder = any_pb2.Any()
-        holder.Pack(detail)
-        packed.append(holder)
-    return status_pb2.Status(code=code.value[0], message=message, details=packed)
+    return ServiceError(INTERNAL_MESSAGE)

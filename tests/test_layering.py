@@ -5,6 +5,9 @@
 - `benchmarks/` reaches into `service/` through the contract and the public entry points below,
   which take keyword arguments and typed settings.
 - `service/` runs in a slim image: importing it must not pull in torch.
+- Front ends (`service.grpc_api`, ...) sit over a core that knows no transport: the core imports
+  no front end, and a front end imports no other one. Only the process entry (`service.server`)
+  wires them together.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import service
 from tests.import_graph import graph
 
 CONTRACT = "service.contract"
+FRONT_ENDS = ("service.grpc_api",)
+ABOVE_THE_CORE = {"service.server", "service.process", "service.client"}  # entry points
 BENCHMARK_ENTRY_POINTS = {
     "service.runtime",  # Engine
     "service.router",  # Router
@@ -46,6 +51,19 @@ def test_the_contract_imports_nothing_else_from_the_service():
     for module, imported in service_imports("service").items():
         if in_contract(module):
             assert all(in_contract(m) for m in imported), (module, imported)
+
+
+def front_end(module: str) -> str | None:
+    return next((f for f in FRONT_ENDS if module == f or module.startswith(f"{f}.")), None)
+
+
+def test_the_core_imports_no_front_end_and_front_ends_not_each_other():
+    for module, imported in service_imports("service").items():
+        if module in ABOVE_THE_CORE or module.startswith("service.gen"):
+            continue
+        own = front_end(module)
+        others = {m for m in imported if front_end(m) not in (None, own)}
+        assert not others, (module, others)
 
 
 def test_export_reaches_the_service_only_through_the_contract():

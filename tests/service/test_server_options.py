@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 
 from service.cpus import cpu_quota, usable_cpus
-from service.server import grpc_options
+from service.grpc_api.server import grpc_options
 from service.settings import ServerSettings
 
 

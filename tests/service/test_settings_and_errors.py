@@ -4,16 +4,18 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from pydantic import ValidationError
 
 from service.errors import (
     INTERNAL_MESSAGE,
     DeadlineExceeded,
+    ErrorKind,
     InvalidArgument,
     Overloaded,
     Unavailable,
-    grpc_status,
 )
+from service.grpc_api.status import GRPC_CODES, grpc_status, status_details
 from service.server import main as server_main
 from service.settings import (
     GROUPS,
@@ -104,3 +106,13 @@ def test_unexpected_errors_become_internal_without_detail(caplog):
     assert code == grpc.StatusCode.INTERNAL and message == INTERNAL_MESSAGE
     assert "secret" not in message and reason == "internal"
     assert "secret internals" in caplog.text
+
+
+def test_every_error_kind_has_a_grpc_code_and_details_carry_field_and_retry_hint():
+    assert set(GRPC_CODES) == set(ErrorKind)
+    (bad,) = status_details(InvalidArgument("text is empty", "requests[1].text"))
+    assert isinstance(bad, error_details_pb2.BadRequest)
+    assert bad.field_violations[0].field == "requests[1].text"
+    (retry,) = status_details(Overloaded("queue full", 0.25))
+    assert retry.retry_delay.ToTimedelta().total_seconds() == 0.25
+    assert status_details(InvalidArgument("no field")) == [] == status_details(KeyError("x"))

@@ -11,8 +11,9 @@ import grpc
 
 from service import metrics
 from service.contract.types import ParseInput, ParseResult, Policy, Source
-from service.errors import InvalidArgument, Undecodable, grpc_status
+from service.errors import InvalidArgument, Undecodable, as_service_error
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
+from service.grpc_api.status import GRPC_CODES
 from service.lifecycle import Lifecycle
 from service.model_info import describe
 from service.settings import Settings
@@ -87,7 +88,7 @@ def to_response(
 
 class NluServicer(nlu_pb2_grpc.NluServiceServicer):
     """Protobuf in, protobuf out. Errors, metrics and access logs come from the interceptor
-    chain (`service.interceptors`), so no handler catches anything."""
+    chain (`service.grpc_api.interceptors`), so no handler catches anything."""
 
     def __init__(self, lifecycle: Lifecycle, settings: Settings) -> None:
         self.lifecycle = lifecycle
@@ -140,15 +141,15 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
             (response,) = await self._parse([request], context)
             return response
         except Exception as exc:
-            code, message, reason = grpc_status(exc)
-            metrics.FAILURES.labels(reason).inc()
+            error = as_service_error(exc)
+            metrics.FAILURES.labels(error.reason).inc()
             return nlu_pb2.ParseResponse(
                 request_id=getattr(request, "request_id", ""),
                 error=nlu_pb2.ItemError(
-                    code=code.name,
-                    message=message,
-                    field=getattr(exc, "field", ""),
-                    retry_after_s=getattr(exc, "retry_after_s", 0.0),
+                    code=GRPC_CODES[error.kind].name,
+                    message=str(error),
+                    field=error.field,
+                    retry_after_s=error.retry_after_s or 0.0,
                 ),
             )
 

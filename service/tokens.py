@@ -1,7 +1,5 @@
-"""Bearer-token authentication, as a server interceptor: nlu.v1 calls must carry
-`authorization: Bearer <token>` with one of the configured tokens (from a file, one per line,
-re-read when it changes, and/or the environment); health and reflection never need one (kubelet
-probes carry none). Tokens are compared in constant time."""
+"""The bearer tokens a caller may present, from a file (one per line, re-read when it changes)
+and/or the environment, compared in constant time. Shared by every front end."""
 
 from __future__ import annotations
 
@@ -10,10 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-import grpc
-
-from service.errors import StartupError, Unauthenticated
-from service.interceptors import RpcInterceptor
+from service.errors import StartupError
 from service.settings import SecuritySettings, setting_label
 
 RELOAD_CHECK_S = 1.0
@@ -80,37 +75,9 @@ class TokenStore:
         return any(matches)
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-            return value.removeprefix("Bearer ").strip()
-    return None
-
-
-class Authentication(RpcInterceptor):
-    def __init__(self, tokens: TokenStore) -> None:
-        self.tokens = tokens
-
-    def check(self, context: grpc.aio.ServicerContext) -> None:
-        token = bearer_token(context)
-        if token is None:
-            raise Unauthenticated("missing `authorization: Bearer <token>` metadata")
-        if not self.tokens.accepts(token):
-            raise Unauthenticated("the bearer token is not valid")
-
-    async def unary(self, method, context, call):
-        self.check(context)
-        return await call()
-
-    async def stream(self, method, context, responses):
-        self.check(context)
-        async for response in responses:
-            yield response
-
-
-def authentication(security: SecuritySettings) -> Authentication | None:
-    """The interceptor, or None when no token is configured (no authentication)."""
+def token_store(security: SecuritySettings) -> TokenStore | None:
+    """The configured tokens, or None when none is configured (no authentication)."""
     if security.auth_tokens_file is None and security.auth_tokens is None:
         return None
     inline = security.auth_tokens.get_secret_value() if security.auth_tokens else ""
-    return Authentication(TokenStore(security.auth_tokens_file, inline))
+    return TokenStore(security.auth_tokens_file, inline)

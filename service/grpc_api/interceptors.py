@@ -8,12 +8,12 @@ Order, outermost first (`chain()`):
 2. `Telemetry`: times the RPC, counts `nlu_requests_total{method, code}` and, once per failed
    RPC, `nlu_request_failure_total{reason}`; one DEBUG access-log line per RPC; keeps the count
    of RPCs in flight that a drain waits for.
-3. `ErrorMapping`: turns any exception into its gRPC status (`service.errors.grpc_status`, the
+3. `ErrorMapping`: turns any exception into its gRPC status (`service.grpc_api.status`, the
    only mapping) and aborts the RPC with it; a request that does not decode (bad UTF-8 in a
    string field, truncated bytes) becomes INVALID_ARGUMENT instead of UNKNOWN, naming the field
    that does not decode (`requests[2].text`). In a stream such a request reaches the handler as
    `Undecodable`, which answers it with a per-item error and reads on.
-4. `service.auth.Authentication` (when tokens are configured): inside ErrorMapping, so its
+4. `service.grpc_api.auth.Authentication` (when tokens are configured): inside ErrorMapping, so its
    refusal is mapped (UNAUTHENTICATED) and counted.
 Health and reflection RPCs bypass the chain (probes must not need credentials).
 """
@@ -33,10 +33,11 @@ from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from service import metrics
-from service.errors import ServiceError, Undecodable, grpc_status, rich_status
+from service.errors import Undecodable
 from service.gen.nlu.v1 import nlu_pb2
+from service.grpc_api.status import grpc_status, rich_status, status_details
+from service.grpc_api.wire import undecodable_field
 from service.lifecycle import Lifecycle
-from service.wire import undecodable_field
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = nlu_pb2.DESCRIPTOR.services_by_name["NluService"].full_name
@@ -215,7 +216,7 @@ class ErrorMapping(RpcInterceptor):
         outcome = OUTCOME.get(None)
         if outcome is not None:
             outcome.code, outcome.reason = code, reason
-        details = exc.details() if isinstance(exc, ServiceError) else []
+        details = status_details(exc)
         if details:
             await context.abort_with_status(
                 rpc_status.to_status(rich_status(code, message, details))
