@@ -1,89 +1,18 @@
-"""The gRPC servicer: protobuf ⇄ core types."""
+"""The gRPC servicer: nlu.v1 over `service.api`, plus the stream's per-item answers."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 
 import grpc
 
-from service import metrics
-from service.contract.types import ParseInput, ParseResult, Policy, Source
-from service.errors import InvalidArgument, Undecodable, as_service_error
+from service import api, metrics
+from service.errors import Undecodable, as_service_error
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.grpc_api.status import GRPC_CODES
 from service.lifecycle import Lifecycle
-from service.model_info import describe
 from service.settings import Settings
-from service.validation import check_batch_size
-
-POLICIES = {
-    nlu_pb2.ROUTING_POLICY_DEFAULT: Policy.DEFAULT,
-    nlu_pb2.ROUTING_POLICY_ENCODER_ONLY: Policy.ENCODER_ONLY,
-    nlu_pb2.ROUTING_POLICY_GENERATOR_ONLY: Policy.GENERATOR_ONLY,
-}
-SOURCES = {Source.ENCODER: nlu_pb2.SOURCE_ENCODER, Source.GENERATOR: nlu_pb2.SOURCE_GENERATOR}
-
-
-def to_input(request: nlu_pb2.ParseRequest) -> ParseInput:
-    routing = request.routing
-    if routing.policy not in POLICIES:
-        raise InvalidArgument(
-            f"routing.policy {routing.policy} is not a RoutingPolicy value "
-            f"(known: {', '.join(map(str, sorted(POLICIES)))})",
-            "routing.policy",
-        )
-    return ParseInput(
-        text=request.text,
-        request_id=request.request_id,
-        top_k=request.top_k,
-        policy=POLICIES[routing.policy],
-        threshold=routing.confidence_threshold
-        if routing.HasField("confidence_threshold")
-        else None,
-    )
-
-
-def to_response(
-    result: ParseResult, model_version: str, total_ms: float, with_text: bool
-) -> nlu_pb2.ParseResponse:
-    enc, routed = result.encoded, result.routed
-    frame = enc.frame
-    return nlu_pb2.ParseResponse(
-        intent=routed.intent,
-        intent_confidence=routed.confidence,
-        top_intents=[
-            nlu_pb2.IntentScore(label=s.label, probability=s.probability)
-            for s in frame.top_intents[: result.top_k]
-        ],
-        slots=[
-            nlu_pb2.Slot(
-                name=s.name, value=s.value, start=s.start, end=s.end, confidence=s.confidence
-            )
-            for s in routed.slots
-        ],
-        source=SOURCES[result.source],
-        fallback_reason=routed.fallback_reason,
-        timings=nlu_pb2.StageTimings(
-            queue_ms=enc.queue_ms,
-            tokenize_ms=enc.tokenize_ms,
-            inference_ms=enc.inference_ms,
-            decode_ms=enc.decode_ms,
-            generator_ms=routed.generator_ms,
-            total_ms=total_ms,
-        ),
-        model_version=model_version,
-        request_id=result.request_id,
-        truncated_words=frame.truncated_words,
-        encoder_intent=frame.encoder_answer.label,
-        encoder_confidence=frame.encoder_answer.probability,
-        generated_text=routed.generated_text if with_text else "",
-        out_of_scope=routed.out_of_scope,
-        from_extension=routed.extension,
-        in_scope_score=frame.in_scope_score,
-    )
 
 
 class NluServicer(nlu_pb2_grpc.NluServiceServicer):
@@ -94,40 +23,15 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         self.lifecycle = lifecycle
         self.settings = settings
 
-    async def _parse(
-        self, requests: list[nlu_pb2.ParseRequest], context: grpc.aio.ServicerContext
-    ) -> list[nlu_pb2.ParseResponse]:
-        core = self.lifecycle.loaded()
-        started = time.perf_counter()
-        results = await core.parse([to_input(r) for r in requests], context.time_remaining())
-        total_ms = (time.perf_counter() - started) * 1000
-        with_text = self.settings.observability.return_generated_text
-        version = core.engine.bundle.model_version
-        return [to_response(r, version, total_ms, with_text) for r in results]
-
     async def Parse(self, request, context):
-        (response,) = await self._parse([request], context)
+        (response,) = await api.parse(self.lifecycle.loaded(), [request], context.time_remaining())
         return response
 
     async def ParseBatch(self, request, context):
-        check_batch_size(len(request.requests), self.settings.server)
-        return nlu_pb2.ParseBatchResponse(
-            responses=await self._parse(list(request.requests), context)
-        )
+        return await api.parse_batch(self.lifecycle.loaded(), request, context.time_remaining())
 
     async def GetModelInfo(self, request, context):
-        info = asdict(describe(self.lifecycle.loaded()))
-        oos = {k: v for k, v in info["out_of_scope"].items() if v is not None}
-        return nlu_pb2.ModelInfo(
-            **{k: v for k, v in info.items() if v is not None}
-            | {
-                "routing": nlu_pb2.RoutingInfo(**info["routing"]),
-                "out_of_scope": nlu_pb2.OutOfScopeInfo(**oos),
-                "extension_intents": [
-                    nlu_pb2.ExtensionIntentInfo(**e) for e in info["extension_intents"]
-                ],
-            }
-        )
+        return api.model_info(self.lifecycle.loaded())
 
     async def _stream_item(
         self, request: nlu_pb2.ParseRequest | Undecodable, context: grpc.aio.ServicerContext
@@ -138,7 +42,8 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         try:
             if isinstance(request, Undecodable):
                 raise request.refuse()
-            (response,) = await self._parse([request], context)
+            core = self.lifecycle.loaded()
+            (response,) = await api.parse(core, [request], context.time_remaining())
             return response
         except Exception as exc:
             error = as_service_error(exc)
