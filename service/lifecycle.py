@@ -1,6 +1,7 @@
-"""Where the serving process stands: loading (no core yet) or serving; and how many nlu.v1 RPCs
-are in flight, so a drain can wait for them (health watches and reflection streams, which never
-end by themselves, are not counted: they bypass the interceptor chain)."""
+"""Where the serving process stands, for every front end: loading (no core yet), serving or
+draining; and how many nlu.v1 calls (gRPC or HTTP) are in flight, so a drain can wait for them
+(health watches and reflection streams, which never end by themselves, are not counted: they
+bypass the interceptor chain)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from service.errors import Unavailable
 class Lifecycle:
     def __init__(self) -> None:
         self.core: NluCore | None = None
+        self.draining = False  # set when a drain begins: readiness turns false at once
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -25,6 +27,11 @@ class Lifecycle:
         if self.core is None:
             raise Unavailable("model is not loaded yet")
         return self.core
+
+    @property
+    def ready(self) -> bool:
+        """Loaded and not draining: what gRPC health SERVING and HTTP /readyz 200 mean."""
+        return self.core is not None and not self.draining
 
     def rpc_started(self) -> None:
         self.in_flight += 1

@@ -31,14 +31,22 @@ class ServerProcess:
     port: int
     metrics_port: int
     log_path: Path
+    http_port: int | None = None
 
     @classmethod
     def launch(
-        cls, bundle: Path, log_path: Path, *flags: str, port: int | None = None
+        cls,
+        bundle: Path,
+        log_path: Path,
+        *flags: str,
+        port: int | None = None,
+        http: bool = False,
     ) -> ServerProcess:
         """Start `python -m service.server` on free ports (or gRPC on `port`, e.g. to restart
-        where a killed server listened); output goes to log_path."""
+        where a killed server listened; with `http`, the HTTP front end too); output goes to
+        log_path."""
         port, metrics_port = port or free_port(), free_port()
+        http_port = free_port() if http else None
         cmd = [
             sys.executable,
             "-m",
@@ -51,6 +59,7 @@ class ServerProcess:
             str(port),
             "--metrics-port",
             str(metrics_port),
+            *(["--http-port", str(http_port)] if http_port else []),
             *flags,
         ]
         with log_path.open("w") as log_file:
@@ -61,11 +70,15 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-        return cls(process, port, metrics_port, log_path)
+        return cls(process, port, metrics_port, log_path, http_port)
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def log(self) -> str:
         return self.log_path.read_text()

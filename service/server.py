@@ -1,5 +1,6 @@
 """The server process: loads the model once and serves it through the gRPC front end
-(`service.grpc_api`).
+(`service.grpc_api`) and, with `http_port`, the HTTP/JSON one (`service.http_api`), both on the
+same core in one event loop.
 
     python -m service.server --bundle bundles/atis --port 50051
 
@@ -15,7 +16,9 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 
+import grpc
 from grpc_health.v1 import health_pb2
 from pydantic import ValidationError
 
@@ -23,13 +26,45 @@ from service import logs, metrics
 from service.contract.bundle import BundleError
 from service.errors import StartupError
 from service.extensions import ExtensionError
-from service.grpc_api.server import Health, drain, health_server, main_server, set_health
+from service.grpc_api.server import Health, health_server, main_server, set_health
+from service.http_api.app import http_app
+from service.http_api.server import HttpServer
 from service.lifecycle import Lifecycle
 from service.loading import load_core, load_generator
-from service.settings import Settings, load_settings, setting_label
+from service.settings import ServerSettings, Settings, load_settings, setting_label
 from service.tokens import token_store
 
 log = logging.getLogger("service.server")
+
+
+async def drain(
+    server: grpc.aio.Server,
+    http: HttpServer | None,
+    lifecycle: Lifecycle,
+    health_servicer: Health,
+    settings: ServerSettings,
+) -> None:
+    """A rollout that callers do not see. Health turns NOT_SERVING at once (clients that watch
+    health, kubelet's readiness probe, HTTP /readyz) while every call that still arrives is
+    answered, for `drain_notice_s`; then the servers stop: GOAWAY tells gRPC clients to send new
+    calls elsewhere (a call racing it is retried by gRPC transparently), HTTP stops accepting
+    and closes idle keep-alive connections, and the calls in flight on both finish within what
+    is left of `drain_grace_s`. Health watches are then ended instead of being waited for (one
+    stop call: grpc.aio is not asked to stop twice)."""
+    started = time.monotonic()
+    grace_s = settings.drain_grace_s
+    log.info("draining", extra={"notice_s": settings.drain_notice_s, "grace_s": grace_s})
+    lifecycle.draining = True
+    await health_servicer.enter_graceful_shutdown()
+    await asyncio.sleep(min(settings.drain_notice_s, grace_s))
+    remaining = max(0.0, grace_s - (time.monotonic() - started))
+    stopping = [asyncio.ensure_future(server.stop(remaining))]
+    if http is not None:
+        stopping.append(asyncio.ensure_future(http.stop()))
+    await lifecycle.idle(remaining)
+    log.info("stopping", extra={"unfinished": lifecycle.in_flight})
+    health_servicer.end_watches()
+    await asyncio.gather(*stopping)
 
 
 async def serve(settings: Settings) -> int:
@@ -39,6 +74,11 @@ async def serve(settings: Settings) -> int:
     tokens = token_store(settings.security)
     server, port = main_server(settings, lifecycle, health_servicer, tokens)
     probes = health_server(settings.server, health_servicer)
+    http = (
+        HttpServer(http_app(lifecycle, settings, tokens), settings)
+        if settings.server.http_port is not None
+        else None
+    )
     metrics_port = settings.observability.metrics_port
     try:
         metrics.serve_metrics(metrics_port)
@@ -46,13 +86,14 @@ async def serve(settings: Settings) -> int:
         raise StartupError(
             f"{setting_label('metrics_port')} {metrics_port}: cannot listen ({e.strerror})"
         ) from None
-    for started in (server, probes):
+    for started in (server, probes, http):
         if started is not None:
             await started.start()
     log.info(
         "listening",
         extra={
             "address": f"{settings.server.host}:{port}",
+            "http_port": http.port if http is not None else None,
             "metrics_port": metrics_port,
             "health_port": settings.server.health_port,
         },
@@ -77,11 +118,13 @@ async def serve(settings: Settings) -> int:
             generator.cancel()
     elif loading.done():
         await server.stop(0)
+        if http is not None:
+            await http.stop()
         raise loading.exception()  # type: ignore[misc]
     else:
         loading.cancel()
 
-    await drain(server, lifecycle, health_servicer, settings.server)
+    await drain(server, http, lifecycle, health_servicer, settings.server)
     if probes is not None:
         await probes.stop(0)
     if lifecycle.core is not None:

@@ -32,10 +32,10 @@ class Group(BaseModel):
 
 
 class ServerSettings(Group):
-    """The gRPC server and the limits it puts on each request."""
+    """The gRPC and HTTP servers and the limits they put on each request."""
 
     bundle: Path = Field(Path("bundles/atis"), description="model bundle folder to serve")
-    host: str = Field("0.0.0.0", description="gRPC listen address")
+    host: str = Field("0.0.0.0", description="listen address (gRPC and HTTP)")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: pick a free one)")
     drain_grace_s: float = Field(
         10.0, ge=0.0, description="on SIGTERM, how long in-flight RPCs may take to finish"
@@ -103,6 +103,17 @@ class ServerSettings(Group):
         True,
         description="serve gRPC server reflection on the main port (grpcurl, Postman); it "
         "needs no token and lists the whole API, so turn it off where that is not public",
+    )
+    http_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="also serve HTTP/JSON (/v1/parse, /v1/parse:batch, /v1/model, Rasa's "
+        "/model/parse, /healthz, /readyz) on this port, same host, TLS and tokens as gRPC "
+        "(0: pick a free one; unset: no HTTP)",
+    )
+    http_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest HTTP request body (larger: 413)"
     )
     health_port: int = Field(
         0,

@@ -5,9 +5,9 @@
 - `benchmarks/` reaches into `service/` through the contract and the public entry points below,
   which take keyword arguments and typed settings.
 - `service/` runs in a slim image: importing it must not pull in torch.
-- Front ends (`service.grpc_api`, ...) sit over a core that knows no transport: the core imports
-  no front end, and a front end imports no other one. Only the process entry (`service.server`)
-  wires them together.
+- Front ends (`service.grpc_api`, `service.http_api`) sit over a core that knows no transport:
+  the core imports no front end, and a front end imports no other one. Only the process entry
+  (`service.server`) wires them together.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import service
 from tests.import_graph import graph
 
 CONTRACT = "service.contract"
-FRONT_ENDS = ("service.grpc_api",)
+FRONT_ENDS = ("service.grpc_api", "service.http_api")
 ABOVE_THE_CORE = {"service.server", "service.process", "service.client"}  # entry points
 BENCHMARK_ENTRY_POINTS = {
     "service.runtime",  # Engine

@@ -1,11 +1,10 @@
 """The gRPC server's wiring: channel options, nlu.v1 behind the interceptor chain with health
-and reflection, the plaintext probe port, and the drain that stops it without callers noticing."""
+and reflection, the plaintext probe port, and health watches a drain can end."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -133,25 +132,3 @@ class Health(health.aio.HealthServicer):
 
     def end_watches(self) -> None:
         self.ended.set()
-
-
-async def drain(
-    server: grpc.aio.Server, lifecycle: Lifecycle, health_servicer: Health, settings: ServerSettings
-) -> None:
-    """A rollout that callers do not see. Health turns NOT_SERVING at once (clients that watch
-    health, kubelet's readiness probe) while every call that still arrives is answered, for
-    `drain_notice_s`; then the server stops: GOAWAY tells clients to send new calls elsewhere
-    (a call racing it is retried by gRPC transparently), no new connection is accepted, and the
-    nlu.v1 calls in flight finish within what is left of `drain_grace_s`. Health watches are
-    then ended instead of being waited for (one stop call: grpc.aio is not asked to stop twice)."""
-    started = time.monotonic()
-    grace_s = settings.drain_grace_s
-    log.info("draining", extra={"notice_s": settings.drain_notice_s, "grace_s": grace_s})
-    await health_servicer.enter_graceful_shutdown()
-    await asyncio.sleep(min(settings.drain_notice_s, grace_s))
-    remaining = max(0.0, grace_s - (time.monotonic() - started))
-    stopping = asyncio.ensure_future(server.stop(remaining))
-    await lifecycle.idle(remaining)
-    log.info("stopping", extra={"unfinished": lifecycle.in_flight})
-    health_servicer.end_watches()
-    await stopping

@@ -84,10 +84,12 @@ def pki(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def launch(bundle: Path, tmp_path: Path, *flags: str) -> ServerProcess:
+def launch(bundle: Path, tmp_path: Path, *flags: str, http: bool = False) -> ServerProcess:
     """The server with a plaintext health-only port, which is what waits for SERVING."""
     health = free_port()
-    srv = ServerProcess.launch(bundle, tmp_path / "log", "--health-port", str(health), *flags)
+    srv = ServerProcess.launch(
+        bundle, tmp_path / "log", "--health-port", str(health), *flags, http=http
+    )
     srv.wait_serving(target=f"127.0.0.1:{health}")
     return srv
 
@@ -294,7 +296,7 @@ def test_a_missing_or_mismatched_security_file_is_named_in_one_line(
     assert str(tiny_bundle) not in line  # the bundle is not to blame
 
 
-@pytest.mark.parametrize("setting", ["port", "metrics-port", "health-port"])
+@pytest.mark.parametrize("setting", ["port", "metrics-port", "health-port", "http-port"])
 def test_a_taken_port_is_named_in_one_line(tiny_bundle, tmp_path, setting):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -329,3 +331,53 @@ def test_a_tokens_file_removed_while_serving_keeps_the_last_good_tokens(tiny_bun
     finally:
         assert srv.stop() == 0
     assert srv.log().count("keeping the last good tokens") == 1  # logged once, not per call
+
+
+def test_http_takes_the_same_tokens_and_not_of_its_probes(tiny_bundle, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("first-secret\n")
+    srv = launch(tiny_bundle, tmp_path, "--auth-tokens-file", str(tokens), http=True)
+    url = srv.http_url
+    try:
+        body = {"text": "list airlines"}
+        for headers, problem in (({}, "missing"), ({"authorization": "Bearer wrong"}, "not valid")):
+            got = httpx.post(f"{url}/v1/parse", json=body, headers=headers, timeout=10)
+            assert got.status_code == 401 and got.headers["www-authenticate"] == "Bearer"
+            assert got.json()["error"]["status"] == "UNAUTHENTICATED"
+            assert problem in got.json()["error"]["message"]
+        good = {"authorization": "Bearer first-secret"}
+        assert httpx.post(f"{url}/v1/parse", json=body, headers=good, timeout=10).status_code == 200
+        assert httpx.get(f"{url}/v1/model", timeout=10).status_code == 401
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200  # probes: no token
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+    finally:
+        assert srv.stop() == 0
+    assert "first-secret" not in srv.log()
+
+
+def test_http_serves_tls_and_mutual_tls_and_refuses_plaintext(tiny_bundle, tmp_path, pki):
+    srv = launch(
+        tiny_bundle, tmp_path,
+        "--tls-cert-file", str(pki["server"]), "--tls-key-file", str(pki["server_key"]),
+        "--tls-client-ca-file", str(pki["ca"]), http=True,
+    )  # fmt: skip
+    https = f"https://127.0.0.1:{srv.http_port}/v1/parse"
+    body = {"text": "list airlines"}
+    try:
+        with pytest.raises(httpx.TransportError):  # plaintext on the TLS port
+            httpx.post(f"http://127.0.0.1:{srv.http_port}/v1/parse", json=body, timeout=5)
+        trusted = ssl.create_default_context(cafile=str(pki["ca"]))
+        with pytest.raises(httpx.TransportError):  # no client certificate
+            httpx.post(https, json=body, verify=trusted, timeout=5)
+        with pytest.raises(httpx.TransportError):  # a server certificate from a foreign CA
+            httpx.post(
+                https,
+                json=body,
+                verify=ssl.create_default_context(cafile=str(pki["other_ca"])),
+                timeout=5,
+            )
+        trusted.load_cert_chain(str(pki["client"]), str(pki["client_key"]))
+        got = httpx.post(https, json=body, verify=trusted, timeout=10)
+        assert got.status_code == 200 and got.json()["intent"]
+    finally:
+        assert srv.stop() == 0

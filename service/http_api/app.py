@@ -1,0 +1,182 @@
+"""The HTTP/JSON routes over the core. Bodies and answers are the nlu.v1 messages in the proto's
+JSON mapping (`google.protobuf.json_format`; answers in lowerCamelCase with every field, requests
+in either spelling), converted by `service.api` as gRPC's are, so the two APIs cannot drift.
+
+    POST /v1/parse          ParseRequest → ParseResponse
+    POST /v1/parse:batch    ParseBatchRequest → ParseBatchResponse
+    GET  /v1/model          ModelInfo
+    GET  /healthz           200 while the process runs (liveness)
+    GET  /readyz            200 while the gRPC health is SERVING; 503 loading or draining
+
+Every call but the probes goes through `call`: the concurrency limit gRPC applies (the same
+in-flight count, so a drain waits for HTTP calls too), bearer-token authentication, the body
+limit (413), the error table (`service.http_api.status`), and the metrics
+(`nlu_requests_total{method="POST /v1/parse", code="200"}`, the failure reasons).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from service import api, metrics
+from service.errors import InvalidArgument, Unauthenticated
+from service.gen.nlu.v1 import nlu_pb2
+from service.http_api.status import error_body, error_response
+from service.lifecycle import Lifecycle
+from service.settings import Settings
+from service.tokens import TokenStore
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Request, bytes], Awaitable[Response]]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def message_response(message: Message, status_code: int = 200) -> JSONResponse:
+    body = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return JSONResponse(body, status_code=status_code)
+
+
+def read_message(body: bytes, message: Message) -> Message:
+    """`body` as `message`'s JSON mapping, or INVALID_ARGUMENT naming the problem."""
+    name = message.DESCRIPTOR.name
+    try:
+        return json_format.Parse(body.decode("utf-8"), message)
+    except UnicodeDecodeError as e:
+        raise InvalidArgument(f"the body is not UTF-8 ({e.reason} at byte {e.start})") from None
+    except json_format.ParseError as e:
+        raise InvalidArgument(f"the body is not a {name} in JSON: {e}") from None
+
+
+def bearer_token(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    return value.removeprefix("Bearer ").strip() if value.startswith("Bearer ") else None
+
+
+class HttpApi:
+    def __init__(self, lifecycle: Lifecycle, settings: Settings, tokens: TokenStore | None):
+        self.lifecycle, self.settings, self.tokens = lifecycle, settings, tokens
+        self.limit = settings.server.concurrent_rpcs_limit
+        self.max_body = settings.server.http_max_body_bytes
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/parse", self.wrap("POST /v1/parse", self.parse), methods=["POST"]),
+            Route(
+                "/v1/parse:batch",
+                self.wrap("POST /v1/parse:batch", self.parse_batch),
+                methods=["POST"],
+            ),
+            Route("/v1/model", self.wrap("GET /v1/model", self.model), methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
+        ]
+
+    def app(self, extra_routes: list[Route] | None = None) -> Starlette:
+        return Starlette(routes=[*self.routes(), *(extra_routes or [])])
+
+    def wrap(self, method: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await self.call(method, request, handler)
+
+        return endpoint
+
+    async def call(self, method: str, request: Request, handler: Handler) -> Response:
+        if self.limit is not None and self.lifecycle.in_flight >= self.limit:
+            metrics.FAILURES.labels("concurrency_limit").inc()
+            metrics.REQUESTS.labels(method, "429").inc()
+            body = error_body(
+                429,
+                "RESOURCE_EXHAUSTED",
+                f"more than {self.limit} calls in flight on this server; retry with backoff",
+            )
+            return JSONResponse(body, status_code=429, headers={"Retry-After": "1"})
+        self.lifecycle.rpc_started()
+        started = time.perf_counter()
+        reason = ""
+        try:
+            self.authenticate(request)
+            response = await handler(request, await self.body(request))
+        except BodyTooLarge:
+            message = f"the body is larger than {self.max_body} bytes (http_max_body_bytes)"
+            response, reason = (
+                JSONResponse(error_body(413, "INVALID_ARGUMENT", message), 413),
+                ("too_large"),
+            )
+        except Exception as exc:
+            response, reason = error_response(exc)
+        finally:
+            self.lifecycle.rpc_finished()
+        elapsed = time.perf_counter() - started
+        metrics.REQUESTS.labels(method, str(response.status_code)).inc()
+        metrics.REQUEST_DURATION.labels(method).observe(elapsed)
+        if reason:
+            metrics.FAILURES.labels(reason).inc()
+        log.debug(
+            "http",
+            extra={
+                "method": method,
+                "code": response.status_code,
+                "duration_ms": round(elapsed * 1000, 3),
+            },
+        )
+        return response
+
+    def authenticate(self, request: Request, token: str | None = None) -> None:
+        """Unauthenticated unless a configured token is presented (no tokens: anyone)."""
+        if self.tokens is None:
+            return
+        token = token or bearer_token(request)
+        if token is None:
+            raise Unauthenticated("missing `Authorization: Bearer <token>` header")
+        if not self.tokens.accepts(token):
+            raise Unauthenticated("the bearer token is not valid")
+
+    async def body(self, request: Request) -> bytes:
+        """The whole body, refused past `http_max_body_bytes` before it is all read."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise BodyTooLarge
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def parse(self, request: Request, body: bytes) -> Response:
+        message = read_message(body, nlu_pb2.ParseRequest())
+        (response,) = await api.parse(self.lifecycle.loaded(), [message], None)
+        return message_response(response)
+
+    async def parse_batch(self, request: Request, body: bytes) -> Response:
+        message = read_message(body, nlu_pb2.ParseBatchRequest())
+        return message_response(await api.parse_batch(self.lifecycle.loaded(), message, None))
+
+    async def model(self, request: Request, body: bytes) -> Response:
+        return message_response(api.model_info(self.lifecycle.loaded()))
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(self, request: Request) -> Response:
+        ready = self.lifecycle.ready
+        return JSONResponse(
+            {"status": "SERVING" if ready else "NOT_SERVING"}, status_code=200 if ready else 503
+        )
+
+
+def http_app(lifecycle: Lifecycle, settings: Settings, tokens: TokenStore | None) -> Starlette:
+    return HttpApi(lifecycle, settings, tokens).app()
