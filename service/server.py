@@ -76,7 +76,7 @@ async def serve(settings: Settings) -> int:
     probes = health_server(settings.server, health_servicer)
     http = (
         HttpServer(http_app(lifecycle, settings, tokens), settings)
-        if settings.server.http_port is not None
+        if settings.http.http_port is not None
         else None
     )
     metrics_port = settings.observability.metrics_port

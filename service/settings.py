@@ -32,7 +32,7 @@ class Group(BaseModel):
 
 
 class ServerSettings(Group):
-    """The gRPC and HTTP servers and the limits they put on each request."""
+    """The gRPC server and the limits every front end puts on each request."""
 
     bundle: Path = Field(Path("bundles/atis"), description="model bundle folder to serve")
     host: str = Field("0.0.0.0", description="listen address (gRPC and HTTP)")
@@ -104,17 +104,6 @@ class ServerSettings(Group):
         description="serve gRPC server reflection on the main port (grpcurl, Postman); it "
         "needs no token and lists the whole API, so turn it off where that is not public",
     )
-    http_port: int | None = Field(
-        None,
-        ge=0,
-        le=65535,
-        description="also serve HTTP/JSON (/v1/parse, /v1/parse:batch, /v1/model, Rasa's "
-        "/model/parse, /healthz, /readyz) on this port, same host, TLS and tokens as gRPC "
-        "(0: pick a free one; unset: no HTTP)",
-    )
-    http_max_body_bytes: int = Field(
-        1024 * 1024, ge=1024, description="largest HTTP request body (larger: 413)"
-    )
     health_port: int = Field(
         0,
         ge=0,
@@ -129,6 +118,35 @@ class ServerSettings(Group):
         if self.max_concurrent_rpcs is None:
             return 8 * usable_cpus()
         return self.max_concurrent_rpcs or None
+
+
+class HttpSettings(Group):
+    """The HTTP/JSON front end and its Rasa-compatible endpoint (same host, TLS and tokens as
+    gRPC)."""
+
+    http_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="also serve HTTP/JSON (/v1/parse, /v1/parse:batch, /v1/model, Rasa's "
+        "/model/parse, /healthz, /readyz) on this port, same host, TLS and tokens as gRPC "
+        "(0: pick a free one; unset: no HTTP)",
+    )
+    http_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="largest HTTP request body (larger: 413)"
+    )
+    rasa_fallback_intent: str = Field(
+        "nlu_fallback",
+        min_length=1,
+        description="the intent name /model/parse answers for an out-of-scope utterance "
+        "(Rasa's FallbackClassifier name, which rules and stories match)",
+    )
+    rasa_token_name: str = Field(
+        "token",
+        min_length=1,
+        description="query parameter /model/parse also takes a bearer token from (Rasa's "
+        "EndpointConfig token_name); the tokens are the auth_tokens ones",
+    )
 
 
 class BatchingSettings(Group):
@@ -373,6 +391,7 @@ class ObservabilitySettings(Group):
 
 GROUPS: dict[str, type[Group]] = {
     "server": ServerSettings,
+    "http": HttpSettings,
     "batching": BatchingSettings,
     "engine": EngineSettings,
     "routing": RoutingSettings,
@@ -420,6 +439,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
     server: ServerSettings = ServerSettings()
+    http: HttpSettings = HttpSettings()
     batching: BatchingSettings = BatchingSettings()
     engine: EngineSettings = EngineSettings()
     routing: RoutingSettings = RoutingSettings()

@@ -7,15 +7,18 @@ in either spelling), converted by `service.api` as gRPC's are, so the two APIs c
     GET  /v1/model          ModelInfo
     GET  /healthz           200 while the process runs (liveness)
     GET  /readyz            200 while the gRPC health is SERVING; 503 loading or draining
+    POST /model/parse       Rasa's external NLU contract (`service.http_api.rasa`)
 
 Every call but the probes goes through `call`: the concurrency limit gRPC applies (the same
-in-flight count, so a drain waits for HTTP calls too), bearer-token authentication, the body
-limit (413), the error table (`service.http_api.status`), and the metrics
-(`nlu_requests_total{method="POST /v1/parse", code="200"}`, the failure reasons).
+in-flight count, so a drain waits for HTTP calls too), the body limit (413), the error table
+(`service.http_api.status`), and the metrics (`nlu_requests_total{method="POST /v1/parse",
+code="200"}`, the failure reasons); each handler then authenticates the caller (the bearer
+header; Rasa's endpoint also its query parameter or body token) before the core sees anything.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +33,7 @@ from starlette.routing import Route
 from service import api, metrics
 from service.errors import InvalidArgument, Unauthenticated
 from service.gen.nlu.v1 import nlu_pb2
+from service.http_api import rasa
 from service.http_api.status import error_body, error_response
 from service.lifecycle import Lifecycle
 from service.settings import Settings
@@ -68,7 +72,7 @@ class HttpApi:
     def __init__(self, lifecycle: Lifecycle, settings: Settings, tokens: TokenStore | None):
         self.lifecycle, self.settings, self.tokens = lifecycle, settings, tokens
         self.limit = settings.server.concurrent_rpcs_limit
-        self.max_body = settings.server.http_max_body_bytes
+        self.max_body = settings.http.http_max_body_bytes
 
     def routes(self) -> list[Route]:
         return [
@@ -79,6 +83,9 @@ class HttpApi:
                 methods=["POST"],
             ),
             Route("/v1/model", self.wrap("GET /v1/model", self.model), methods=["GET"]),
+            Route(
+                "/model/parse", self.wrap("POST /model/parse", self.rasa_parse), methods=["POST"]
+            ),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
         ]
@@ -106,7 +113,6 @@ class HttpApi:
         started = time.perf_counter()
         reason = ""
         try:
-            self.authenticate(request)
             response = await handler(request, await self.body(request))
         except BodyTooLarge:
             message = f"the body is larger than {self.max_body} bytes (http_max_body_bytes)"
@@ -133,11 +139,10 @@ class HttpApi:
         )
         return response
 
-    def authenticate(self, request: Request, token: str | None = None) -> None:
+    def authenticate(self, token: str | None) -> None:
         """Unauthenticated unless a configured token is presented (no tokens: anyone)."""
         if self.tokens is None:
             return
-        token = token or bearer_token(request)
         if token is None:
             raise Unauthenticated("missing `Authorization: Bearer <token>` header")
         if not self.tokens.accepts(token):
@@ -157,16 +162,33 @@ class HttpApi:
         return b"".join(chunks)
 
     async def parse(self, request: Request, body: bytes) -> Response:
+        self.authenticate(bearer_token(request))
         message = read_message(body, nlu_pb2.ParseRequest())
         (response,) = await api.parse(self.lifecycle.loaded(), [message], None)
         return message_response(response)
 
     async def parse_batch(self, request: Request, body: bytes) -> Response:
+        self.authenticate(bearer_token(request))
         message = read_message(body, nlu_pb2.ParseBatchRequest())
         return message_response(await api.parse_batch(self.lifecycle.loaded(), message, None))
 
     async def model(self, request: Request, body: bytes) -> Response:
+        self.authenticate(bearer_token(request))
         return message_response(api.model_info(self.lifecycle.loaded()))
+
+    async def rasa_parse(self, request: Request, body: bytes) -> Response:
+        """Rasa's `/model/parse`: its token may come as the bearer header, the query parameter
+        `rasa_token_name` or the body's `token` (what Rasa 3.6 sends)."""
+        try:
+            decoded = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InvalidArgument(f"the body is not JSON: {e}") from None
+        message, body_token = rasa.parse_request(decoded)
+        query_token = request.query_params.get(self.settings.http.rasa_token_name)
+        self.authenticate(bearer_token(request) or query_token or body_token)
+        (answer,) = await api.parse(self.lifecycle.loaded(), [message], None)
+        fallback = self.settings.http.rasa_fallback_intent
+        return JSONResponse(rasa.parse_result(answer, message.text, fallback))
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})

@@ -30,7 +30,7 @@ class EmbeddedServer(uvicorn.Server):
 class HttpServer:
     def __init__(self, app: Starlette, settings: Settings) -> None:
         server = settings.server
-        self.sock = bind(server.host, server.http_port or 0)
+        self.sock = bind(server.host, settings.http.http_port or 0)
         self.port = self.sock.getsockname()[1]
         security = settings.security
         tls = {}

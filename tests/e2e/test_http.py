@@ -141,3 +141,38 @@ def test_drain_turns_readyz_503_while_calls_are_still_answered(tiny_bundle, tmp_
         assert http.get("/readyz").json() == {"status": "NOT_SERVING"}
         assert http.post("/v1/parse", json={"text": "list airlines"}).status_code == 200
     assert srv.process.wait(timeout=30) == 0
+
+
+# Rasa 3.6's contract, from its source: `rasa/core/http_interpreter.py` posts
+# {"token", "text", "message_id"} to {url}/model/parse; the parse result keys are
+# rasa/shared/nlu/constants.py's TEXT, INTENT (INTENT_NAME_KEY, PREDICTED_CONFIDENCE_KEY),
+# ENTITIES (ENTITY_ATTRIBUTE_TYPE/START/END/VALUE, EXTRACTOR) and INTENT_RANKING_KEY, with
+# rasa/nlu/constants.py's ENTITY_ATTRIBUTE_CONFIDENCE_TYPE ("confidence_entity").
+RASA_RESULT_KEYS = {"text", "intent", "entities", "intent_ranking"}
+RASA_ENTITY_KEYS = {"entity", "start", "end", "value", "confidence_entity", "extractor"}
+
+
+def test_rasa_model_parse_answers_rasas_parse_result(http):
+    text = "show me flights from boston to denver"
+    got = http.post("/model/parse", json={"text": text, "message_id": "conv-1", "token": None})
+    assert got.status_code == 200
+    result = got.json()
+    assert set(result) == RASA_RESULT_KEYS and result["text"] == text
+    assert set(result["intent"]) == {"name", "confidence"}
+    ours = http.post("/v1/parse", json={"text": text, "topK": 10}).json()
+    assert result["intent"] == {"name": ours["intent"], "confidence": ours["intentConfidence"]}
+    assert [r["name"] for r in result["intent_ranking"]] == [s["label"] for s in ours["topIntents"]]
+    assert len(result["entities"]) == len(ours["slots"]) > 0
+    for entity, slot in zip(result["entities"], ours["slots"], strict=True):
+        assert set(entity) == RASA_ENTITY_KEYS and entity["extractor"] == "nlu-service"
+        assert (entity["entity"], entity["value"]) == (slot["name"], slot["value"])
+        assert text[entity["start"] : entity["end"]] == entity["value"]
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [(b"[1]", "JSON object"), (b'{"text": 3}', "text"), (b"{", "not JSON"), (b'{"text": ""}', "")],
+)
+def test_rasa_model_parse_refuses_bad_bodies(http, body, names):
+    got = http.post("/model/parse", content=body)
+    assert got.status_code == 400 and names in got.json()["error"]["message"]

@@ -348,6 +348,12 @@ def test_http_takes_the_same_tokens_and_not_of_its_probes(tiny_bundle, tmp_path)
         good = {"authorization": "Bearer first-secret"}
         assert httpx.post(f"{url}/v1/parse", json=body, headers=good, timeout=10).status_code == 200
         assert httpx.get(f"{url}/v1/model", timeout=10).status_code == 401
+        rasa = {"text": "list airlines", "message_id": "c1", "token": None}
+        assert httpx.post(f"{url}/model/parse", json=rasa, timeout=10).status_code == 401
+        in_body = {**rasa, "token": "first-secret"}  # what Rasa 3.6 sends
+        assert httpx.post(f"{url}/model/parse", json=in_body, timeout=10).status_code == 200
+        in_query = f"{url}/model/parse?token=first-secret"  # Rasa's token_name parameter
+        assert httpx.post(in_query, json=rasa, timeout=10).status_code == 200
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200  # probes: no token
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
     finally:
