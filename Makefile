@@ -19,7 +19,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 
 .PHONY: setup proto run serve test test-fast lint image-base image image-smoke deploy-check \
-	image-generator-smoke audit lock train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
+	image-generator-smoke audit lock interop-rasa train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
 
 setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 
@@ -94,6 +94,25 @@ export: setup
 GENERATOR ?= artifacts/generator-$(DATA)
 train-generator: setup
 	$(PY) -m export.train_generator --data $(DATA) --out $(GENERATOR)
+
+# Interop check against a real Rasa (`benchmarks/interop_rasa.py`): Rasa 3.6 in its own
+# Python 3.10 virtualenv (pyenv's; TensorFlow, about 1 GB: nothing of it enters the project's
+# dependencies), an ATIS bundle with the open-world detector so that both entities and a
+# fallback are checked. Writes benchmarks/results/interop_rasa.json. Not in .ci/run: too heavy.
+RASA_VENV := .venv-rasa
+PYTHON310 ?= $(shell pyenv prefix 3.10 2>/dev/null)/bin/python3.10
+INTEROP_BUNDLE ?= bundles/atis-open-world
+$(RASA_VENV)/.setup-done:
+	$(PYTHON310) -m venv $(RASA_VENV)
+	$(RASA_VENV)/bin/pip install --quiet --upgrade pip
+	$(RASA_VENV)/bin/pip install --quiet "rasa==3.6.21"
+	touch $@
+interop-rasa: setup $(RASA_VENV)/.setup-done
+	test -f artifacts/atis/model.safetensors || \
+		$(PY) -m export.train --data atis --out artifacts/atis --threads $(THREADS)
+	test -f $(INTEROP_BUNDLE)/config.json || \
+		$(PY) -m export.onnx --model artifacts/atis --out $(INTEROP_BUNDLE) --open-world
+	$(PY) -m benchmarks.interop_rasa --bundle $(INTEROP_BUNDLE) --rasa $(RASA_VENV)/bin/rasa
 
 # Trains and exports ATIS and SNIPS with the defaults (about an hour on 2 CPU cores), writes
 # benchmarks/results/accuracy.json, then regenerates the README results table.
