@@ -19,7 +19,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 
 .PHONY: setup proto run serve test test-fast lint image-base image image-smoke deploy-check \
-	image-generator-smoke audit lock interop-rasa train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
+	image-generator-smoke audit lock openapi interop-rasa train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
 
 setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 
@@ -94,6 +94,10 @@ export: setup
 GENERATOR ?= artifacts/generator-$(DATA)
 train-generator: setup
 	$(PY) -m export.train_generator --data $(DATA) --out $(GENERATOR)
+
+# The HTTP front end's OpenAPI document, generated from nlu.proto (a test fails when stale).
+openapi: setup
+	$(PY) proto/openapi.py > proto/nlu/v1/nlu.openapi.json
 
 # Interop check against a real Rasa (`benchmarks/interop_rasa.py`): Rasa 3.6 in its own
 # Python 3.10 virtualenv (pyenv's; TensorFlow, about 1 GB: nothing of it enters the project's
