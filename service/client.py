@@ -1,4 +1,16 @@
-"""A small client for nlu.v1 and its command line.
+"""The nlu.v1 client library (`NluClient`, blocking; `AsyncNluClient`, asyncio) and its command
+line.
+
+    from service.client import NluClient
+    with NluClient("localhost:50051", token="s3cret") as nlu:
+        answer = nlu.parse("book a flight from boston to denver")
+        print(answer.intent, [(s.name, s.value) for s in answer.slots])
+
+Every call has a deadline (`timeout_s`); a call refused with UNAVAILABLE or RESOURCE_EXHAUSTED
+is retried with exponential backoff (RETRIES times, within the deadline), waiting at least the
+server's retry hint (google.rpc.RetryInfo) when it sends one. Channels carry the shipped
+service config (SERVICE_CONFIG: round_robin over every address a `dns:///` target resolves to,
+health checking, transparent UNAVAILABLE retries).
 
 python -m service.client parse "book a flight to denver" --target localhost:50051
 python -m service.client batch utterances.txt        # one utterance per line → JSON lines
@@ -9,15 +21,19 @@ python -m service.client health
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import random
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from google.protobuf.json_format import MessageToDict
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
@@ -55,6 +71,35 @@ SERVICE_CONFIG = {
     "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
 }
 CHANNEL_OPTIONS = [("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1)]
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+RETRIES = 3  # library-level attempts after the first, beyond the channel's own
+BACKOFF_S, MAX_BACKOFF_S = 0.05, 2.0
+T = TypeVar("T")
+
+
+def retry_hint_s(error: grpc.RpcError) -> float | None:
+    """The server's google.rpc.RetryInfo delay, when the status carries one (blocking and
+    asyncio errors alike: both carry it in the `grpc-status-details-bin` trailer)."""
+    trailers = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    for key, value in trailers or ():
+        if key != "grpc-status-details-bin":
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                return info.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
+def next_wait_s(error: grpc.RpcError, attempt: int, remaining_s: float) -> float | None:
+    """How long to wait before attempt `attempt + 1`, or None when the call should fail now
+    (not retryable, out of attempts, or the wait would pass the deadline)."""
+    if error.code() not in RETRYABLE or attempt >= RETRIES:
+        return None
+    backoff = min(MAX_BACKOFF_S, BACKOFF_S * 2**attempt) * random.uniform(0.5, 1.0)
+    wait = max(backoff, retry_hint_s(error) or 0.0)
+    return wait if wait < remaining_s else None
 
 
 def request(
@@ -88,12 +133,19 @@ class Credentials:
     def channel(self, target: str, options: list[tuple[str, object]] | None = None) -> grpc.Channel:
         if self.tls_ca is None and self.tls_cert is None:
             return grpc.insecure_channel(target, options=options)
-        credentials = grpc.ssl_channel_credentials(
+        return grpc.secure_channel(target, self.ssl_credentials(), options=options)
+
+    def aio_channel(self, target: str, options: list[tuple[str, object]]) -> grpc.aio.Channel:
+        if self.tls_ca is None and self.tls_cert is None:
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, self.ssl_credentials(), options=options)
+
+    def ssl_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
             root_certificates=self.tls_ca.read_bytes() if self.tls_ca else None,
             private_key=self.tls_key.read_bytes() if self.tls_key else None,
             certificate_chain=self.tls_cert.read_bytes() if self.tls_cert else None,
         )
-        return grpc.secure_channel(target, credentials, options=options)
 
     def metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
@@ -109,8 +161,9 @@ class NluClient:
         target: str = "localhost:50051",
         timeout_s: float = 10.0,
         credentials: Credentials | None = None,
+        token: str | None = None,
     ) -> None:
-        credentials = credentials or Credentials()
+        credentials = credentials or Credentials(token=token)
         self.channel = credentials.channel(target, CHANNEL_OPTIONS)
         self.health_channel = credentials.channel(target)
         self.metadata = credentials.metadata()
@@ -118,26 +171,43 @@ class NluClient:
         self.health_stub = health_pb2_grpc.HealthStub(self.health_channel)
         self.timeout_s = timeout_s
 
+    def __enter__(self) -> NluClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: Callable[..., T], message: object) -> T:
+        """`method(message)` within the deadline, retried as the module docstring says."""
+        deadline = time.monotonic() + self.timeout_s
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return method(message, timeout=max(remaining, 0.001), metadata=self.metadata)
+            except grpc.RpcError as error:
+                wait = next_wait_s(error, attempt, deadline - time.monotonic())
+                if wait is None:
+                    raise
+            time.sleep(wait)
+            attempt += 1
+
     def parse(self, text: str, **options) -> nlu_pb2.ParseResponse:
-        return self.stub.Parse(
-            request(text, **options), timeout=self.timeout_s, metadata=self.metadata
-        )
+        return self.call(self.stub.Parse, request(text, **options))
 
     def parse_batch(self, texts: list[str], **options) -> list[nlu_pb2.ParseResponse]:
         batch = nlu_pb2.ParseBatchRequest(requests=[request(t, **options) for t in texts])
-        return list(
-            self.stub.ParseBatch(batch, timeout=self.timeout_s, metadata=self.metadata).responses
-        )
+        return list(self.call(self.stub.ParseBatch, batch).responses)
 
     def parse_stream(self, texts: Iterable[str]) -> Iterator[nlu_pb2.ParseResponse]:
+        """Answers in request order (request_id: the position); a refused item carries its
+        `error`. A stream is not retried: it may have been partly answered."""
         return self.stub.ParseStream(
             (request(t, request_id=str(i)) for i, t in enumerate(texts)), metadata=self.metadata
         )
 
     def info(self) -> nlu_pb2.ModelInfo:
-        return self.stub.GetModelInfo(
-            nlu_pb2.GetModelInfoRequest(), timeout=self.timeout_s, metadata=self.metadata
-        )
+        return self.call(self.stub.GetModelInfo, nlu_pb2.GetModelInfoRequest())
 
     def health(self, service: str = "") -> str:
         response = self.health_stub.Check(
@@ -148,6 +218,71 @@ class NluClient:
     def close(self) -> None:
         self.channel.close()
         self.health_channel.close()
+
+
+class AsyncNluClient:
+    """The asyncio flavour of NluClient (grpc.aio), with the same deadlines and retries."""
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        timeout_s: float = 10.0,
+        credentials: Credentials | None = None,
+        token: str | None = None,
+    ) -> None:
+        credentials = credentials or Credentials(token=token)
+        self.channel = credentials.aio_channel(target, CHANNEL_OPTIONS)
+        self.metadata = credentials.metadata()
+        self.stub = nlu_pb2_grpc.NluServiceStub(self.channel)
+        self.timeout_s = timeout_s
+
+    async def __aenter__(self) -> AsyncNluClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def call(self, method: Callable, message: object):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        attempt = 0
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                return await method(message, timeout=max(remaining, 0.001), metadata=self.metadata)
+            except grpc.aio.AioRpcError as error:
+                wait = next_wait_s(error, attempt, deadline - loop.time())
+                if wait is None:
+                    raise
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    async def parse(self, text: str, **options) -> nlu_pb2.ParseResponse:
+        return await self.call(self.stub.Parse, request(text, **options))
+
+    async def parse_batch(self, texts: list[str], **options) -> list[nlu_pb2.ParseResponse]:
+        batch = nlu_pb2.ParseBatchRequest(requests=[request(t, **options) for t in texts])
+        return list((await self.call(self.stub.ParseBatch, batch)).responses)
+
+    async def parse_stream(self, texts: Iterable[str]) -> AsyncIterator[nlu_pb2.ParseResponse]:
+        call = self.stub.ParseStream(
+            (request(t, request_id=str(i)) for i, t in enumerate(texts)), metadata=self.metadata
+        )
+        async for response in call:
+            yield response
+
+    async def info(self) -> nlu_pb2.ModelInfo:
+        return await self.call(self.stub.GetModelInfo, nlu_pb2.GetModelInfoRequest())
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+def positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
 
 
 def non_negative(value: str) -> int:
@@ -182,8 +317,16 @@ def build_parser() -> argparse.ArgumentParser:
     common = [connection_options(suppress=True)]
     parse = sub.add_parser("parse", help="parse one utterance", parents=common)
     parse.add_argument("text")
-    batch = sub.add_parser("batch", help="parse every line of FILE ('-': stdin)", parents=common)
+    batch = sub.add_parser(
+        "batch",
+        help="parse every line of FILE ('-': stdin); request_id = its line number; blank "
+        "lines skipped (named on stderr); sent in ParseBatch calls of --batch-size",
+        parents=common,
+    )
     batch.add_argument("file")
+    batch.add_argument(
+        "--batch-size", type=positive, default=256, help="lines per call (the server's limit)"
+    )
     for sp in (parse, batch):
         sp.add_argument("--top-k", type=non_negative, default=0)
         sp.add_argument("--policy", choices=sorted(POLICIES), default="default")
@@ -210,9 +353,27 @@ def wait_serving(client: NluClient, seconds: float) -> str:
         time.sleep(0.2)
 
 
-def read_lines(file: str) -> list[str]:
+def read_lines(file: str) -> tuple[list[tuple[int, str]], list[int]]:
+    """(line number, text) of every non-blank line, and the blank lines' numbers (1-based)."""
     text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
-    return [line for line in text.splitlines() if line.strip()]
+    lines = list(enumerate(text.splitlines(), start=1))
+    return [(n, t) for n, t in lines if t.strip()], [n for n, t in lines if not t.strip()]
+
+
+def parse_file(client: NluClient, file: str, batch_size: int, **options) -> Iterator[dict]:
+    """Every line's answer, in order, with its line number as request_id, `batch_size` lines
+    per call; the blank lines skipped are named on stderr."""
+    lines, blank = read_lines(file)
+    if blank:
+        shown = ", ".join(map(str, blank[:20])) + (" ..." if len(blank) > 20 else "")
+        print(f"skipped {len(blank)} blank line(s): {shown}", file=sys.stderr)
+    for start in range(0, len(lines), batch_size):
+        chunk = lines[start : start + batch_size]
+        batch = nlu_pb2.ParseBatchRequest(
+            requests=[request(t, request_id=str(n), **options) for n, t in chunk]
+        )
+        for response in client.call(client.stub.ParseBatch, batch).responses:
+            yield as_dict(response)
 
 
 def run(client: NluClient, args: argparse.Namespace) -> None:
@@ -221,8 +382,8 @@ def run(client: NluClient, args: argparse.Namespace) -> None:
     if args.command == "parse":
         print(json.dumps(as_dict(client.parse(args.text, **options)), indent=2))
     elif args.command == "batch":
-        for response in client.parse_batch(read_lines(args.file), **options):
-            print(json.dumps(as_dict(response)))
+        for answer in parse_file(client, args.file, args.batch_size, **options):
+            print(json.dumps(answer), flush=True)
     elif args.command == "info":
         print(json.dumps(as_dict(client.info()), indent=2))
     else:
