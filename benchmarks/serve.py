@@ -1,12 +1,15 @@
-"""Suite `serve`: the gRPC server under closed-loop load, against the same engine in-process.
+"""Suite `serve`: the server under closed-loop load over gRPC and HTTP/JSON, against the same
+engine in-process.
 
     python -m benchmarks serve [--bundle bundles/atis]
 
-Starts the real server as a subprocess on 127.0.0.1, then for each concurrency level runs that
-many grpc.aio callers, each sending the next ATIS test utterance as soon as its previous answer
-arrives, in windows repeated until throughput and p50 are stable (10 % over the last three) or a
-cap. The per-stage split (queue, tokenize, inference, decode) comes from the server's own
-Prometheus histograms. The load generator shares the machine's cores with the server.
+Starts the real server as a subprocess on 127.0.0.1 with both front ends, then for each protocol
+and concurrency level runs that many callers (grpc.aio `Parse`; httpx.AsyncClient `POST
+/v1/parse` with one keep-alive connection per caller), each sending the next ATIS test utterance
+as soon as its previous answer arrives, in windows repeated until throughput and p50 are stable
+(10 % over the last three) or a cap. The per-stage split (queue, tokenize, inference, decode)
+comes from the server's own Prometheus histograms. The load generator shares the machine's cores
+with the server.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from service.runtime import Engine
 from service.settings import EngineSettings
 
 CONCURRENCY = (1, 4, 16, 64)
+PROTOCOLS = ("grpc", "http")
 STAGES = ("queue", "tokenize", "inference", "decode")
 
 
@@ -55,43 +59,55 @@ def stage_totals(metrics_port: int) -> dict[str, tuple[float, float]]:
 
 
 async def closed_loop(
-    target: str, texts: list[str], concurrency: int, seconds: float
+    server: ServerProcess, protocol: str, texts: list[str], concurrency: int, seconds: float
 ) -> list[float]:
     """Latencies (s) of `concurrency` callers each sending back-to-back for `seconds`."""
     cycle = itertools.cycle(texts)
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = nlu_pb2_grpc.NluServiceStub(channel)
-        stop_at = time.perf_counter() + seconds
+    stop_at = time.perf_counter() + seconds
 
+    async def callers(send) -> None:
         async def caller() -> None:
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
-                await stub.Parse(request(next(cycle)), timeout=30)
+                await send(next(cycle))
                 latencies.append(time.perf_counter() - t0)
 
         await asyncio.gather(*(caller() for _ in range(concurrency)))
+
+    if protocol == "grpc":
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = nlu_pb2_grpc.NluServiceStub(channel)
+            await callers(lambda text: stub.Parse(request(text), timeout=30))
+    else:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(base_url=server.http_url, limits=limits, timeout=30) as http:
+
+            async def send(text: str) -> None:
+                (await http.post("/v1/parse", json={"text": text})).raise_for_status()
+
+            await callers(send)
     return latencies
 
 
 def measure_level(
-    target: str,
-    metrics_port: int,
+    server: ServerProcess,
+    protocol: str,
     texts: list[str],
     concurrency: int,
     window_s: float,
     max_windows: int,
 ) -> dict:
-    asyncio.run(closed_loop(target, texts, concurrency, window_s / 2))  # warm-up
-    before = stage_totals(metrics_port)
+    asyncio.run(closed_loop(server, protocol, texts, concurrency, window_s / 2))  # warm-up
+    before = stage_totals(server.metrics_port)
     windows, samples = [], []
     while len(windows) < max_windows and not is_stable(windows, 0.10):
-        latencies = asyncio.run(closed_loop(target, texts, concurrency, window_s))
+        latencies = asyncio.run(closed_loop(server, protocol, texts, concurrency, window_s))
         samples.append(latencies)
         stats = latency_stats(latencies, 1)
         stats["utterances_per_s"] = len(latencies) / window_s
         windows.append(stats)
-    after = stage_totals(metrics_port)
+    after = stage_totals(server.metrics_port)
     stable = is_stable(windows, 0.10)
     used = samples[-STABLE_WINDOWS:] if stable else samples
     latencies = list(itertools.chain(*used))
@@ -106,6 +122,7 @@ def measure_level(
             mean if stage == "batch_size" else mean * 1000, 3
         )
     return {
+        "protocol": protocol,
         "concurrency": concurrency,
         "throughput_rps": round(len(latencies) / (window_s * len(used)), 1),
         **{k: stats[k] for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")},
@@ -131,7 +148,7 @@ def in_process_p50_ms(bundle: Path, texts: list[str], threads: int) -> float:
 
 class ServeSuite(Suite):
     name = "serve"
-    help = "gRPC closed-loop concurrency sweep against the in-process engine"
+    help = "gRPC and HTTP closed-loop concurrency sweep against the in-process engine"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--data", default="atis")
@@ -170,12 +187,14 @@ class ServeSuite(Suite):
             "0",  # latency at each concurrency, up to 64: nothing refused
             "--max-queue-wait-ms",
             "0",
+            http=True,
         )
         try:
             server.wait_serving()
+            plan = [(p, c) for p in PROTOCOLS for c in levels]
             rows = [
-                measure_level(server.target, server.metrics_port, texts, c, window_s, max_windows)
-                for c in tqdm(levels, desc="serve", unit="level", disable=None)
+                measure_level(server, protocol, texts, c, window_s, max_windows)
+                for protocol, c in tqdm(plan, desc="serve", unit="level", disable=None)
             ]
         finally:
             server.stop()
@@ -184,7 +203,11 @@ class ServeSuite(Suite):
         report = {
             "rows": rows,
             "in_process_p50_ms": in_process,
-            "p50_c1_over_in_process": round(rows[0]["p50_ms"] / in_process, 2),
+            "p50_c1_over_in_process": {
+                r["protocol"]: round(r["p50_ms"] / in_process, 2)
+                for r in rows
+                if r["concurrency"] == 1
+            },
             "meta": {
                 **run_meta(),
                 "bundle": str(bundle),
@@ -192,7 +215,8 @@ class ServeSuite(Suite):
                 "dataset": args.data,
                 "utterances": len(texts),
                 "server_intra_op_threads": args.server_threads,
-                "client": "grpc.aio closed loop in this process, sharing the cores",
+                "client": "grpc.aio / httpx.AsyncClient closed loop in this process, sharing "
+                "the cores",
                 "window_s": window_s,
                 "quick": args.quick,
             },
@@ -210,23 +234,28 @@ class ServeSuite(Suite):
 
     def summary(self, result: dict) -> str:
         lines = [
-            "| concurrency | req/s | p50 ms | p90 ms | p95 ms | p99 ms | mean batch | "
+            "| protocol | concurrency | req/s | p50 ms | p90 ms | p95 ms | p99 ms | mean batch | "
             "queue ms | tokenize ms | inference ms | decode ms |",
-            "|---" * 11 + "|",
+            "|---" * 12 + "|",
         ]
         for r in result["rows"]:
             s = r["server_stages"]
             lines.append(
-                f"| {r['concurrency']} | {r['throughput_rps']:.0f} | {r['p50_ms']:.2f} | "
+                f"| {r.get('protocol', 'grpc')} | {r['concurrency']} | "
+                f"{r['throughput_rps']:.0f} | {r['p50_ms']:.2f} | "
                 f"{r['p90_ms']:.2f} | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | "
                 f"{s['batch_size_mean']:.1f} | {s['queue_ms']:.2f} | {s['tokenize_ms']:.2f} | "
                 f"{s['inference_ms']:.2f} | {s['decode_ms']:.2f} |"
             )
         meta = result["meta"]
+        ratios = result["p50_c1_over_in_process"]
+        if not isinstance(ratios, dict):  # results from before the HTTP rows
+            ratios = {"grpc": ratios}
+        over = ", ".join(f"{p} {ratio}×" for p, ratio in ratios.items())
         lines += [
             "",
             f"In-process engine p50 (batch 1): {result['in_process_p50_ms']:.2f} ms; "
-            f"gRPC p50 at concurrency 1 is {result['p50_c1_over_in_process']}× that. "
+            f"p50 at concurrency 1 over it: {over}. "
             f"Client and server share {meta['cores']} cores ({meta['cpu']}); commit "
             f"{meta['git_commit'][:12]}. Stage times are per batch (queue: per request).",
         ]
@@ -235,17 +264,21 @@ class ServeSuite(Suite):
 
 def plot(rows: list[dict]) -> Figure:
     fig = Figure(figsize=(10, 4))
-    conc = [r["concurrency"] for r in rows]
     ax = fig.add_subplot(1, 2, 1)
-    for key in ("p50_ms", "p90_ms", "p99_ms"):
-        ax.plot(conc, [r[key] for r in rows], marker="o", label=key.replace("_ms", ""))
+    ax2 = fig.add_subplot(1, 2, 2)
+    for protocol in PROTOCOLS:
+        mine = [r for r in rows if r.get("protocol", "grpc") == protocol]
+        conc = [r["concurrency"] for r in mine]
+        for key in ("p50_ms", "p99_ms"):
+            label = f"{protocol} {key.replace('_ms', '')}"
+            ax.plot(conc, [r[key] for r in mine], marker="o", label=label)
+        ax2.plot(conc, [r["throughput_rps"] for r in mine], marker="o", label=protocol)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent callers")
     ax.set_ylabel("latency (ms)")
     ax.legend()
     ax.grid(alpha=0.3)
-    ax2 = fig.add_subplot(1, 2, 2)
-    ax2.plot(conc, [r["throughput_rps"] for r in rows], marker="o")
+    ax2.legend()
     ax2.set_xscale("log", base=2)
     ax2.set_xlabel("concurrent callers")
     ax2.set_ylabel("requests/s")
