@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=PROJECT_ROOT / "benchmarks/results/interop_rasa.json"
     )
     args = parser.parse_args(argv)
+    args.rasa, args.bundle = args.rasa.absolute(), args.bundle.absolute()  # Rasa runs elsewhere
     work = Path(tempfile.mkdtemp(prefix="interop-rasa-"))
     ours = ServerProcess.launch(
         args.bundle, work / "nlu.log", "--auth-tokens", TOKEN, "--generator-backend", "none",
