@@ -9,7 +9,9 @@ and concurrency level runs that many callers (grpc.aio `Parse`; httpx.AsyncClien
 as soon as its previous answer arrives, in windows repeated until throughput and p50 are stable
 (10 % over the last three) or a cap. The per-stage split (queue, tokenize, inference, decode)
 comes from the server's own Prometheus histograms. The load generator shares the machine's cores
-with the server.
+with the server. Rows "traced": a second server with tracing on (`service.tracing`), exporting
+every span over OTLP/gRPC to a receiver in this process (`benchmarks.otlp_sink`), at
+concurrency 1: what tracing costs against the untraced rows.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tqdm import tqdm
 
 from benchmarks.measure import STABLE_WINDOWS, is_stable, latency_stats
 from benchmarks.meta import run_meta
+from benchmarks.otlp_sink import SpanSink
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
@@ -133,8 +136,10 @@ def measure_level(
     }
 
 
-def in_process_p50_ms(bundle: Path, texts: list[str], threads: int) -> float:
-    settings = EngineSettings(variant="int8", intra_op_threads=threads, inter_op_threads=1)
+def in_process_p50_ms(bundle: Path, texts: list[str], threads: int) -> tuple[float, str]:
+    """The engine's batch-1 p50 in this process, with the variant the server serves (the
+    bundle's: a bundle whose int8 graph failed the export gate on this CPU holds fp32 only)."""
+    settings = EngineSettings(intra_op_threads=threads, inter_op_threads=1)
     engine = Engine(bundle, settings=settings)
     for text in texts[:20]:
         engine.parse([text])
@@ -143,7 +148,7 @@ def in_process_p50_ms(bundle: Path, texts: list[str], threads: int) -> float:
         t0 = time.perf_counter()
         engine.parse([text])
         times.append(time.perf_counter() - t0)
-    return round(1000 * statistics.median(times), 3)
+    return round(1000 * statistics.median(times), 3), engine.variant
 
 
 class ServeSuite(Suite):
@@ -159,6 +164,43 @@ class ServeSuite(Suite):
             default=0,
             help="ORT intra-op threads in the server (0: all cores)",
         )
+
+    @staticmethod
+    def sweep(
+        args: argparse.Namespace,
+        bundle: Path,
+        out_dir: Path,
+        plan: list[tuple[str, int]],
+        texts: list[str],
+        window_s: float,
+        max_windows: int,
+        env: dict[str, str] | None,
+    ) -> list[dict]:
+        """One server (both front ends; `env` may turn tracing on), measured at each (protocol,
+        concurrency) of `plan`."""
+        server = ServerProcess.launch(
+            bundle,
+            out_dir / "serve-server.log",
+            "--intra-op-threads",
+            str(args.server_threads),
+            "--max-queue-size",
+            "4096",
+            "--max-concurrent-rpcs",
+            "0",  # latency at each concurrency, up to 64: nothing refused
+            "--max-queue-wait-ms",
+            "0",
+            http=True,
+            env=env,
+        )
+        try:
+            server.wait_serving()
+            return [
+                measure_level(server, protocol, texts, c, window_s, max_windows)
+                for protocol, c in tqdm(plan, desc="serve", unit="level", disable=None)
+            ]
+        finally:
+            server.stop()
+            (out_dir / "serve-server.log").unlink(missing_ok=True)
 
     def bundle(self, args: argparse.Namespace, out_dir: Path) -> Path:
         root = out_dir if args.quick else PROJECT_ROOT
@@ -176,30 +218,20 @@ class ServeSuite(Suite):
         levels = CONCURRENCY[:2] if args.quick else CONCURRENCY
         window_s, max_windows = (0.3, 3) if args.quick else (3.0, 8)
         out_dir.mkdir(parents=True, exist_ok=True)
-        server = ServerProcess.launch(
-            bundle,
-            out_dir / "serve-server.log",
-            "--intra-op-threads",
-            str(args.server_threads),
-            "--max-queue-size",
-            "4096",
-            "--max-concurrent-rpcs",
-            "0",  # latency at each concurrency, up to 64: nothing refused
-            "--max-queue-wait-ms",
-            "0",
-            http=True,
-        )
+        plan = [(p, c) for p in PROTOCOLS for c in levels]
+        rows = self.sweep(args, bundle, out_dir, plan, texts, window_s, max_windows, None)
+        sink = SpanSink().start()  # tracing on: the cost of exporting every span over OTLP
         try:
-            server.wait_serving()
-            plan = [(p, c) for p in PROTOCOLS for c in levels]
-            rows = [
-                measure_level(server, protocol, texts, c, window_s, max_windows)
-                for protocol, c in tqdm(plan, desc="serve", unit="level", disable=None)
-            ]
+            traced = self.sweep(
+                args, bundle, out_dir, [("grpc", 1), ("http", 1)], texts, window_s,
+                max_windows, sink.environment(),
+            )  # fmt: skip
         finally:
-            server.stop()
-        (out_dir / "serve-server.log").unlink(missing_ok=True)
-        in_process = in_process_p50_ms(bundle, texts, args.server_threads)
+            sink.stop()
+        for row in traced:
+            row["protocol"] += ", traced"
+        rows += traced
+        in_process, variant = in_process_p50_ms(bundle, texts, args.server_threads)
         report = {
             "rows": rows,
             "in_process_p50_ms": in_process,
@@ -211,7 +243,7 @@ class ServeSuite(Suite):
             "meta": {
                 **run_meta(),
                 "bundle": str(bundle),
-                "variant": "int8",
+                "variant": variant,
                 "dataset": args.data,
                 "utterances": len(texts),
                 "server_intra_op_threads": args.server_threads,
@@ -266,7 +298,7 @@ def plot(rows: list[dict]) -> Figure:
     fig = Figure(figsize=(10, 4))
     ax = fig.add_subplot(1, 2, 1)
     ax2 = fig.add_subplot(1, 2, 2)
-    for protocol in PROTOCOLS:
+    for protocol in PROTOCOLS:  # the traced rows are in the table, not the plot
         mine = [r for r in rows if r.get("protocol", "grpc") == protocol]
         conc = [r["concurrency"] for r in mine]
         for key in ("p50_ms", "p99_ms"):

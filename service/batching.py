@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from service import metrics
+from service import metrics, tracing
 from service.contract.text import EncodedBatch
 from service.contract.types import Encoded, Frame, RawOutputs
 from service.errors import DeadlineExceeded, Overloaded, Unavailable
@@ -43,6 +43,8 @@ class _Item:
     deadline: float | None  # loop.time() by which the answer is no longer wanted
     enqueued: float  # loop.time()
     future: asyncio.Future[Encoded]
+    trace_parent: object | None = None  # the request's tracing context (None when off)
+    enqueued_ns: int = 0  # wall clock, for the `queue` span
 
 
 class BatchQueue:
@@ -91,10 +93,11 @@ class BatchQueue:
                 retry_after_s=waiting_s,
             )
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now, parent = loop.time(), tracing.current()
+        wall_ns = time.time_ns() if parent is not None else 0
         futures = []
         for text in texts:
-            item = _Item(text, top_k, deadline, now, loop.create_future())
+            item = _Item(text, top_k, deadline, now, loop.create_future(), parent, wall_ns)
             self._queue.put_nowait(item)
             futures.append(item.future)
         metrics.QUEUE_DEPTH.set(self._queue.qsize())
@@ -148,7 +151,7 @@ class BatchQueue:
             texts = [item.text for item in batch]
             top_k = max(item.top_k for item in batch)
             try:
-                frames, stages = await loop.run_in_executor(
+                frames, stages, stage_ns = await loop.run_in_executor(
                     self._executor, self._infer, texts, top_k
                 )
             except Exception as exc:  # surfaced to every caller, mapped to INTERNAL there
@@ -161,6 +164,12 @@ class BatchQueue:
             metrics.BATCH_SIZE.observe(len(batch))
             for stage, ms in stages.items():
                 metrics.STAGE_DURATION.labels(stage).observe(ms / 1000)
+            tracing.record_batch(
+                [item.trace_parent for item in batch],
+                [item.enqueued_ns for item in batch],
+                stage_ns,
+                len(batch),
+            )
             for item, frame in zip(batch, frames, strict=True):
                 queue_ms = (started - item.enqueued) * 1000
                 metrics.STAGE_DURATION.labels("queue").observe(queue_ms / 1000)
@@ -171,16 +180,31 @@ class BatchQueue:
                         )
                     )
 
-    def _infer(self, texts: list[str], top_k: int) -> tuple[list[Frame], dict[str, float]]:
-        t0 = time.perf_counter()
+    def _infer(
+        self, texts: list[str], top_k: int
+    ) -> tuple[list[Frame], dict[str, float], dict[str, tuple[int, int]]]:
+        """Frames, each stage's milliseconds, and each stage's wall-clock (start, end) ns."""
+        w0, t0 = time.time_ns(), time.perf_counter()
         enc = self.pipeline.encode(texts)
         t1 = time.perf_counter()
         raw = self.pipeline.infer(enc)
         t2 = time.perf_counter()
         frames = self.pipeline.decode(texts, enc, raw, top_k)
         t3 = time.perf_counter()
-        return frames, {
-            "tokenize": (t1 - t0) * 1000,
-            "inference": (t2 - t1) * 1000,
-            "decode": (t3 - t2) * 1000,
-        }
+
+        def wall(t: float) -> int:
+            return w0 + int((t - t0) * 1e9)
+
+        return (
+            frames,
+            {
+                "tokenize": (t1 - t0) * 1000,
+                "inference": (t2 - t1) * 1000,
+                "decode": (t3 - t2) * 1000,
+            },
+            {
+                "tokenize": (w0, wall(t1)),
+                "infer": (wall(t1), wall(t2)),
+                "decode": (wall(t2), wall(t3)),
+            },
+        )

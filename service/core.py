@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from service import metrics
+from service import metrics, tracing
 from service.batching import BatchQueue
 from service.contract.types import Encoded, ParseInput, ParseResult, Policy, Routed
 from service.router import Router
@@ -87,12 +87,17 @@ class NluCore:
             else self.settings.routing.confidence_threshold
         )
         remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-        return await self.router.route(
-            enc.frame,
-            force=request.policy is Policy.GENERATOR_ONLY,
-            threshold=threshold,
-            remaining_s=remaining,
-        )
+        with tracing.span("route") as span:
+            routed = await self.router.route(
+                enc.frame,
+                force=request.policy is Policy.GENERATOR_ONLY,
+                threshold=threshold,
+                remaining_s=remaining,
+            )
+            if span is not None:
+                span.set_attribute("nlu.intent", routed.intent)
+                span.set_attribute("nlu.fallback_reason", routed.fallback_reason)
+            return routed
 
     def log_results(self, requests: list[ParseInput], results: list[ParseResult]) -> None:
         """Per-utterance access log (DEBUG); the text only when `log_text` allows it."""

@@ -41,10 +41,11 @@ class ServerProcess:
         *flags: str,
         port: int | None = None,
         http: bool = False,
+        env: dict[str, str] | None = None,
     ) -> ServerProcess:
         """Start `python -m service.server` on free ports (or gRPC on `port`, e.g. to restart
-        where a killed server listened; with `http`, the HTTP front end too); output goes to
-        log_path."""
+        where a killed server listened; with `http`, the HTTP front end too; `env` added to
+        this process's environment); output goes to log_path."""
         port, metrics_port = port or free_port(), free_port()
         http_port = free_port() if http else None
         cmd = [
@@ -68,7 +69,7 @@ class ServerProcess:
                 cwd=PROJECT_ROOT,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
             )
         return cls(process, port, metrics_port, log_path, http_port)
 

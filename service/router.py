@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from service import metrics
+from service import metrics, tracing
 from service.contract.labels import LabelSet
 from service.contract.prompt import (
     NONE,
@@ -130,12 +130,8 @@ class Router:
         messages = self.decision_messages(frame, decision) if decision else self.messages(frame)
         started = time.perf_counter()
         try:
-            if decision:
-                answer, generated = await self.pick_option(frame, decision, messages, budget)
-            elif self.routing.generator_mode == "score":
-                answer, generated = await self.pick_intent(frame, messages, budget)
-            else:
-                generated = await self.backend.generate(messages, budget)
+            with tracing.span("generate", **{"nlu.generator_mode": self.routing.generator_mode}):
+                answer, generated = await self.ask(frame, decision, messages, budget)
         except GeneratorError as e:
             return self.fallback(encoder, e.reason, time.perf_counter() - started)
         except InvalidAnswer as e:  # a generated choice that is none of the options
@@ -228,6 +224,21 @@ class Router:
             for m in frame.extension_candidates
         ]
         return build_choice_messages(frame.text, trained + added)
+
+    async def ask(
+        self,
+        frame: Frame,
+        decision: Decision | None,
+        messages: list[dict[str, str]],
+        budget: float,
+    ) -> tuple[GeneratedFrame | None, str]:
+        """The generator's answer: a scope or extension decision, a scored intent, or (generate
+        mode) the raw text, parsed by the caller."""
+        if decision:
+            return await self.pick_option(frame, decision, messages, budget)
+        if self.routing.generator_mode == "score":
+            return await self.pick_intent(frame, messages, budget)
+        return None, await self.backend.generate(messages, budget)
 
     async def pick_option(
         self, frame: Frame, decision: Decision, messages: list[dict[str, str]], budget: float

@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from pydantic import ValidationError
 
-from service import logs, metrics
+from service import logs, metrics, tracing
 from service.contract.bundle import BundleError
 from service.errors import StartupError
 from service.extensions import ExtensionError
@@ -68,6 +68,8 @@ async def drain(
 
 
 async def serve(settings: Settings) -> int:
+    if tracing.configure():
+        log.info("tracing", extra={"exporter": "otlp"})
     lifecycle = Lifecycle()
     health_servicer = Health()
     await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -129,6 +131,7 @@ async def serve(settings: Settings) -> int:
         await probes.stop(0)
     if lifecycle.core is not None:
         await lifecycle.core.close()
+    tracing.shutdown()
     log.info("stopped")
     return 0
 

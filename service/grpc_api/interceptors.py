@@ -4,7 +4,8 @@ handlers carry no error handling, metrics or logging of their own and a new RPC 
 Order, outermost first (`chain()`):
 0. `ConcurrencyLimit` (when `max_concurrent_rpcs` is set): refuses nlu.v1 RPCs beyond the
    limit before any other work, and counts them.
-1. (tracing, when added: it must see everything but the refusals, so it goes first after that)
+1. OpenTelemetry's gRPC server interceptor, when tracing is on (`service.tracing`): it sees
+   everything but the refusals.
 2. `Telemetry`: times the RPC, counts `nlu_requests_total{method, code}` and, once per failed
    RPC, `nlu_request_failure_total{reason}`; one DEBUG access-log line per RPC; keeps the count
    of RPCs in flight that a drain waits for.
@@ -32,7 +33,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
-from service import metrics
+from service import metrics, tracing
 from service.errors import Undecodable
 from service.gen.nlu.v1 import nlu_pb2
 from service.grpc_api.status import grpc_status, rich_status, status_details
@@ -264,5 +265,11 @@ def chain(
 ) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors in the order the module docstring gives (outermost first)."""
     outer = [ConcurrencyLimit(lifecycle, concurrency_limit)] if concurrency_limit else []
+    if tracing.ENABLED:  # the official instrumentation: a span per nlu.v1 RPC, the caller's
+        # trace; health and reflection stay untraced (and its wrapper takes a stream handler
+        # for an async generator, which Health.Watch is not)
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+        outer.append(aio_server_interceptor(filter_=filters.service_name(SERVICE_NAME)))
     inner = [authentication] if authentication is not None else []
     return [*outer, Telemetry(lifecycle), ErrorMapping(), *inner]

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import api, metrics
+from service import api, metrics, tracing
 from service.errors import InvalidArgument, Unauthenticated
 from service.gen.nlu.v1 import nlu_pb2
 from service.http_api import rasa
@@ -200,5 +200,12 @@ class HttpApi:
         )
 
 
-def http_app(lifecycle: Lifecycle, settings: Settings, tokens: TokenStore | None) -> Starlette:
-    return HttpApi(lifecycle, settings, tokens).app()
+def http_app(lifecycle: Lifecycle, settings: Settings, tokens: TokenStore | None):
+    """The ASGI app; inside OpenTelemetry's ASGI middleware when tracing is on (a span per
+    call, continuing the caller's `traceparent`; the probes are not traced)."""
+    app = HttpApi(lifecycle, settings, tokens).app()
+    if not tracing.ENABLED:
+        return app
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    return OpenTelemetryMiddleware(app, excluded_urls="healthz,readyz")

@@ -12,7 +12,7 @@ import ssl
 from collections.abc import Iterator
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from service.errors import StartupError
 from service.settings import Settings, setting_label
@@ -28,7 +28,7 @@ class EmbeddedServer(uvicorn.Server):
 
 
 class HttpServer:
-    def __init__(self, app: Starlette, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         server = settings.server
         self.sock = bind(server.host, settings.http.http_port or 0)
         self.port = self.sock.getsockname()[1]

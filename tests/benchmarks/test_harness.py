@@ -41,13 +41,10 @@ def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
 
     assert main(["serve", "--quick", "--out-dir", str(tmp_path), "--server-threads", "1"]) == 0
     serve = json.loads((tmp_path / "serve.json").read_text())
-    assert [(r["protocol"], r["concurrency"]) for r in serve["rows"]] == [
-        ("grpc", 1),
-        ("grpc", 4),
-        ("http", 1),
-        ("http", 4),
-    ]
-    assert set(serve["p50_c1_over_in_process"]) == {"grpc", "http"}
+    levels = [("grpc", 1), ("grpc", 4), ("http", 1), ("http", 4)]
+    levels += [("grpc, traced", 1), ("http, traced", 1)]
+    assert [(r["protocol"], r["concurrency"]) for r in serve["rows"]] == levels
+    assert set(serve["p50_c1_over_in_process"]) == {p for p, c in levels if c == 1}
     for row in serve["rows"]:
         assert row["throughput_rps"] > 0 and row["p50_ms"] <= row["p99_ms"]
         assert row["server_stages"]["inference_ms"] > 0
