@@ -96,7 +96,7 @@ async def parse(
 async def parse_batch(
     core: NluCore, request: nlu_pb2.ParseBatchRequest, timeout_s: float | None
 ) -> nlu_pb2.ParseBatchResponse:
-    check_batch_size(len(request.requests), core.settings.server)
+    check_batch_size(len(request.requests), core.settings.limits)
     return nlu_pb2.ParseBatchResponse(
         responses=await parse(core, list(request.requests), timeout_s)
     )

@@ -48,8 +48,8 @@ class NluCore:
     ) -> list[ParseResult]:
         """Answer every request (order kept); validation fails the call before anything runs."""
         for i, request in enumerate(requests):
-            check_request(request, self.settings.server, i if len(requests) > 1 else None)
-        top_ks = [r.top_k or self.settings.server.default_top_k for r in requests]
+            check_request(request, self.settings.limits, i if len(requests) > 1 else None)
+        top_ks = [r.top_k or self.settings.limits.default_top_k for r in requests]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s if timeout_s is not None else None
         futures = self.batcher.submit([r.text for r in requests], max(top_ks), deadline)

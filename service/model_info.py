@@ -79,8 +79,8 @@ def describe(core: NluCore) -> ModelDescription:
             generator_ready=backend is not None and backend.ready,
         ),
         max_batch_size=settings.batching.max_batch_size,
-        max_text_chars=settings.server.max_text_chars,
-        max_batch_items=settings.server.max_batch_items,
+        max_text_chars=settings.limits.max_text_chars,
+        max_batch_items=settings.limits.max_batch_items,
         out_of_scope=out_of_scope(core),
         extension_intents=[
             ExtensionDescription(i.name, i.description, len(i.examples))

@@ -32,7 +32,7 @@ class Group(BaseModel):
 
 
 class ServerSettings(Group):
-    """The gRPC server and the limits every front end puts on each request."""
+    """The gRPC server: where it listens, its connections, its drain."""
 
     bundle: Path = Field(Path("bundles/atis"), description="model bundle folder to serve")
     host: str = Field("0.0.0.0", description="listen address (gRPC and HTTP)")
@@ -46,13 +46,6 @@ class ServerSettings(Group):
         description="on SIGTERM, how long health answers NOT_SERVING while every call that "
         "still arrives is answered (within drain_grace_s), so clients that watch health and "
         "load balancers move away before the server sends GOAWAY and stops accepting",
-    )
-    max_stream_in_flight: int = Field(
-        64,
-        ge=1,
-        description="requests of one ParseStream parsed or waiting to be written at once; the "
-        "stream is not read further until one is answered (HTTP/2 flow control then slows the "
-        "client), so one stream cannot fill the shared queue",
     )
     grpc_max_message_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="largest gRPC message sent or received"
@@ -80,19 +73,6 @@ class ServerSettings(Group):
         "more at once before it has seen the setting gets UNAVAILABLE (REFUSED_STREAM) for the "
         "excess; the bounded queue protects the server either way",
     )
-    max_concurrent_rpcs: int | None = Field(
-        None,
-        ge=0,
-        description="most nlu.v1 RPCs in flight at once (None: 8 per usable CPU, the "
-        "saturation point the serve suite measured on 2 CPUs; 0: unlimited). The outermost "
-        "interceptor refuses the excess with RESOURCE_EXHAUSTED before reading it, which stays "
-        "cheap at three times capacity where shedding in Python starves inference, and counts "
-        "it (nlu_request_failure_total reason concurrency_limit). Open streams count; health "
-        "and reflection do not",
-    )
-    max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
-    max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")
-    default_top_k: int = Field(3, ge=1, description="top_intents returned when top_k is 0")
     max_connection_age_s: float = Field(
         0.0,
         ge=0.0,
@@ -110,6 +90,32 @@ class ServerSettings(Group):
         le=65535,
         description="also serve grpc.health.v1 alone, in plaintext, on this port (0: no), for "
         "probes that present no client certificate when the main port needs TLS",
+    )
+
+
+class LimitsSettings(Group):
+    """What every front end allows one request (the core checks them, whatever the transport)."""
+
+    max_text_chars: int = Field(1000, ge=1, description="longest accepted utterance")
+    max_batch_items: int = Field(256, ge=1, description="most utterances in one ParseBatch")
+    default_top_k: int = Field(3, ge=1, description="top_intents returned when top_k is 0")
+    max_concurrent_rpcs: int | None = Field(
+        None,
+        ge=0,
+        description="most nlu.v1 calls (gRPC and HTTP together) in flight at once (None: 8 "
+        "per usable CPU, the saturation point the serve suite measured on 2 CPUs; 0: "
+        "unlimited). The outermost interceptor refuses the excess with RESOURCE_EXHAUSTED (HTTP: "
+        "429) before reading it, which stays "
+        "cheap at three times capacity where shedding in Python starves inference, and counts "
+        "it (nlu_request_failure_total reason concurrency_limit). Open streams count; health "
+        "and reflection do not",
+    )
+    max_stream_in_flight: int = Field(
+        64,
+        ge=1,
+        description="requests of one ParseStream parsed or waiting to be written at once; the "
+        "stream is not read further until one is answered (HTTP/2 flow control then slows the "
+        "client), so one stream cannot fill the shared queue",
     )
 
     @property
@@ -391,6 +397,7 @@ class ObservabilitySettings(Group):
 
 GROUPS: dict[str, type[Group]] = {
     "server": ServerSettings,
+    "limits": LimitsSettings,
     "http": HttpSettings,
     "batching": BatchingSettings,
     "engine": EngineSettings,
@@ -439,6 +446,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
     server: ServerSettings = ServerSettings()
+    limits: LimitsSettings = LimitsSettings()
     http: HttpSettings = HttpSettings()
     batching: BatchingSettings = BatchingSettings()
     engine: EngineSettings = EngineSettings()

@@ -7,7 +7,7 @@ import unicodedata
 
 from service.contract.types import ParseInput
 from service.errors import InvalidArgument
-from service.settings import ServerSettings
+from service.settings import LimitsSettings
 
 
 def visible(text: str) -> bool:
@@ -16,7 +16,7 @@ def visible(text: str) -> bool:
     return any(not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cc") for ch in text)
 
 
-def check_request(request: ParseInput, limits: ServerSettings, index: int | None = None) -> None:
+def check_request(request: ParseInput, limits: LimitsSettings, index: int | None = None) -> None:
     """`index`: the request's place in a batch (messages say `request 1: ...`, the BadRequest
     detail names the field `requests[1].text`)."""
     where = f"request {index}: " if index is not None else ""
@@ -41,7 +41,7 @@ def check_request(request: ParseInput, limits: ServerSettings, index: int | None
         )
 
 
-def check_batch_size(count: int, limits: ServerSettings) -> None:
+def check_batch_size(count: int, limits: LimitsSettings) -> None:
     if count == 0:
         raise InvalidArgument("requests is empty", "requests")
     if count > limits.max_batch_items:

@@ -54,7 +54,7 @@ def main_server(
     tokens: TokenStore | None,
 ) -> tuple[grpc.aio.Server, int]:
     """nlu.v1 behind the interceptor chain, health and reflection; and the port it bound."""
-    interceptors = chain(lifecycle, authentication(tokens), settings.server.concurrent_rpcs_limit)
+    interceptors = chain(lifecycle, authentication(tokens), settings.limits.concurrent_rpcs_limit)
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings.server))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     nlu_pb2_grpc.add_NluServiceServicer_to_server(NluServicer(lifecycle, settings), server)

@@ -68,7 +68,7 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         requests are parsed or waiting to be written: the stream is not read further until one
         is answered, so a fast writer cannot fill the shared queue."""
         pending: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(self.settings.server.max_stream_in_flight)
+        slots = asyncio.Semaphore(self.settings.limits.max_stream_in_flight)
 
         async def read() -> None:
             requests = aiter(request_iterator)

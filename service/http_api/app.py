@@ -71,7 +71,7 @@ def bearer_token(request: Request) -> str | None:
 class HttpApi:
     def __init__(self, lifecycle: Lifecycle, settings: Settings, tokens: TokenStore | None):
         self.lifecycle, self.settings, self.tokens = lifecycle, settings, tokens
-        self.limit = settings.server.concurrent_rpcs_limit
+        self.limit = settings.limits.concurrent_rpcs_limit
         self.max_body = settings.http.http_max_body_bytes
 
     def routes(self) -> list[Route]:
