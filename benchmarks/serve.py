@@ -62,9 +62,10 @@ def stage_totals(metrics_port: int) -> dict[str, tuple[float, float]]:
 
 
 async def closed_loop(
-    server: ServerProcess, protocol: str, texts: list[str], concurrency: int, seconds: float
+    target: str, texts: list[str], concurrency: int, seconds: float, http_url: str = ""
 ) -> list[float]:
-    """Latencies (s) of `concurrency` callers each sending back-to-back for `seconds`."""
+    """Latencies (s) of `concurrency` callers each sending back-to-back for `seconds`: gRPC
+    `Parse` on `target`, or with `http_url` `POST /v1/parse` there."""
     cycle = itertools.cycle(texts)
     latencies: list[float] = []
     stop_at = time.perf_counter() + seconds
@@ -78,13 +79,13 @@ async def closed_loop(
 
         await asyncio.gather(*(caller() for _ in range(concurrency)))
 
-    if protocol == "grpc":
-        async with grpc.aio.insecure_channel(server.target) as channel:
+    if not http_url:
+        async with grpc.aio.insecure_channel(target) as channel:
             stub = nlu_pb2_grpc.NluServiceStub(channel)
             await callers(lambda text: stub.Parse(request(text), timeout=30))
     else:
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=server.http_url, limits=limits, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=http_url, limits=limits, timeout=30) as http:
 
             async def send(text: str) -> None:
                 (await http.post("/v1/parse", json={"text": text})).raise_for_status()
@@ -101,11 +102,12 @@ def measure_level(
     window_s: float,
     max_windows: int,
 ) -> dict:
-    asyncio.run(closed_loop(server, protocol, texts, concurrency, window_s / 2))  # warm-up
+    http_url = server.http_url if protocol == "http" else ""
+    asyncio.run(closed_loop(server.target, texts, concurrency, window_s / 2, http_url))  # warm
     before = stage_totals(server.metrics_port)
     windows, samples = [], []
     while len(windows) < max_windows and not is_stable(windows, 0.10):
-        latencies = asyncio.run(closed_loop(server, protocol, texts, concurrency, window_s))
+        latencies = asyncio.run(closed_loop(server.target, texts, concurrency, window_s, http_url))
         samples.append(latencies)
         stats = latency_stats(latencies, 1)
         stats["utterances_per_s"] = len(latencies) / window_s

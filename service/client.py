@@ -92,10 +92,12 @@ def retry_hint_s(error: grpc.RpcError) -> float | None:
     return None
 
 
-def next_wait_s(error: grpc.RpcError, attempt: int, remaining_s: float) -> float | None:
+def next_wait_s(
+    error: grpc.RpcError, attempt: int, remaining_s: float, retries: int = RETRIES
+) -> float | None:
     """How long to wait before attempt `attempt + 1`, or None when the call should fail now
-    (not retryable, out of attempts, or the wait would pass the deadline)."""
-    if error.code() not in RETRYABLE or attempt >= RETRIES:
+    (not retryable, out of `retries`, or the wait would pass the deadline)."""
+    if error.code() not in RETRYABLE or attempt >= retries:
         return None
     backoff = min(MAX_BACKOFF_S, BACKOFF_S * 2**attempt) * random.uniform(0.5, 1.0)
     wait = max(backoff, retry_hint_s(error) or 0.0)
@@ -162,8 +164,10 @@ class NluClient:
         timeout_s: float = 10.0,
         credentials: Credentials | None = None,
         token: str | None = None,
+        retries: int = RETRIES,
     ) -> None:
         credentials = credentials or Credentials(token=token)
+        self.retries = retries  # library-level retries (0: the channel's own only)
         self.channel = credentials.channel(target, CHANNEL_OPTIONS)
         self.health_channel = credentials.channel(target)
         self.metadata = credentials.metadata()
@@ -186,7 +190,7 @@ class NluClient:
             try:
                 return method(message, timeout=max(remaining, 0.001), metadata=self.metadata)
             except grpc.RpcError as error:
-                wait = next_wait_s(error, attempt, deadline - time.monotonic())
+                wait = next_wait_s(error, attempt, deadline - time.monotonic(), self.retries)
                 if wait is None:
                     raise
             time.sleep(wait)
@@ -229,8 +233,10 @@ class AsyncNluClient:
         timeout_s: float = 10.0,
         credentials: Credentials | None = None,
         token: str | None = None,
+        retries: int = RETRIES,
     ) -> None:
         credentials = credentials or Credentials(token=token)
+        self.retries = retries  # library-level retries (0: the channel's own only)
         self.channel = credentials.aio_channel(target, CHANNEL_OPTIONS)
         self.metadata = credentials.metadata()
         self.stub = nlu_pb2_grpc.NluServiceStub(self.channel)
@@ -251,7 +257,7 @@ class AsyncNluClient:
             try:
                 return await method(message, timeout=max(remaining, 0.001), metadata=self.metadata)
             except grpc.aio.AioRpcError as error:
-                wait = next_wait_s(error, attempt, deadline - loop.time())
+                wait = next_wait_s(error, attempt, deadline - loop.time(), self.retries)
                 if wait is None:
                     raise
             await asyncio.sleep(wait)
