@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 
+import numpy as np
+
 from service.contract.types import ParseInput, ParseResult, Policy, Source
 from service.core import NluCore
 from service.errors import InvalidArgument
@@ -42,16 +44,18 @@ def to_input(request: nlu_pb2.ParseRequest) -> ParseInput:
 
 
 def to_response(
-    result: ParseResult, model_version: str, total_ms: float, with_text: bool
+    result: ParseResult, model_version: str, total_ms: float, with_text: bool, names: list[str]
 ) -> nlu_pb2.ParseResponse:
+    """The answer as nlu.v1 carries it; `names`: the intents in bundle order as answers name
+    them (a trained out-of-scope class as the out-of-scope intent)."""
     enc, routed = result.encoded, result.routed
     frame = enc.frame
     return nlu_pb2.ParseResponse(
         intent=routed.intent,
         intent_confidence=routed.confidence,
         top_intents=[
-            nlu_pb2.IntentScore(label=s.label, probability=s.probability)
-            for s in frame.top_intents[: result.top_k]
+            nlu_pb2.IntentScore(label=names[i], probability=float(frame.probabilities[i]))
+            for i in np.argsort(-frame.probabilities)[: result.top_k]
         ],
         slots=[
             nlu_pb2.Slot(
@@ -90,7 +94,8 @@ async def parse(
     total_ms = (time.perf_counter() - started) * 1000
     with_text = core.settings.observability.return_generated_text
     version = core.engine.bundle.model_version
-    return [to_response(r, version, total_ms, with_text) for r in results]
+    names = core.engine.open_world.answer_names
+    return [to_response(r, version, total_ms, with_text, names) for r in results]
 
 
 async def parse_batch(

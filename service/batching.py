@@ -31,15 +31,12 @@ class Pipeline(Protocol):
 
     def encode(self, texts: Sequence[str]) -> EncodedBatch: ...
     def infer(self, enc: EncodedBatch) -> RawOutputs: ...
-    def decode(
-        self, texts: Sequence[str], enc: EncodedBatch, raw: RawOutputs, top_k: int
-    ) -> list[Frame]: ...
+    def decode(self, texts: Sequence[str], enc: EncodedBatch, raw: RawOutputs) -> list[Frame]: ...
 
 
 @dataclass
 class _Item:
     text: str
-    top_k: int
     deadline: float | None  # loop.time() by which the answer is no longer wanted
     enqueued: float  # loop.time()
     future: asyncio.Future[Encoded]
@@ -73,10 +70,10 @@ class BatchQueue:
                 item.future.set_exception(Unavailable("server is shutting down"))
         self._executor.shutdown(wait=True)
 
-    def submit(
-        self, texts: Sequence[str], top_k: int, deadline: float | None
-    ) -> list[asyncio.Future[Encoded]]:
-        """Queue utterances all together or not at all (RESOURCE_EXHAUSTED when no room)."""
+    def submit(self, texts: Sequence[str], deadline: float | None) -> list[asyncio.Future[Encoded]]:
+        """Queue utterances all together or not at all (RESOURCE_EXHAUSTED when no room). What
+        a request asks about its answer's form (top_k) stays at the edge: nothing of one request
+        reaches the batch but its text, so no answer depends on its batch-mates."""
         if self._worker is None or self._worker.done():
             raise Unavailable("inference worker is not running")
         waiting_s = self.drain_estimate_s()
@@ -97,7 +94,7 @@ class BatchQueue:
         wall_ns = time.time_ns() if parent is not None else 0
         futures = []
         for text in texts:
-            item = _Item(text, top_k, deadline, now, loop.create_future(), parent, wall_ns)
+            item = _Item(text, deadline, now, loop.create_future(), parent, wall_ns)
             self._queue.put_nowait(item)
             futures.append(item.future)
         metrics.QUEUE_DEPTH.set(self._queue.qsize())
@@ -149,10 +146,9 @@ class BatchQueue:
                 continue
             started = loop.time()
             texts = [item.text for item in batch]
-            top_k = max(item.top_k for item in batch)
             try:
                 frames, stages, stage_ns = await loop.run_in_executor(
-                    self._executor, self._infer, texts, top_k
+                    self._executor, self._infer, texts
                 )
             except Exception as exc:  # surfaced to every caller, mapped to INTERNAL there
                 log.exception("inference failed for a batch of %d", len(batch))
@@ -181,7 +177,7 @@ class BatchQueue:
                     )
 
     def _infer(
-        self, texts: list[str], top_k: int
+        self, texts: list[str]
     ) -> tuple[list[Frame], dict[str, float], dict[str, tuple[int, int]]]:
         """Frames, each stage's milliseconds, and each stage's wall-clock (start, end) ns."""
         w0, t0 = time.time_ns(), time.perf_counter()
@@ -189,7 +185,7 @@ class BatchQueue:
         t1 = time.perf_counter()
         raw = self.pipeline.infer(enc)
         t2 = time.perf_counter()
-        frames = self.pipeline.decode(texts, enc, raw, top_k)
+        frames = self.pipeline.decode(texts, enc, raw)
         t3 = time.perf_counter()
 
         def wall(t: float) -> int:

@@ -52,7 +52,7 @@ class NluCore:
         top_ks = [r.top_k or self.settings.limits.default_top_k for r in requests]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s if timeout_s is not None else None
-        futures = self.batcher.submit([r.text for r in requests], max(top_ks), deadline)
+        futures = self.batcher.submit([r.text for r in requests], deadline)
         answers = await asyncio.gather(*futures, return_exceptions=True)
         for answer in answers:
             if isinstance(answer, BaseException):

@@ -35,6 +35,7 @@ from service.open_world import OpenWorld
 from service.settings import EngineSettings, OpenWorldSettings
 
 log = logging.getLogger(__name__)
+TOP_INTENTS = 3  # the best intents a Frame carries: what the few-shot generator prompt lists
 
 Provider = Literal["cpu", "cuda"]
 GRAPH_OPTIMIZATION = {
@@ -160,10 +161,11 @@ class Engine:
         return RawOutputs(intent, slots, embedding)
 
     def decode(
-        self, texts: Sequence[str], enc: EncodedBatch, raw: RawOutputs, top_k: int = 3
+        self, texts: Sequence[str], enc: EncodedBatch, raw: RawOutputs, top_k: int = TOP_INTENTS
     ) -> list[Frame]:
-        """Calibrated intent probabilities, the open-world decision, top-k, and BIO slots with
-        character offsets."""
+        """Calibrated intent probabilities, the open-world decision, the `top_k` best intents
+        (the server always decodes TOP_INTENTS; a response's own top_k is cut from the
+        probabilities at the edge), and BIO slots with character offsets."""
         labels, temperature = self.bundle.labels, self.bundle.config.temperature
         probs = softmax(raw.intent_logits.astype(np.float64), temperature)  # (B, I)
         world = self.open_world
@@ -221,6 +223,6 @@ class Engine:
         embeddings = np.concatenate(rows)  # (M, H)
         return ExtensionSet(str(source), digest, tuple(intents), embeddings, owners)
 
-    def parse(self, texts: Sequence[str], top_k: int = 3) -> list[Frame]:
+    def parse(self, texts: Sequence[str], top_k: int = TOP_INTENTS) -> list[Frame]:
         enc = self.encode(texts)
         return self.decode(texts, enc, self.infer(enc), top_k)

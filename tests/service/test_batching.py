@@ -29,7 +29,7 @@ class RecordingPipeline:
     def infer(self, enc):
         return enc
 
-    def decode(self, texts, enc, raw, top_k):
+    def decode(self, texts, enc, raw):
         return [Frame(t, "intent", 1.0, [], np.ones(1), [], [], 1.0, np.zeros(1), 0) for t in texts]
 
 
@@ -53,7 +53,7 @@ def test_batch_closes_at_max_batch_size():
         queue = BatchQueue(pipeline=pipeline, batching=batching(4, 60.0, 100))
         queue.start()
         started = time.perf_counter()
-        results = await asyncio.gather(*queue.submit(list("abcd"), 3, None))
+        results = await asyncio.gather(*queue.submit(list("abcd"), None))
         elapsed = time.perf_counter() - started
         await queue.stop()
         return pipeline.batches, results, elapsed
@@ -69,9 +69,9 @@ def test_batch_closes_after_max_queue_delay():
         pipeline = RecordingPipeline()
         queue = BatchQueue(pipeline=pipeline, batching=batching(100, 1.0, 100))
         queue.start()
-        first = queue.submit(["a"], 3, None)
+        first = queue.submit(["a"], None)
         await asyncio.sleep(0.05)
-        second = queue.submit(["b"], 3, None)
+        second = queue.submit(["b"], None)
         started = time.perf_counter()
         results = await asyncio.gather(*first, *second)
         await queue.stop()
@@ -89,12 +89,12 @@ def test_full_queue_is_refused_at_once_and_all_or_nothing():
         pipeline.gate.clear()  # the worker blocks on the first batch
         queue = BatchQueue(pipeline=pipeline, batching=batching(1, 0.0, 3))
         queue.start()
-        first = queue.submit(["busy"], 3, None)
+        first = queue.submit(["busy"], None)
         await asyncio.sleep(0.05)  # the worker took it and is blocked
-        queued = queue.submit(["a", "b"], 3, None)
+        queued = queue.submit(["a", "b"], None)
         with pytest.raises(Overloaded, match="queue full"):
-            queue.submit(["c", "d"], 3, None)  # 2 + 2 > 3: none of them is queued
-        queued += queue.submit(["c"], 3, None)
+            queue.submit(["c", "d"], None)  # 2 + 2 > 3: none of them is queued
+        queued += queue.submit(["c"], None)
         pipeline.gate.set()
         results = await asyncio.gather(*first, *queued)
         await queue.stop()
@@ -109,11 +109,11 @@ def test_expired_requests_are_dropped_before_inference():
         pipeline.gate.clear()
         queue = BatchQueue(pipeline=pipeline, batching=batching(8, 0.0, 10))
         queue.start()
-        blocker = queue.submit(["busy"], 3, None)
+        blocker = queue.submit(["busy"], None)
         await asyncio.sleep(0.05)
         loop = asyncio.get_running_loop()
-        expired = queue.submit(["late"], 3, loop.time() + 0.01)
-        alive = queue.submit(["fine"], 3, loop.time() + 30)
+        expired = queue.submit(["late"], loop.time() + 0.01)
+        alive = queue.submit(["fine"], loop.time() + 30)
         await asyncio.sleep(0.05)
         pipeline.gate.set()
         await asyncio.gather(*blocker, *alive)
@@ -131,15 +131,15 @@ def test_stop_fails_what_is_still_queued():
         pipeline.gate.clear()
         queue = BatchQueue(pipeline=pipeline, batching=batching(1, 0.0, 10))
         queue.start()
-        queue.submit(["busy"], 3, None)
+        queue.submit(["busy"], None)
         await asyncio.sleep(0.05)
-        waiting = queue.submit(["queued"], 3, None)
+        waiting = queue.submit(["queued"], None)
         threading.Timer(0.1, pipeline.gate.set).start()
         await queue.stop()
         with pytest.raises(Unavailable):
             await waiting[0]
         with pytest.raises(Unavailable):
-            queue.submit(["after"], 3, None)
+            queue.submit(["after"], None)
 
     run(scenario())
 
@@ -150,15 +150,15 @@ def test_a_queue_holding_more_work_than_max_queue_wait_sheds_at_once():
         settings = BatchingSettings(max_batch_size=1, max_queue_size=100, max_queue_wait_ms=50)
         queue = BatchQueue(pipeline=pipeline, batching=settings)
         queue.start()
-        await asyncio.gather(*queue.submit(["warm"], 3, None))
+        await asyncio.gather(*queue.submit(["warm"], None))
         queue.last_batch_s = 0.02  # as measured on the last batch: 20 ms per utterance
         pipeline.gate.clear()  # the worker blocks on the next batch
-        running = queue.submit(["busy"], 3, None)
+        running = queue.submit(["busy"], None)
         await asyncio.sleep(0.05)
-        queued = queue.submit(["a", "b"], 3, None)  # 40 ms of work waiting: still admitted
-        queued += queue.submit(["c"], 3, None)  # 60 ms once admitted
+        queued = queue.submit(["a", "b"], None)  # 40 ms of work waiting: still admitted
+        queued += queue.submit(["c"], None)  # 60 ms once admitted
         with pytest.raises(Overloaded, match="about 60 ms of work queued") as refused:
-            queue.submit(["d"], 3, None)
+            queue.submit(["d"], None)
         pipeline.gate.set()
         await asyncio.gather(*running, *queued)
         await queue.stop()
