@@ -153,10 +153,10 @@ class Credentials:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
 
 
-class NluClient:
-    """Blocking client. nlu.v1 calls go through one channel with the shipped service config
-    (SERVICE_CONFIG); health checks through a plain one, which reaches a server that is not
-    SERVING (the balanced channel takes such a server out of rotation, so it could not ask)."""
+class ClientBase:
+    """What both clients take: where, how long a call may take, credentials (or just a bearer
+    `token`), and how many library-level retries (0: the channel's own only); each flavour
+    opens its channels in `connect`."""
 
     def __init__(
         self,
@@ -166,14 +166,25 @@ class NluClient:
         token: str | None = None,
         retries: int = RETRIES,
     ) -> None:
-        credentials = credentials or Credentials(token=token)
-        self.retries = retries  # library-level retries (0: the channel's own only)
-        self.channel = credentials.channel(target, CHANNEL_OPTIONS)
-        self.health_channel = credentials.channel(target)
-        self.metadata = credentials.metadata()
+        self.credentials = credentials or Credentials(token=token)
+        self.target, self.timeout_s, self.retries = target, timeout_s, retries
+        self.metadata = self.credentials.metadata()
+        self.connect()
+
+    def connect(self) -> None:
+        raise NotImplementedError
+
+
+class NluClient(ClientBase):
+    """Blocking client. nlu.v1 calls go through one channel with the shipped service config
+    (SERVICE_CONFIG); health checks through a plain one, which reaches a server that is not
+    SERVING (the balanced channel takes such a server out of rotation, so it could not ask)."""
+
+    def connect(self) -> None:
+        self.channel = self.credentials.channel(self.target, CHANNEL_OPTIONS)
+        self.health_channel = self.credentials.channel(self.target)
         self.stub = nlu_pb2_grpc.NluServiceStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.health_channel)
-        self.timeout_s = timeout_s
 
     def __enter__(self) -> NluClient:
         return self
@@ -224,23 +235,12 @@ class NluClient:
         self.health_channel.close()
 
 
-class AsyncNluClient:
+class AsyncNluClient(ClientBase):
     """The asyncio flavour of NluClient (grpc.aio), with the same deadlines and retries."""
 
-    def __init__(
-        self,
-        target: str = "localhost:50051",
-        timeout_s: float = 10.0,
-        credentials: Credentials | None = None,
-        token: str | None = None,
-        retries: int = RETRIES,
-    ) -> None:
-        credentials = credentials or Credentials(token=token)
-        self.retries = retries  # library-level retries (0: the channel's own only)
-        self.channel = credentials.aio_channel(target, CHANNEL_OPTIONS)
-        self.metadata = credentials.metadata()
+    def connect(self) -> None:
+        self.channel = self.credentials.aio_channel(self.target, CHANNEL_OPTIONS)
         self.stub = nlu_pb2_grpc.NluServiceStub(self.channel)
-        self.timeout_s = timeout_s
 
     async def __aenter__(self) -> AsyncNluClient:
         return self

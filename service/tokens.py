@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from service.errors import StartupError
+from service.errors import StartupError, Unauthenticated
 from service.settings import SecuritySettings, setting_label
 
 RELOAD_CHECK_S = 1.0
@@ -66,6 +66,14 @@ class TokenStore:
         if self.problem:
             self.problem = ""
             log.info("tokens file read again", extra={"file": str(self.path)})
+
+    def check(self, token: str | None, missing: str) -> None:
+        """Unauthenticated unless `token` is one of these; `missing` names where a caller of
+        this front end puts it (the message when it is absent)."""
+        if token is None:
+            raise Unauthenticated(f"missing {missing}")
+        if not self.accepts(token):
+            raise Unauthenticated("the bearer token is not valid")
 
     def accepts(self, token: str) -> bool:
         self.refresh()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import grpc
 
-from service.errors import Unauthenticated
 from service.grpc_api.interceptors import RpcInterceptor
 from service.tokens import TokenStore
 
@@ -23,11 +22,7 @@ class Authentication(RpcInterceptor):
         self.tokens = tokens
 
     def check(self, context: grpc.aio.ServicerContext) -> None:
-        token = bearer_token(context)
-        if token is None:
-            raise Unauthenticated("missing `authorization: Bearer <token>` metadata")
-        if not self.tokens.accepts(token):
-            raise Unauthenticated("the bearer token is not valid")
+        self.tokens.check(bearer_token(context), "`authorization: Bearer <token>` metadata")
 
     async def unary(self, method, context, call):
         self.check(context)

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import api, metrics, tracing
-from service.errors import InvalidArgument, Unauthenticated
+from service.errors import InvalidArgument, Overloaded
 from service.gen.nlu.v1 import nlu_pb2
 from service.http_api import rasa
 from service.http_api.status import error_body, error_response
@@ -47,9 +47,10 @@ class BodyTooLarge(Exception):
     pass
 
 
-def message_response(message: Message, status_code: int = 200) -> JSONResponse:
-    body = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
-    return JSONResponse(body, status_code=status_code)
+def message_response(message: Message) -> JSONResponse:
+    return JSONResponse(
+        json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    )
 
 
 def read_message(body: bytes, message: Message) -> Message:
@@ -90,9 +91,6 @@ class HttpApi:
             Route("/readyz", self.readyz, methods=["GET"]),
         ]
 
-    def app(self, extra_routes: list[Route] | None = None) -> Starlette:
-        return Starlette(routes=[*self.routes(), *(extra_routes or [])])
-
     def wrap(self, method: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             return await self.call(method, request, handler)
@@ -101,14 +99,13 @@ class HttpApi:
 
     async def call(self, method: str, request: Request, handler: Handler) -> Response:
         if self.limit is not None and self.lifecycle.in_flight >= self.limit:
+            refused = Overloaded(
+                f"more than {self.limit} calls in flight on this server; retry with backoff", 1.0
+            )
+            response, _ = error_response(refused)
             metrics.FAILURES.labels("concurrency_limit").inc()
             metrics.REQUESTS.labels(method, "429").inc()
-            body = error_body(
-                429,
-                "RESOURCE_EXHAUSTED",
-                f"more than {self.limit} calls in flight on this server; retry with backoff",
-            )
-            return JSONResponse(body, status_code=429, headers={"Retry-After": "1"})
+            return response
         self.lifecycle.rpc_started()
         started = time.perf_counter()
         reason = ""
@@ -116,10 +113,8 @@ class HttpApi:
             response = await handler(request, await self.body(request))
         except BodyTooLarge:
             message = f"the body is larger than {self.max_body} bytes (http_max_body_bytes)"
-            response, reason = (
-                JSONResponse(error_body(413, "INVALID_ARGUMENT", message), 413),
-                ("too_large"),
-            )
+            response = JSONResponse(error_body(413, "INVALID_ARGUMENT", message), 413)
+            reason = "too_large"
         except Exception as exc:
             response, reason = error_response(exc)
         finally:
@@ -141,12 +136,8 @@ class HttpApi:
 
     def authenticate(self, token: str | None) -> None:
         """Unauthenticated unless a configured token is presented (no tokens: anyone)."""
-        if self.tokens is None:
-            return
-        if token is None:
-            raise Unauthenticated("missing `Authorization: Bearer <token>` header")
-        if not self.tokens.accepts(token):
-            raise Unauthenticated("the bearer token is not valid")
+        if self.tokens is not None:
+            self.tokens.check(token, "`Authorization: Bearer <token>` header")
 
     async def body(self, request: Request) -> bytes:
         """The whole body, refused past `http_max_body_bytes` before it is all read."""
@@ -203,7 +194,7 @@ class HttpApi:
 def http_app(lifecycle: Lifecycle, settings: Settings, tokens: TokenStore | None):
     """The ASGI app; inside OpenTelemetry's ASGI middleware when tracing is on (a span per
     call, continuing the caller's `traceparent`; the probes are not traced)."""
-    app = HttpApi(lifecycle, settings, tokens).app()
+    app = Starlette(routes=HttpApi(lifecycle, settings, tokens).routes())
     if not tracing.ENABLED:
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware

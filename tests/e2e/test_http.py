@@ -129,13 +129,13 @@ def test_a_full_queue_answers_429_with_retry_after(tiny_bundle, tmp_path):
 
 def test_drain_turns_readyz_503_while_calls_are_still_answered(tiny_bundle, tmp_path):
     srv = ServerProcess.launch(
-        tiny_bundle, tmp_path / "log", "--drain-notice-s", "3", "--drain-grace-s", "6", http=True
-    )
+        tiny_bundle, tmp_path / "log", "--drain-notice-s", "10", "--drain-grace-s", "20", http=True
+    )  # a notice long enough for a busy machine to see readyz turn and still be answered
     srv.wait_serving()
     with httpx.Client(base_url=srv.http_url, timeout=10) as http:
         assert http.get("/readyz").status_code == 200
         srv.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 10
         while http.get("/readyz").status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert http.get("/readyz").json() == {"status": "NOT_SERVING"}
@@ -160,7 +160,8 @@ def test_rasa_model_parse_answers_rasas_parse_result(http):
     assert set(result) == RASA_RESULT_KEYS and result["text"] == text
     assert set(result["intent"]) == {"name", "confidence"}
     ours = http.post("/v1/parse", json={"text": text, "topK": 10}).json()
-    assert result["intent"] == {"name": ours["intent"], "confidence": ours["intentConfidence"]}
+    assert result["intent"]["name"] == ours["intent"]
+    assert result["intent"]["confidence"] == pytest.approx(ours["intentConfidence"], abs=1e-6)
     assert [r["name"] for r in result["intent_ranking"]] == [s["label"] for s in ours["topIntents"]]
     assert len(result["entities"]) == len(ours["slots"]) > 0
     for entity, slot in zip(result["entities"], ours["slots"], strict=True):

@@ -18,17 +18,17 @@ def test_accepted_connections_get_tcp_nodelay():
     seen: list[int] = []
 
     async def run() -> None:
+        done = asyncio.Event()
+
         def accepted(reader, writer) -> None:
             sock = writer.get_extra_info("socket")
             seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
             writer.close()
+            done.set()
 
         server = await asyncio.start_server(accepted, sock=listener)
         _, writer = await asyncio.open_connection(*listener.getsockname())
-        for _ in range(100):
-            if seen:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(done.wait(), 60)
         writer.close()
         server.close()
         await server.wait_closed()
