@@ -134,14 +134,14 @@ class OpenWorld:
         out_of_scope, scores = self.detector.decide(probabilities, embeddings)  # (B,), (B,)
         best_in_scope = np.where(self.in_scope, probabilities, -1.0).argmax(axis=1)  # (B,)
         extensions = self.extensions  # one set for the whole batch, whatever a reload does
-        from_extension, similarity = self.match_extensions(extensions, probabilities, embeddings)
+        from_extension, similarity = self.match_extensions(extensions, best_in_scope, embeddings)
         candidates = [self.extension_candidates(extensions, row) for row in similarity]
         return Decisions(
             out_of_scope & ~from_extension, scores, best_in_scope, from_extension, candidates
         )
 
     def match_extensions(
-        self, extensions: ExtensionSet | None, probs: np.ndarray, embedding: np.ndarray
+        self, extensions: ExtensionSet | None, best_in_scope: np.ndarray, embedding: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """(B,) answered by the nearest extension intent: its nearest example is at least the
         threshold and, plus the margin, as close as the best in-scope intent's training
@@ -153,13 +153,12 @@ class OpenWorld:
             return np.zeros(batch, bool), np.zeros((batch, 0))
         similarity = extensions.similarity(embedding)  # (B, E)
         best, nearest = similarity.max(axis=1), similarity.argmax(axis=1)  # (B,), (B,)
-        predicted = np.where(self.in_scope, probs, -1.0).argmax(axis=1)  # (B,)
         ranks = (
-            density_ranks(self.knn_reference, predicted, extensions.example_counts[nearest])
+            density_ranks(self.knn_reference, best_in_scope, extensions.example_counts[nearest])
             if self.extension_density_matched
             else np.ones(batch, int)
         )  # (B,)
-        trained = neighbour_similarity(self.knn_reference, predicted, embedding, ranks)  # (B,)
+        trained = neighbour_similarity(self.knn_reference, best_in_scope, embedding, ranks)  # (B,)
         chosen = (best >= self.extension_threshold) & (best >= trained + self.extension_margin)
         return chosen, similarity
 

@@ -27,6 +27,7 @@ from opentelemetry import context, trace
 
 ENABLED = False
 TRACER_NAME = "nlu-service"
+SPAN_NAMES = {"inference": "infer"}  # batch stage (its metric label) → span name
 
 
 def wanted(environ: dict[str, str] | None = None) -> bool:
@@ -112,5 +113,6 @@ def record_batch(
     )  # fmt: skip
     inside = trace.set_span_in_context(batch)
     for stage, (start, end) in stage_ns.items():
-        tr.start_span(stage, context=inside, start_time=start).end(end_time=end)
+        name = SPAN_NAMES.get(stage, stage)
+        tr.start_span(name, context=inside, start_time=start).end(end_time=end)
     batch.end(end_time=ended)
