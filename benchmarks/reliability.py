@@ -40,6 +40,7 @@ from service.client import CHANNEL_OPTIONS, NluClient, request
 from service.contract.paths import PROJECT_ROOT
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.process import ServerProcess, free_port
+from service.settings import ServerSettings
 
 CONCURRENCY = 8  # closed-loop callers in the fault, shutdown and crash scenarios
 GOOD_ANSWER = '{"intent": "%s", "slots": []}'
@@ -171,8 +172,12 @@ def generator_answers_once_healed(server: ServerProcess, script: Script | None, 
 
 
 async def shutdown_under_load(bundle: Path, texts: list[str], args: argparse.Namespace) -> dict:
-    """SIGTERM while callers send back-to-back: every accepted call must be answered."""
+    """SIGTERM while callers send back-to-back: every accepted call must be answered. The
+    server begins stopping (GOAWAY) once its drain notice is over; the calls grpc turns away
+    then are refusals (benchmarks.calls), as long as it exits within its drain grace (no call
+    it had begun was cut short)."""
     server = launch(bundle, "shutdown")
+    drain = ServerSettings()
     async with Load(server.target, texts, CONCURRENCY, until_refused=True) as load:
         await asyncio.sleep(args.seconds)
         signalled = time.monotonic()
@@ -182,12 +187,13 @@ async def shutdown_under_load(bundle: Path, texts: list[str], args: argparse.Nam
         exited = time.monotonic()
     return {
         "scenario": "shutdown",
-        **tally(load.calls),
+        **tally(load.calls, stopping_since=signalled + drain.drain_notice_s),
         "rss_max_mb": round(rss, 1),
         "answered_after_sigterm": sum(
             c.outcome == "answered" and c.ended > signalled for c in load.calls
         ),
         "sigterm_to_exit_s": round(exited - signalled, 2),
+        "drain_grace_s": drain.drain_grace_s,
         "exit_code": exit_code,
     }
 
@@ -393,7 +399,8 @@ class ReliabilitySuite(BundleSuite):
                 f"({r.get('saturation_p99_ms')} ms), recovered {r.get('recovered_rps')} rps"
             ),
             "shutdown": lambda: (
-                f"exit {r.get('exit_code')} {r.get('sigterm_to_exit_s')} s after SIGTERM"
+                f"exit {r.get('exit_code')} {r.get('sigterm_to_exit_s')} s after SIGTERM; "
+                f"{r.get('turned_away_at_stop')} of the refused turned away by grpc as it stopped"
             ),
             "rollout": lambda: (
                 f"{r.get('servers')} servers restarted in turn under {r.get('callers')} callers: "
