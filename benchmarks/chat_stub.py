@@ -21,6 +21,7 @@ class Script:
     status: list[int] = field(default_factory=list)  # consumed first: e.g. [500] then 200
     raw_body: str | None = None
     requests: list[dict] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request, as received
 
 
 @contextmanager
@@ -29,6 +30,7 @@ def chat_server(script: Script, port: int = 0) -> Iterator[str]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             script.requests.append(body)
+            script.headers.append({k.lower(): v for k, v in self.headers.items()})
             time.sleep(script.delay_s)
             status = script.status.pop(0) if script.status else 200
             payload = (

@@ -45,6 +45,14 @@ ERRORS = {
     "429": "shed: the queue or the concurrency limit is full; see Retry-After",
     "500": "internal error",
     "503": "the model is not loaded yet",
+    "504": "the caller's X-Server-Timeout passed before an answer",
+}
+TIMEOUT_PARAMETER = {  # service/http_api/app.py: the HTTP form of a gRPC deadline
+    "name": "X-Server-Timeout",
+    "in": "header",
+    "required": False,
+    "description": "the caller's deadline in seconds (a positive number); past it: 504",
+    "schema": {"type": "number", "exclusiveMinimum": 0},
 }
 
 
@@ -145,6 +153,7 @@ def document() -> dict:
             },
         }
         if request is not None:
+            operation["parameters"] = [TIMEOUT_PARAMETER]
             operation["requestBody"] = {
                 "required": True,
                 "content": {

@@ -92,7 +92,7 @@ async def parse(
     started = time.perf_counter()
     results = await core.parse([to_input(r) for r in requests], timeout_s)
     total_ms = (time.perf_counter() - started) * 1000
-    with_text = core.settings.observability.return_generated_text
+    with_text = core.options.return_generated_text
     version = core.engine.bundle.model_version
     names = core.engine.open_world.answer_names
     return [to_response(r, version, total_ms, with_text, names) for r in results]
@@ -101,7 +101,7 @@ async def parse(
 async def parse_batch(
     core: NluCore, request: nlu_pb2.ParseBatchRequest, timeout_s: float | None
 ) -> nlu_pb2.ParseBatchResponse:
-    check_batch_size(len(request.requests), core.settings.limits)
+    check_batch_size(len(request.requests), core.options.limits)
     return nlu_pb2.ParseBatchResponse(
         responses=await parse(core, list(request.requests), timeout_s)
     )

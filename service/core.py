@@ -8,16 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from service import metrics, tracing
 from service.batching import BatchQueue
 from service.contract.types import Encoded, ParseInput, ParseResult, Policy, Routed
 from service.router import Router
 from service.runtime import Engine
-from service.settings import Settings
+from service.settings import GeneratorSettings, LimitsSettings, RoutingSettings, Settings
 from service.validation import check_request
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CoreOptions:
+    """What the core reads of the settings, and nothing else: the request limits, the routing
+    defaults, what answers and logs may carry, and the generator settings GetModelInfo reports.
+    Transport knobs (ports, TLS, keepalive, drain, HTTP) stay with the front ends."""
+
+    limits: LimitsSettings
+    routing: RoutingSettings
+    generator: GeneratorSettings
+    log_text: bool
+    return_generated_text: bool
+
+    @classmethod
+    def of(cls, settings: Settings) -> CoreOptions:
+        return cls(
+            limits=settings.limits,
+            routing=settings.routing,
+            generator=settings.generator,
+            log_text=settings.security.log_text,
+            return_generated_text=settings.observability.return_generated_text,
+        )
 
 
 class NluCore:
@@ -27,13 +51,13 @@ class NluCore:
         engine: Engine,
         batcher: BatchQueue,
         router: Router,
-        settings: Settings,
+        options: CoreOptions,
         watcher: asyncio.Task | None = None,
     ) -> None:
         self.engine = engine
         self.batcher = batcher
         self.router = router
-        self.settings = settings
+        self.options = options
         self.watcher = watcher  # keeps the extension intents in step with their file
 
     async def close(self) -> None:
@@ -48,8 +72,8 @@ class NluCore:
     ) -> list[ParseResult]:
         """Answer every request (order kept); validation fails the call before anything runs."""
         for i, request in enumerate(requests):
-            check_request(request, self.settings.limits, i if len(requests) > 1 else None)
-        top_ks = [r.top_k or self.settings.limits.default_top_k for r in requests]
+            check_request(request, self.options.limits, i if len(requests) > 1 else None)
+        top_ks = [r.top_k or self.options.limits.default_top_k for r in requests]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s if timeout_s is not None else None
         futures = self.batcher.submit([r.text for r in requests], deadline)
@@ -84,7 +108,7 @@ class NluCore:
         threshold = (
             request.threshold
             if request.threshold is not None
-            else self.settings.routing.confidence_threshold
+            else self.options.routing.confidence_threshold
         )
         remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
         with tracing.span("route") as span:
@@ -109,6 +133,6 @@ class NluCore:
                 "fallback_reason": result.routed.fallback_reason,
                 "source": result.source.value,
             }
-            if self.settings.security.log_text:
+            if self.options.log_text:
                 fields["text"] = request.text
             log.debug("parsed", extra=fields)

@@ -11,7 +11,7 @@ import time
 from service import metrics
 from service.batching import BatchQueue
 from service.contract.retrieval import load_index
-from service.core import NluCore
+from service.core import CoreOptions, NluCore
 from service.extension_watch import load_extensions, watch_extensions
 from service.generators.base import GeneratorBackend
 from service.generators.registry import build_backend
@@ -115,5 +115,9 @@ async def load_core(settings: Settings) -> NluCore:
         },
     )
     return NluCore(
-        engine=engine, batcher=batcher, router=router, settings=settings, watcher=watcher
+        engine=engine,
+        batcher=batcher,
+        router=router,
+        options=CoreOptions.of(settings),
+        watcher=watcher,
     )

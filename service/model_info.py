@@ -56,8 +56,8 @@ class ModelDescription:
 
 
 def describe(core: NluCore) -> ModelDescription:
-    bundle, settings = core.engine.bundle, core.settings
-    generator, backend = settings.generator, core.router.backend
+    bundle, options = core.engine.bundle, core.options
+    generator, backend = options.generator, core.router.backend
     extensions = core.engine.open_world.extensions
     return ModelDescription(
         model_version=bundle.model_version,
@@ -73,14 +73,14 @@ def describe(core: NluCore) -> ModelDescription:
             generator_enabled=generator.generator_backend != "none",
             generator_backend=generator.generator_backend,
             generator_model=backend.model if backend is not None else generator.generator_model,
-            confidence_threshold=settings.routing.confidence_threshold,
-            generator_mode=settings.routing.generator_mode,
-            generator_prompt=settings.routing.generator_prompt,
+            confidence_threshold=options.routing.confidence_threshold,
+            generator_mode=options.routing.generator_mode,
+            generator_prompt=options.routing.generator_prompt,
             generator_ready=backend is not None and backend.ready,
         ),
-        max_batch_size=settings.batching.max_batch_size,
-        max_text_chars=settings.limits.max_text_chars,
-        max_batch_items=settings.limits.max_batch_items,
+        max_batch_size=core.batcher.max_batch_size,
+        max_text_chars=options.limits.max_text_chars,
+        max_batch_items=options.limits.max_batch_items,
         out_of_scope=out_of_scope(core),
         extension_intents=[
             ExtensionDescription(i.name, i.description, len(i.examples))

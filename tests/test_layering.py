@@ -8,15 +8,19 @@
 - Front ends (`service.grpc_api`, `service.http_api`) sit over a core that knows no transport:
   the core imports no front end, and a front end imports no other one. Only the process entry
   (`service.server`) wires them together.
+- The core and the handlers are handed the settings they read (`CoreOptions`, a settings group,
+  a number), never the whole `Settings` to pick at.
 """
 
 from __future__ import annotations
 
+import inspect
 import pkgutil
 import subprocess
 import sys
 
 import service
+from service.settings import Settings
 from tests.import_graph import graph
 
 CONTRACT = "service.contract"
@@ -64,6 +68,16 @@ def test_the_core_imports_no_front_end_and_front_ends_not_each_other():
         own = front_end(module)
         others = {m for m in imported if front_end(m) not in (None, own)}
         assert not others, (module, others)
+
+
+def test_the_core_and_the_handlers_take_only_the_settings_they_read():
+    from service.core import NluCore
+    from service.grpc_api.servicer import NluServicer
+    from service.http_api.app import HttpApi
+
+    for handler in (NluCore, NluServicer, HttpApi):
+        hints = inspect.get_annotations(handler.__init__, eval_str=True).values()
+        assert Settings not in hints, handler
 
 
 def test_export_reaches_the_service_only_through_the_contract():

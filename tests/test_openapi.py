@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 from service.contract.paths import PROJECT_ROOT
 from service.http_api.app import HttpApi
 from service.lifecycle import Lifecycle
-from service.settings import Settings
+from service.settings import HttpSettings
 
 COMMITTED = PROJECT_ROOT / "proto/nlu/v1/nlu.openapi.json"
 
@@ -25,7 +25,7 @@ def test_the_committed_openapi_document_is_current():
 
 def test_the_document_covers_every_route_but_rasas():
     documented = set(json.loads(COMMITTED.read_text())["paths"])
-    routes = {r.path for r in HttpApi(Lifecycle(), Settings(), None).routes()}
+    routes = {r.path for r in HttpApi(Lifecycle(), HttpSettings(), 16, None).routes()}
     assert documented == routes - {"/model/parse"}
 
 

@@ -57,7 +57,9 @@ def main_server(
     interceptors = chain(lifecycle, authentication(tokens), settings.limits.concurrent_rpcs_limit)
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings.server))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    nlu_pb2_grpc.add_NluServiceServicer_to_server(NluServicer(lifecycle, settings), server)
+    nlu_pb2_grpc.add_NluServiceServicer_to_server(
+        NluServicer(lifecycle, settings.limits.max_stream_in_flight), server
+    )
     if settings.server.reflection:
         reflection.enable_server_reflection(
             [

@@ -12,16 +12,15 @@ from service.errors import Undecodable, as_service_error
 from service.gen.nlu.v1 import nlu_pb2, nlu_pb2_grpc
 from service.grpc_api.status import GRPC_CODES
 from service.lifecycle import Lifecycle
-from service.settings import Settings
 
 
 class NluServicer(nlu_pb2_grpc.NluServiceServicer):
     """Protobuf in, protobuf out. Errors, metrics and access logs come from the interceptor
     chain (`service.grpc_api.interceptors`), so no handler catches anything."""
 
-    def __init__(self, lifecycle: Lifecycle, settings: Settings) -> None:
+    def __init__(self, lifecycle: Lifecycle, max_stream_in_flight: int) -> None:
         self.lifecycle = lifecycle
-        self.settings = settings
+        self.max_stream_in_flight = max_stream_in_flight
 
     async def Parse(self, request, context):
         (response,) = await api.parse(self.lifecycle.loaded(), [request], context.time_remaining())
@@ -68,7 +67,7 @@ class NluServicer(nlu_pb2_grpc.NluServiceServicer):
         requests are parsed or waiting to be written: the stream is not read further until one
         is answered, so a fast writer cannot fill the shared queue."""
         pending: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(self.settings.limits.max_stream_in_flight)
+        slots = asyncio.Semaphore(self.max_stream_in_flight)
 
         async def read() -> None:
             requests = aiter(request_iterator)

@@ -14,12 +14,15 @@ in-flight count, so a drain waits for HTTP calls too), the body limit (413), the
 (`service.http_api.status`), and the metrics (`nlu_requests_total{method="POST /v1/parse",
 code="200"}`, the failure reasons); each handler then authenticates the caller (the bearer
 header; Rasa's endpoint also its query parameter or body token) before the core sees anything.
+A caller's deadline comes as `X-Server-Timeout: <seconds>` (the HTTP form Google's APIs give a
+gRPC deadline): past it the call ends 504 DEADLINE_EXCEEDED, as gRPC's would.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -36,7 +39,7 @@ from service.gen.nlu.v1 import nlu_pb2
 from service.http_api import rasa
 from service.http_api.status import error_body, error_response
 from service.lifecycle import Lifecycle
-from service.settings import Settings
+from service.settings import HttpSettings, Settings
 from service.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -64,16 +67,39 @@ def read_message(body: bytes, message: Message) -> Message:
         raise InvalidArgument(f"the body is not a {name} in JSON: {e}") from None
 
 
+TIMEOUT_HEADER = "X-Server-Timeout"
+
+
+def timeout_s(request: Request) -> float | None:
+    """The caller's deadline in seconds, when it sent one."""
+    value = request.headers.get(TIMEOUT_HEADER)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidArgument(
+            f"the {TIMEOUT_HEADER} header must be a positive number of seconds, not {value!r}"
+        )
+    return seconds
+
+
 def bearer_token(request: Request) -> str | None:
     value = request.headers.get("authorization", "")
     return value.removeprefix("Bearer ").strip() if value.startswith("Bearer ") else None
 
 
 class HttpApi:
-    def __init__(self, lifecycle: Lifecycle, settings: Settings, tokens: TokenStore | None):
-        self.lifecycle, self.settings, self.tokens = lifecycle, settings, tokens
-        self.limit = settings.limits.concurrent_rpcs_limit
-        self.max_body = settings.http.http_max_body_bytes
+    """The routes over the core. Of the settings it reads the HTTP group and the concurrency
+    limit it shares with gRPC."""
+
+    def __init__(
+        self, lifecycle: Lifecycle, http: HttpSettings, limit: int | None, tokens: TokenStore | None
+    ) -> None:
+        self.lifecycle, self.http, self.limit, self.tokens = lifecycle, http, limit, tokens
+        self.max_body = http.http_max_body_bytes
 
     def routes(self) -> list[Route]:
         return [
@@ -155,13 +181,15 @@ class HttpApi:
     async def parse(self, request: Request, body: bytes) -> Response:
         self.authenticate(bearer_token(request))
         message = read_message(body, nlu_pb2.ParseRequest())
-        (response,) = await api.parse(self.lifecycle.loaded(), [message], None)
+        core = self.lifecycle.loaded()
+        (response,) = await api.parse(core, [message], timeout_s(request))
         return message_response(response)
 
     async def parse_batch(self, request: Request, body: bytes) -> Response:
         self.authenticate(bearer_token(request))
         message = read_message(body, nlu_pb2.ParseBatchRequest())
-        return message_response(await api.parse_batch(self.lifecycle.loaded(), message, None))
+        core = self.lifecycle.loaded()
+        return message_response(await api.parse_batch(core, message, timeout_s(request)))
 
     async def model(self, request: Request, body: bytes) -> Response:
         self.authenticate(bearer_token(request))
@@ -175,10 +203,10 @@ class HttpApi:
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InvalidArgument(f"the body is not JSON: {e}") from None
         message, body_token = rasa.parse_request(decoded)
-        query_token = request.query_params.get(self.settings.http.rasa_token_name)
+        query_token = request.query_params.get(self.http.rasa_token_name)
         self.authenticate(bearer_token(request) or query_token or body_token)
-        (answer,) = await api.parse(self.lifecycle.loaded(), [message], None)
-        fallback = self.settings.http.rasa_fallback_intent
+        (answer,) = await api.parse(self.lifecycle.loaded(), [message], timeout_s(request))
+        fallback = self.http.rasa_fallback_intent
         return JSONResponse(rasa.parse_result(answer, message.text, fallback))
 
     async def healthz(self, request: Request) -> Response:
@@ -194,7 +222,8 @@ class HttpApi:
 def http_app(lifecycle: Lifecycle, settings: Settings, tokens: TokenStore | None):
     """The ASGI app; inside OpenTelemetry's ASGI middleware when tracing is on (a span per
     call, continuing the caller's `traceparent`; the probes are not traced)."""
-    app = Starlette(routes=HttpApi(lifecycle, settings, tokens).routes())
+    api = HttpApi(lifecycle, settings.http, settings.limits.concurrent_rpcs_limit, tokens)
+    app = Starlette(routes=api.routes())
     if not tracing.ENABLED:
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware

@@ -98,6 +98,19 @@ def test_bad_input_gets_a_json_error_naming_the_problem(http, path, body, status
     assert http.post("/v1/parse", json={"text": "list airlines"}).status_code == 200  # serving
 
 
+@pytest.mark.parametrize("path", ["/v1/parse", "/model/parse"])
+def test_the_callers_deadline_travels_in_x_server_timeout(http, path):
+    text = {"text": "show me flights from boston to denver"}
+    assert http.post(path, json=text, headers={"X-Server-Timeout": "30"}).status_code == 200
+    past = http.post(path, json=text, headers={"X-Server-Timeout": "0.000001"})
+    assert past.status_code == 504 and past.json()["error"]["status"] == "DEADLINE_EXCEEDED"
+    for bad in ("soon", "0", "-1", "nan"):
+        refused = http.post(path, json=text, headers={"X-Server-Timeout": bad})
+        assert (
+            refused.status_code == 400 and "X-Server-Timeout" in refused.json()["error"]["message"]
+        ), bad
+
+
 def test_unknown_routes_and_methods_are_refused(http):
     assert http.get("/v1/parse").status_code == 405
     assert http.post("/v2/parse", json={"text": "hi"}).status_code == 404

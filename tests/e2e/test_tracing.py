@@ -9,12 +9,14 @@ import time
 import httpx
 import pytest
 
+from benchmarks.chat_stub import Script, chat_server
 from benchmarks.otlp_sink import SpanSink
 from service.client import NluClient, request
 from service.process import ServerProcess
 
 GRPC_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 HTTP_TRACE = "0af7651916cd43dd8448eb211c80319c"
+GENERATOR_TRACE = "5b8efff798038103d269b633813fc60c"
 TEXT = "show me flights from boston to denver"
 
 
@@ -65,6 +67,33 @@ def test_a_parse_yields_its_stage_spans_under_the_callers_trace(tiny_bundle, tmp
                 assert TEXT not in str(attribute.value), (span.name, attribute.key)
     finally:
         assert srv.stop() == 0
+
+
+def test_the_callers_trace_continues_to_the_generator_server(tiny_bundle, tmp_path, receiver):
+    """Every request routed to an OpenAI-compatible generator (a scripted one): the call it
+    receives carries the caller's trace id in `traceparent`, and the generate stage and the
+    httpx client call are spans of that trace."""
+    script = Script()
+    with chat_server(script) as url:
+        flags = ["--confidence-threshold", "1.0", "--generator-backend", "openai"]
+        srv = ServerProcess.launch(
+            tiny_bundle, tmp_path / "log", *flags, "--generator-base-url", url,
+            env=receiver.environment(),
+        )  # fmt: skip
+        try:
+            srv.wait_serving()
+            with NluClient(srv.target) as nlu:
+                metadata = [("traceparent", traceparent(GENERATOR_TRACE))]
+                assert nlu.stub.Parse(request(TEXT), metadata=metadata, timeout=10).intent
+            spans = wait_for(receiver, GENERATOR_TRACE, {"route", "generate"})
+        finally:
+            assert srv.stop() == 0
+    (sent,) = script.headers
+    assert sent["traceparent"].split("-")[1] == GENERATOR_TRACE
+    (client_call,) = [s for s in spans if s.name.startswith("POST")]
+    (generate,) = [s for s in spans if s.name == "generate"]
+    assert client_call.parent_span_id == generate.span_id
+    assert sent["traceparent"].split("-")[2] == client_call.span_id.hex()
 
 
 def test_tracing_is_off_without_the_otel_variables():
