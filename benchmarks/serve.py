@@ -4,7 +4,7 @@ engine in-process.
     python -m benchmarks serve [--bundle bundles/atis]
 
 Starts the real server as a subprocess on 127.0.0.1 with both front ends, then for each protocol
-and concurrency level runs that many callers (grpc.aio `Parse`; httpx.AsyncClient `POST
+and concurrency level runs that many callers (`benchmarks.load`: grpc.aio `Parse`; httpx `POST
 /v1/parse` with one keep-alive connection per caller), each sending the next ATIS test utterance
 as soon as its previous answer arrives, in windows repeated until throughput and p50 are stable
 (10 % over the last three) or a cap. The per-stage split (queue, tokenize, inference, decode)
@@ -23,20 +23,19 @@ import statistics
 import time
 from pathlib import Path
 
-import grpc
 import httpx
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from benchmarks.load.loops import closed_loop
+from benchmarks.load.targets import NluGrpc, NluHttp
 from benchmarks.measure import STABLE_WINDOWS, is_stable, latency_stats
 from benchmarks.meta import run_meta
 from benchmarks.otlp_sink import SpanSink
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
-from service.client import request
 from service.contract.paths import PROJECT_ROOT
-from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.process import ServerProcess
 from service.runtime import Engine
 from service.settings import EngineSettings
@@ -61,37 +60,15 @@ def stage_totals(metrics_port: int) -> dict[str, tuple[float, float]]:
     return {k: (v[0], v[1]) for k, v in totals.items()}
 
 
-async def closed_loop(
-    target: str, texts: list[str], concurrency: int, seconds: float, http_url: str = ""
-) -> list[float]:
-    """Latencies (s) of `concurrency` callers each sending back-to-back for `seconds`: gRPC
-    `Parse` on `target`, or with `http_url` `POST /v1/parse` there."""
-    cycle = itertools.cycle(texts)
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + seconds
-
-    async def callers(send) -> None:
-        async def caller() -> None:
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                await send(next(cycle))
-                latencies.append(time.perf_counter() - t0)
-
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-
-    if not http_url:
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = nlu_pb2_grpc.NluServiceStub(channel)
-            await callers(lambda text: stub.Parse(request(text), timeout=30))
-    else:
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(base_url=http_url, limits=limits, timeout=30) as http:
-
-            async def send(text: str) -> None:
-                (await http.post("/v1/parse", json={"text": text})).raise_for_status()
-
-            await callers(send)
-    return latencies
+def answered_latencies(target, texts: list[str], concurrency: int, seconds: float) -> list[float]:
+    """Latencies (s) of the answered calls of a closed loop (`benchmarks.load`)."""
+    window = asyncio.run(closed_loop(target, texts, concurrency, seconds))
+    failed = [c for c in window.calls if c.code != "OK"]
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} calls failed, e.g. {failed[0].code}: {failed[0].details}"
+        )
+    return [c.seconds for c in window.calls]
 
 
 def measure_level(
@@ -102,12 +79,12 @@ def measure_level(
     window_s: float,
     max_windows: int,
 ) -> dict:
-    http_url = server.http_url if protocol == "http" else ""
-    asyncio.run(closed_loop(server.target, texts, concurrency, window_s / 2, http_url))  # warm
+    target = NluHttp(server.http_url) if protocol == "http" else NluGrpc(server.target)
+    answered_latencies(target, texts, concurrency, window_s / 2)  # warm-up
     before = stage_totals(server.metrics_port)
     windows, samples = [], []
     while len(windows) < max_windows and not is_stable(windows, 0.10):
-        latencies = asyncio.run(closed_loop(server.target, texts, concurrency, window_s, http_url))
+        latencies = answered_latencies(target, texts, concurrency, window_s)
         samples.append(latencies)
         stats = latency_stats(latencies, 1)
         stats["utterances_per_s"] = len(latencies) / window_s

@@ -17,6 +17,8 @@ from benchmarks import (
     serve,
     tradeoff,
 )
+from benchmarks.load import suite as load
+from benchmarks.peers import suite as peers
 from benchmarks.suite import Suite
 
 SUITES: dict[str, Suite] = {
@@ -35,5 +37,7 @@ SUITES: dict[str, Suite] = {
         runtime_intents.SUITE,
         open_intent.SUITE,
         closed_world.SUITE,
+        peers.SUITE,
+        load.SUITE,
     )
 }
