@@ -9,6 +9,7 @@ from benchmarks import (
     contention,
     engine,
     experiments,
+    frontier,
     open_intent,
     open_world,
     overload,
@@ -38,6 +39,7 @@ SUITES: dict[str, Suite] = {
         open_intent.SUITE,
         closed_world.SUITE,
         peers.SUITE,
+        frontier.SUITE,
         load.SUITE,
     )
 }

@@ -81,19 +81,28 @@ class JointModel(nn.Module):
         return self.heads(self.encode(input_ids, attention_mask, token_type_ids), attention_mask)
 
 
-def load_pretrained_encoder(name_or_path: str | Path) -> PreTrainedModel:
+class EncoderError(ValueError):
+    """The encoder cannot be built as asked (a CLI error, not a crash)."""
+
+
+def load_pretrained_encoder(name_or_path: str | Path, layers: int | None = None) -> PreTrainedModel:
     """A pretrained encoder from a local folder or a Hugging Face name, without its pooler (the
-    heads read the token states). Checkpoints such as all-MiniLM-L6-v2 carry pooler weights; they
-    are declared as expected-unused, so transformers prints no "UNEXPECTED" load report a user
-    cannot act on."""
+    heads read the token states); with `layers`, only its first `layers` transformer layers (a
+    faster encoder to fine-tune, as DistilBERT-style truncation does). Checkpoints such as
+    all-MiniLM-L6-v2 carry pooler weights, and a truncated encoder leaves the upper layers'
+    weights unread; both are declared as expected-unused, so transformers prints no
+    "UNEXPECTED" load report a user cannot act on."""
     config = AutoConfig.from_pretrained(str(name_or_path))
+    depth = config.num_hidden_layers
+    if layers is not None and layers > depth:
+        raise EncoderError(f"{name_or_path} has {depth} layers; cannot keep {layers}")
+    unused = [r"^pooler\."] + [rf"^encoder\.layer\.{i}\." for i in range(layers or depth, depth)]
     architecture = MODEL_MAPPING[type(config)]
     without_pooler = type(
-        architecture.__name__,
-        (architecture,),
-        {"_keys_to_ignore_on_load_unexpected": [r"^pooler\."]},
+        architecture.__name__, (architecture,), {"_keys_to_ignore_on_load_unexpected": unused}
     )
-    return without_pooler.from_pretrained(str(name_or_path), add_pooling_layer=False)
+    kwargs = {"num_hidden_layers": layers} if layers is not None else {}
+    return without_pooler.from_pretrained(str(name_or_path), add_pooling_layer=False, **kwargs)
 
 
 def encoder_from_config(

@@ -31,7 +31,7 @@ from export.data import Dataset, Example, read_dataset
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import evaluate_examples
 from export.margin import MarginLoss
-from export.model import JointModel, load_pretrained_encoder, sentence_embedding
+from export.model import EncoderError, JointModel, load_pretrained_encoder, sentence_embedding
 from export.scoring import pct_text
 from service.contract.labels import LabelSet
 from service.contract.packaged import default_encoder_path
@@ -75,6 +75,7 @@ class TrainConfig:
     seed: int = 42
     threads: int | None = None
     limit_train: int | None = None  # first N training examples (smoke tests)
+    layers: int | None = None  # keep the encoder's first N layers (None: all): faster, less exact
 
 
 def encoder_source(cfg: TrainConfig) -> tuple[str, str]:
@@ -224,7 +225,7 @@ def prepare(cfg: TrainConfig) -> TrainingRun:
     encoder_path, encoder_name = encoder_source(cfg)
     tok_path = tokenizer_json(encoder_path, out)
     model = JointModel(
-        load_pretrained_encoder(encoder_path),
+        load_pretrained_encoder(encoder_path, cfg.layers),
         len(labels.intents),
         len(labels.slot_tags),
         pooling=cfg.pooling,
@@ -397,6 +398,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "seed",
         "threads",
         "limit_train",
+        "layers",
     ):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     for name in (
@@ -422,6 +424,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     args = p.parse_args(argv)
     if not 0.0 <= args.alpha <= 1.0:
         p.error(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.layers is not None and args.layers < 1:
+        p.error(f"--layers must be 1 or more, got {args.layers}")
     if args.margin_weight < 0:
         p.error(f"--margin-weight must be 0 (off) or positive, got {args.margin_weight}")
     return TrainConfig(**vars(args))
@@ -435,7 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     try:
         train(cfg)
-    except INPUT_ERRORS as e:
+    except (*INPUT_ERRORS, EncoderError) as e:
         raise SystemExit(f"error: {e}") from e
 
 

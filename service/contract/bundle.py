@@ -45,12 +45,15 @@ class _Record(BaseModel):
 
 
 class CandidateReport(_Record):
-    """How one exported graph did: test metrics, batch-1 latency, and its gates."""
+    """How one exported graph did: dev metrics (what the export chooses on), test metrics
+    (reported only), batch-1 latency, and its gates."""
 
     test: dict[str, float]
     batch1_p50_ms: float
+    dev: dict[str, float] | None = None  # None in bundles exported before the choice read dev
     parity_dev_vs_torch: dict[str, float] | None = None  # fp32 graphs
-    drop_vs_fp32: dict[str, float] | None = None  # int8 graphs
+    drop_vs_fp32: dict[str, float] | None = None  # int8 graphs, on test (reported)
+    dev_drop_vs_fp32: dict[str, float] | None = None  # int8 graphs, on dev (the gate)
 
 
 class VariantRecord(CandidateReport):

@@ -187,7 +187,7 @@ def test_int8_graphs_about_as_fast_are_ranked_by_their_drop_not_by_timing_noise(
 
     def report(ms: float, intent: float) -> CandidateReport:
         metrics = {"intent_acc": intent, "slot_f1": 90.0, "sentence_acc": 80.0}
-        return CandidateReport(test=metrics, batch1_p50_ms=ms)
+        return CandidateReport(test=metrics, dev=metrics, batch1_p50_ms=ms)
 
     reports = {
         "plain": report(2.0, 95.0),
@@ -203,3 +203,29 @@ def test_int8_graphs_about_as_fast_are_ranked_by_their_drop_not_by_timing_noise(
         choose_variants(reports, 0.1, {"int8": "plain.int8"})  # loses 0.2: fails this gate
     reports["optimized.int8pc"] = report(1.2, 95.0)  # now clearly slower
     assert choose_variants(reports, 0.3)["int8"] == "plain.int8"
+
+
+def test_the_choice_reads_dev_and_the_fp32_graph_does_not_flip_with_timing_noise():
+    from export.onnx import choose_variants
+    from service.contract.bundle import CandidateReport
+
+    def report(ms: float, dev_intent: float, test_intent: float) -> CandidateReport:
+        other = {"slot_f1": 90.0, "sentence_acc": 80.0}
+        return CandidateReport(
+            dev={"intent_acc": dev_intent, **other},
+            test={"intent_acc": test_intent, **other},
+            batch1_p50_ms=ms,
+        )
+
+    reports = {
+        "plain": report(1.9, 95.0, 95.0),  # 5 % faster than optimized: noise, not a ranking
+        "optimized": report(2.0, 95.0, 95.0),
+        "plain.int8": report(0.9, 94.5, 95.0),  # loses 0.5 on dev (nothing on test): refused
+        "optimized.int8pc": report(1.0, 95.0, 94.0),  # nothing lost on dev: chosen
+    }
+    choice = choose_variants(reports, 0.3)
+    assert choice == {"fp32": "optimized", "int8": "optimized.int8pc"}
+    assert reports["optimized.int8pc"].dev_drop_vs_fp32["intent_acc"] == 0.0
+    assert reports["optimized.int8pc"].drop_vs_fp32["intent_acc"] == 1.0  # reported only
+    reports["plain"] = report(1.5, 95.0, 95.0)  # 25 % faster: clearly
+    assert choose_variants(reports, 0.3)["fp32"] == "plain"

@@ -1,0 +1,237 @@
+"""Suite `frontier`: encoder variants that trade accuracy for speed, on one chart.
+
+    python -m benchmarks frontier [--data atis] [--layers 6,4,3] [--threads 2]
+
+Variants: MiniLM's 6 layers (the served model, `make run`'s artifacts/DATA and bundles/DATA), or
+its first 4 or 3, each fine-tuned with the served model's own training settings (trained into
+artifacts/frontier/DATA-lN and exported to bundles/frontier/DATA-lN when missing: about 5 min
+and 4 min on ATIS with 2 threads), each in every precision its bundle holds (fp32; int8 when
+a graph passed the export's dev gate on this CPU). Accuracy: the test metrics the export
+recorded for the graph as the engine runs it. Speed: the engine in-process (tokenise → ONNX →
+decode, 2 threads), every variant interleaved window by window (`benchmarks.measure`): p50 at
+batch 1 and utterances/s at batch 32. The routed system (encoder + generator fallback) comes
+from the committed tradeoff suite's result, on its own bundle. A shorter `max_seq_len` is not
+a variant: the token lengths in `meta` show why it would change nothing on this data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from benchmarks.measure import WindowPolicy, measure_interleaved
+from benchmarks.meta import run_meta
+from benchmarks.suite import Suite, save_figure, write_csv, write_json
+from export.data import read_dataset
+from export.fetch import resolve_dataset
+from export.onnx import build_bundle
+from export.train import TrainConfig, train
+from service.contract.bundle import load_bundle
+from service.contract.paths import PROJECT_ROOT
+from service.runtime import Engine
+from service.settings import EngineSettings
+
+THROUGHPUT_BATCH = 32
+
+
+def layer_list(value: str) -> list[int]:
+    return [int(v) for v in value.split(",") if v]
+
+
+class FrontierSuite(Suite):
+    name = "frontier"
+    help = "encoder depth and precision against accuracy, p50 and throughput"
+    in_default_run = False  # trains the shallower encoders (minutes each)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", default="atis")
+        parser.add_argument("--layers", type=layer_list, default=[6, 4, 3])
+        parser.add_argument("--threads", type=int, default=2, help="training and inference")
+        parser.add_argument("--model", type=Path, help="the 6-layer model (artifacts/DATA)")
+        parser.add_argument("--bundle", type=Path, help="its bundle (bundles/DATA)")
+
+    def served(self, args: argparse.Namespace) -> tuple[Path, Path]:
+        return (
+            args.model or PROJECT_ROOT / "artifacts" / args.data,
+            args.bundle or PROJECT_ROOT / "bundles" / args.data,
+        )
+
+    def paths(self, args: argparse.Namespace, out_dir: Path, layers: int) -> tuple[Path, Path]:
+        """(model, bundle) of the `layers`-deep variant: the served ones at the served depth,
+        else under artifacts/frontier and bundles/frontier (under the output folder when
+        quick, so a smoke run leaves the project alone)."""
+        model, bundle = self.served(args)
+        if layers == encoder_depth(model):
+            return model, bundle
+        root = out_dir if args.quick else PROJECT_ROOT
+        name = f"{Path(args.data).name}-l{layers}"
+        return root / "artifacts" / "frontier" / name, root / "bundles" / "frontier" / name
+
+    def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
+        model, bundle = self.served(args)
+        if not (model / "config.json").is_file() or not (bundle / "config.json").is_file():
+            return f"needs the served model {model} and its bundle {bundle} (make run)"
+        return None
+
+    def build(self, args: argparse.Namespace, out_dir: Path, layers: int) -> Path:
+        """The bundle of the `layers`-deep variant, trained and exported when missing with the
+        served model's training settings (only the depth, the output and the threads differ)."""
+        model, bundle = self.paths(args, out_dir, layers)
+        if (bundle / "config.json").is_file():
+            return bundle
+        if not (model / "config.json").is_file():
+            served, _ = self.served(args)
+            settings = json.loads((served / "config.json").read_text())["train"]
+            settings |= {"out": str(model), "layers": layers, "threads": args.threads}
+            train(TrainConfig(**settings))
+        build_bundle(model, bundle)
+        return bundle
+
+    def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
+        texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]
+        bundles = {layers: self.build(args, out_dir, layers) for layers in args.layers}
+        engines, records = {}, {}
+        for layers, bundle in bundles.items():
+            config = load_bundle(bundle).config
+            for precision, record in config.variants.items():
+                name = f"L{layers} {precision}"
+                settings = EngineSettings(
+                    variant=precision, intra_op_threads=args.threads, ort_allow_spinning=False
+                )
+                engines[name] = Engine(bundle, settings=settings)
+                records[name] = (layers, precision, record, bundle)
+        policy = WindowPolicy.quick() if args.quick else WindowPolicy()
+        sample = texts[:60] if args.quick else texts
+        runs = {name: engine.parse for name, engine in engines.items()}
+        single = measure_interleaved(runs, [[t] for t in sample], policy)
+        batches = [
+            sample[i : i + THROUGHPUT_BATCH] for i in range(0, len(sample), THROUGHPUT_BATCH)
+        ]
+        batched = measure_interleaved(
+            runs, [b for b in batches if len(b) == THROUGHPUT_BATCH] or batches, policy
+        )
+        rows = [
+            {
+                "dataset": args.data,
+                "variant": name,
+                "layers": layers,
+                "precision": precision,
+                "graph": record.graph,
+                "intent_accuracy": record.test["intent_acc"],
+                "slot_f1": record.test.get("slot_f1"),
+                "sentence_accuracy": record.test["sentence_acc"],
+                "p50_ms": single[name]["p50_ms"],
+                "p99_ms": single[name]["p99_ms"],
+                "utt_per_s": batched[name]["utterances_per_s"],
+                "stable": single[name]["stable"] and batched[name]["stable"],
+                "bundle": str(
+                    bundle.relative_to(PROJECT_ROOT)
+                    if bundle.is_relative_to(PROJECT_ROOT)
+                    else bundle
+                ),
+            }
+            for name, (layers, precision, record, bundle) in records.items()
+        ]
+        tokens = [len(e.tokenizer.encode(t).ids) for e in list(engines.values())[:1] for t in texts]
+        result = {
+            "rows": rows,
+            "routed": routed_point(args.data),
+            "meta": {
+                **run_meta(),
+                "threads": args.threads,
+                "throughput_batch": THROUGHPUT_BATCH,
+                "tokens_per_utterance": {
+                    "mean": round(float(np.mean(tokens)), 1),
+                    "p99": int(np.percentile(tokens, 99)),
+                    "max": int(max(tokens)),
+                },
+                "max_seq_len": load_bundle(bundles[args.layers[0]]).config.max_seq_len,
+                "quick": args.quick,
+            },
+        }
+        write_json(out_dir / "frontier.json", result)
+        write_csv(out_dir / "frontier.csv", rows)
+        self.plot(result, out_dir / "frontier.png")
+        return result
+
+    def plot(self, result: dict, path: Path) -> None:
+        fig = Figure(figsize=(10, 4))
+        latency, throughput = fig.subplots(1, 2)
+        for row in result["rows"]:
+            marker = "o" if row["precision"] == "fp32" else "s"
+            latency.scatter(row["p50_ms"], row["sentence_accuracy"], marker=marker)
+            latency.annotate(row["variant"], (row["p50_ms"], row["sentence_accuracy"]), fontsize=8)
+            throughput.scatter(row["utt_per_s"], row["sentence_accuracy"], marker=marker)
+            throughput.annotate(
+                row["variant"], (row["utt_per_s"], row["sentence_accuracy"]), fontsize=8
+            )
+        routed = result.get("routed")
+        if routed:
+            latency.scatter(routed["p50_ms"], routed["sentence_accuracy"], marker="*", s=120)
+            latency.annotate(
+                "routed (tradeoff suite)",
+                (routed["p50_ms"], routed["sentence_accuracy"]),
+                fontsize=8,
+            )
+        latency.set_xlabel("p50 ms, batch 1, in-process")
+        throughput.set_xlabel(f"utterances / s, batch {THROUGHPUT_BATCH}")
+        for ax in (latency, throughput):
+            ax.set_ylabel("sentence accuracy (test, %)")
+        fig.suptitle("Speed / accuracy frontier")
+        save_figure(fig, path)
+
+    def summary(self, result: dict) -> str:
+        lines = [
+            "| variant | graph | intent acc | slot F1 | sentence acc | p50 ms (batch 1) | "
+            f"utt/s (batch {result['meta']['throughput_batch']}) |",
+            "|---" * 7 + "|",
+        ]
+        for r in result["rows"]:
+            lines.append(
+                f"| {r['variant']} | {r['graph']} | {r['intent_accuracy']} | {r['slot_f1']} | "
+                f"{r['sentence_accuracy']} | {r['p50_ms']} | {r['utt_per_s']} |"
+            )
+        routed = result.get("routed")
+        if routed:
+            lines.append(
+                f"| routed ({routed['source']}) | | {routed['intent_accuracy']} | "
+                f"{routed['slot_f1']} | {routed['sentence_accuracy']} | {routed['p50_ms']} | "
+                f"{routed['utt_per_s']} |"
+            )
+        tokens = result["meta"]["tokens_per_utterance"]
+        lines.append(
+            f"\nTokens per utterance: mean {tokens['mean']}, p99 {tokens['p99']}, max "
+            f"{tokens['max']} (max_seq_len {result['meta']['max_seq_len']})."
+        )
+        return "\n".join(lines)
+
+
+def encoder_depth(model: Path) -> int:
+    """How many transformer layers the trained model's encoder has."""
+    return json.loads((model / "encoder" / "config.json").read_text())["num_hidden_layers"]
+
+
+def routed_point(data: str) -> dict | None:
+    """The routed system's test point from the committed tradeoff result, when it has one."""
+    path = PROJECT_ROOT / "benchmarks" / "results" / "tradeoff.json"
+    if not path.is_file():
+        return None
+    routed = json.loads(path.read_text()).get(data, {}).get("routed")
+    if not routed:
+        return None
+    return {
+        "source": f"tradeoff.json, threshold {routed['threshold']}, its own bundle",
+        "intent_accuracy": routed["intent_acc"],
+        "slot_f1": routed["slot_f1"],
+        "sentence_accuracy": routed["sentence_acc"],
+        "p50_ms": routed["p50_ms"],
+        "utt_per_s": routed["utterances_per_s"],
+        "fallback_rate": routed["fallback_rate"],
+    }
+
+
+SUITE = FrontierSuite()
