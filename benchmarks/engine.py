@@ -22,6 +22,7 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from benchmarks.limit import limit_report
 from benchmarks.measure import WindowPolicy, measure_interleaved
 from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
@@ -33,7 +34,6 @@ from service.contract.text import encode_texts
 from service.runtime import Engine
 from service.settings import EngineSettings
 
-RUNTIMES = ("torch_eager", "onnx_fp32", "onnx_int8")
 BATCHES = (1, 8, 32)
 THREADS = (1, 2)
 
@@ -87,19 +87,19 @@ class EngineSuite(Suite):
         bundle, model = self.paths(args, out_dir)
         policy = WindowPolicy.quick() if args.quick else WindowPolicy()
         texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]
+        variants = json.loads((bundle / "config.json").read_text())["variants"]
+        runtimes = ["torch_eager", *(f"onnx_{v}" for v in ("fp32", "int8") if v in variants)]
         rows, ratios = [], []
         settings = [(t, b) for t in THREADS for b in BATCHES]
         for threads, batch in tqdm(settings, desc="engine", unit="setting", disable=None):
             torch.set_num_threads(threads)
-            runners = {
-                "torch_eager": torch_runner(model),
-                "onnx_fp32": onnx_runner(bundle, "fp32", threads),
-                "onnx_int8": onnx_runner(bundle, "int8", threads),
+            runners = {"torch_eager": torch_runner(model)} | {
+                r: onnx_runner(bundle, r.removeprefix("onnx_"), threads) for r in runtimes[1:]
             }
             batches = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)]
             stats = measure_interleaved(runners, batches, policy)
             rows += [
-                {"runtime": r, "batch": batch, "threads": threads, **stats[r]} for r in RUNTIMES
+                {"runtime": r, "batch": batch, "threads": threads, **stats[r]} for r in runtimes
             ]
             base = stats["torch_eager"]["p50_ms"]
             ratios += [
@@ -109,7 +109,7 @@ class EngineSuite(Suite):
                     "threads": threads,
                     "p50_speedup_vs_torch": round(base / stats[r]["p50_ms"], 2),
                 }
-                for r in RUNTIMES[1:]
+                for r in runtimes[1:]
             ]
         path = out_dir / "engine.json"
         previous = json.loads(path.read_text()) if path.is_file() else {}
@@ -122,13 +122,21 @@ class EngineSuite(Suite):
                 "model": str(model),
                 "dataset": args.data,
                 "utterances": len(texts),
-                "int8_graph": json.loads((bundle / "config.json").read_text())["variants"]["int8"][
-                    "graph"
-                ],
+                "graphs": {v: record["graph"] for v, record in variants.items()},
                 "onnxruntime_providers": ort.get_available_providers(),
                 "measurement": policy.__dict__,
                 "quick": args.quick,
             },
+        }
+        encoder = json.loads((model / "encoder" / "config.json").read_text())
+        report["limit"] = {
+            v: limit_report(
+                Engine(bundle, settings=EngineSettings(variant=v, inter_op_threads=1)),
+                encoder,
+                texts[:100] if args.quick else texts,
+                report["meta"]["cores"],
+            )
+            for v in variants
         }
         if "gpu" in previous:
             report["gpu"] = previous["gpu"]
@@ -163,6 +171,17 @@ class EngineSuite(Suite):
             f"Tokenisation + forward pass on {meta['utterances']} ATIS test utterances; "
             f"commit {meta['git_commit'][:12]}, {meta['cpu']}, {meta['cores']} cores.",
         ]
+        for variant, limit in result.get("limit", {}).items():
+            peak = limit["nominal_peak"]
+            kernels = ", ".join(f"{op} {pct} %" for op, pct in limit["ort_kernel_time_pct"].items())
+            lines.append(
+                f"\nLimit, {variant}: {limit['gmacs_per_utterance']} GMAC per utterance at "
+                f"{limit['mean_tokens']} tokens on average; nominal {peak['isa']} peak "
+                f"{peak[variant + '_gmacs']} GMAC/s at {peak['mhz']} MHz → "
+                f"{limit['nominal_limit_utt_per_s']} utt/s (numpy fp32 GEMM reaches "
+                f"{limit['numpy_fp32_gemm_gmacs']} GMAC/s). ONNX Runtime's time by operator "
+                f"(batch 1): {kernels}."
+            )
         return "\n".join(lines)
 
 
@@ -170,7 +189,7 @@ def plot(rows: list[dict], key: str, label: str) -> Figure:
     fig = Figure(figsize=(10, 4))
     for i, threads in enumerate(THREADS):
         ax = fig.add_subplot(1, len(THREADS), i + 1)
-        for runtime in RUNTIMES:
+        for runtime in dict.fromkeys(r["runtime"] for r in rows):
             points = [
                 (r["batch"], r[key])
                 for r in rows

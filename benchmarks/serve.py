@@ -130,6 +130,30 @@ def in_process_p50_ms(bundle: Path, texts: list[str], threads: int) -> tuple[flo
     return round(1000 * statistics.median(times), 3), engine.variant
 
 
+IN_PROCESS_BATCH = 32
+IN_PROCESS_PASSES = 3
+
+
+def in_process_throughput(bundle: Path, texts: list[str], threads: int) -> tuple[float, float]:
+    """Utterances/s of the engine in-process on batches of 32 in arrival order: the model alone
+    (inputs tokenised beforehand) and the pipeline (tokenise + model + decode); the best of a
+    few passes over the test split (the practical limit the server is held against)."""
+    engine = Engine(bundle, settings=EngineSettings(intra_op_threads=threads, inter_op_threads=1))
+    batches = [texts[i : i + IN_PROCESS_BATCH] for i in range(0, len(texts), IN_PROCESS_BATCH)]
+    encoded = [engine.encode(batch) for batch in batches]
+    model, pipeline = [], []
+    for _ in range(IN_PROCESS_PASSES):
+        t0 = time.perf_counter()
+        for enc in encoded:
+            engine.infer(enc)
+        model.append(len(texts) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for batch in batches:
+            engine.parse(batch)
+        pipeline.append(len(texts) / (time.perf_counter() - t0))
+    return round(max(model), 1), round(max(pipeline), 1)
+
+
 class ServeSuite(Suite):
     name = "serve"
     help = "gRPC and HTTP closed-loop concurrency sweep against the in-process engine"
@@ -211,9 +235,17 @@ class ServeSuite(Suite):
             row["protocol"] += ", traced"
         rows += traced
         in_process, variant = in_process_p50_ms(bundle, texts, args.server_threads)
+        model_utt_s, pipeline_utt_s = in_process_throughput(bundle, texts, args.server_threads)
+        top = max(r["concurrency"] for r in rows)
+        (grpc_top,) = [r for r in rows if r["protocol"] == "grpc" and r["concurrency"] == top]
         report = {
             "rows": rows,
             "in_process_p50_ms": in_process,
+            "in_process_utt_per_s": model_utt_s,
+            "in_process_pipeline_utt_per_s": pipeline_utt_s,
+            "top_concurrency_over_in_process_model": round(
+                grpc_top["throughput_rps"] / model_utt_s, 2
+            ),
             "p50_c1_over_in_process": {
                 r["protocol"]: round(r["p50_ms"] / in_process, 2)
                 for r in rows
@@ -267,7 +299,15 @@ class ServeSuite(Suite):
             "",
             f"In-process engine p50 (batch 1): {result['in_process_p50_ms']:.2f} ms; "
             f"p50 at concurrency 1 over it: {over}. "
-            f"Client and server share {meta['cores']} cores ({meta['cpu']}); commit "
+            + (
+                f"In-process, batches of {IN_PROCESS_BATCH}: model only "
+                f"{result['in_process_utt_per_s']} utt/s, tokenise + model + decode "
+                f"{result['in_process_pipeline_utt_per_s']} utt/s; gRPC at the top concurrency "
+                f"{result['top_concurrency_over_in_process_model']}× the model-only figure. "
+                if "in_process_utt_per_s" in result
+                else ""
+            )
+            + f"Client and server share {meta['cores']} cores ({meta['cpu']}); commit "
             f"{meta['git_commit'][:12]}. Stage times are per batch (queue: per request).",
         ]
         return "\n".join(lines)

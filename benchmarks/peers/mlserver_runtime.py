@@ -11,7 +11,6 @@ Writes a model repository (settings.json, model-settings.json) into a temporary 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -23,7 +22,7 @@ from mlserver.codecs import StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
 from benchmarks.peers.batching import MLSERVER
-from benchmarks.peers.model import answer, load_engine
+from benchmarks.peers.model import answer, load_engine, server_arguments
 
 
 class NluRuntime(MLModel):
@@ -40,12 +39,7 @@ class NluRuntime(MLModel):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--grpc-port", type=int, required=True)
-    parser.add_argument("--http-port", type=int, required=True)
-    parser.add_argument("--metrics-port", type=int, required=True)
-    args = parser.parse_args()
+    args = server_arguments(__doc__)
     repository = Path(tempfile.mkdtemp(prefix="mlserver-"))
     server = {
         "grpc_port": args.grpc_port,

@@ -4,6 +4,7 @@ answered as one JSON document per utterance."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,3 +33,13 @@ def frame_json(frame: Frame) -> bytes:
 
 def answer(engine: Engine, texts: Sequence[str]) -> list[bytes]:
     return [frame_json(frame) for frame in engine.parse(texts)]
+
+
+def server_arguments(doc: str) -> argparse.Namespace:
+    """The command line every peer server takes (`benchmarks.peers.launch` passes it)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--grpc-port", type=int, required=True)
+    parser.add_argument("--http-port", type=int, required=True)
+    parser.add_argument("--metrics-port", type=int, required=True)
+    return parser.parse_args()

@@ -11,9 +11,7 @@ own threads over the cores).
 
 from __future__ import annotations
 
-import argparse
 import signal
-from pathlib import Path
 
 import numpy as np
 from pytriton.decorators import batch
@@ -21,16 +19,11 @@ from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
 from benchmarks.peers.batching import TRITON
-from benchmarks.peers.model import answer, load_engine
+from benchmarks.peers.model import answer, load_engine, server_arguments
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--grpc-port", type=int, required=True)
-    parser.add_argument("--http-port", type=int, required=True)
-    parser.add_argument("--metrics-port", type=int, required=True)
-    args = parser.parse_args()
+    args = server_arguments(__doc__)
     engine = load_engine(args.bundle)
 
     @batch

@@ -35,6 +35,10 @@ def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
         assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert row["windows"] >= 1 and isinstance(row["stable"], bool)
     assert {"command", "git_commit", "date", "cpu", "cores", "packages"} <= set(engine["meta"])
+    limit = engine["limit"]["fp32"]  # the work per utterance, the peak, the kernels run
+    assert limit["gmacs_per_utterance"] > 0 and limit["numpy_fp32_gemm_gmacs"] > 0
+    assert limit["nominal_peak"]["fp32_macs_per_cycle_per_core"] >= 8
+    assert limit["ort_kernel_time_pct"] and sum(limit["ort_kernel_time_pct"].values()) <= 100.5
     for name in ("engine.csv", "engine_latency.png", "engine_throughput.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert "onnx_int8" in capsys.readouterr().out

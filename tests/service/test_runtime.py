@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from export.artifacts import load_artifacts
 from export.inference import predicted_tags, run_model
+from service.contract.graph import OUTPUTS, onnx_feeds
 from service.contract.text import split_words
 from service.runtime import Engine, select_providers
 from service.settings import EngineSettings
@@ -121,3 +122,18 @@ def test_int8_answers_do_not_depend_on_their_batch_mates(tiny_bundle):
         assert together.intent == alone.intent and together.word_tags == alone.word_tags
         assert [s.label for s in together.top_intents] == [s.label for s in alone.top_intents]
         assert together.confidence == pytest.approx(alone.confidence, abs=1e-3)
+
+
+def test_fp32_batches_run_by_length_give_each_answer_the_full_batch_gives(tiny_bundle):
+    """Length groups cut the padding, not the answers: every output at a real token equals the
+    one-shot run of the whole padded batch, in the batch's order."""
+    fp32 = Engine(tiny_bundle, settings=EngineSettings(variant="fp32", intra_op_threads=1))
+    lines = (SHARED_ATIS / "test" / "seq.in").read_text().splitlines()[:29]
+    texts = [line.strip() for line in lines] + [UTTERANCES[-1]]  # 30: groups of 8, a long one
+    enc = fp32.encode(texts)
+    grouped = fp32.infer(enc)
+    whole = fp32.sessions[0].run(list(OUTPUTS), onnx_feeds(enc, fp32.bundle.config.inputs))
+    np.testing.assert_allclose(grouped.intent_logits, whole[0], atol=1e-4)
+    np.testing.assert_allclose(grouped.embedding, whole[2], atol=1e-4)
+    mask = enc.attention_mask.astype(bool)  # (B, T): real tokens
+    np.testing.assert_allclose(grouped.slot_logits[mask], whole[1][mask], atol=1e-4)
