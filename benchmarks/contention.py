@@ -25,7 +25,7 @@ from benchmarks.meta import run_meta
 from benchmarks.suite import BundleSuite, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
-from service.client import request
+from service.client import NluClient, request
 from service.gen.nlu.v1 import nlu_pb2_grpc
 from service.process import ServerProcess
 
@@ -36,11 +36,12 @@ GENERATOR_TIMEOUT_S = "60"
 
 async def load(
     target: str, texts: list[str], concurrency: int, seconds: float, fallbacks: bool
-) -> tuple[list[float], list[float]]:
-    """(encoder latencies, generator-call latencies) in seconds over one window; a generator
+) -> tuple[list[float], list[float], int]:
+    """(encoder latencies, generator-call latencies in seconds, generator calls the server
+    answered without the generator because it was still loading) over one window; a generator
     call counts whether or not its answer passed validation (it used the CPU either way)."""
     cycle = itertools.cycle(texts)
-    encoder, generator = [], []
+    encoder, generator, loading = [], [], []
     async with grpc.aio.insecure_channel(target) as channel:
         stub = nlu_pb2_grpc.NluServiceStub(channel)
         stop_at = time.perf_counter() + seconds
@@ -48,14 +49,28 @@ async def load(
         async def caller(policy: str, out: list[float]) -> None:
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
-                await stub.Parse(request(next(cycle), policy=policy), timeout=120)
+                answer = await stub.Parse(request(next(cycle), policy=policy), timeout=120)
                 out.append(time.perf_counter() - t0)
+                if answer.fallback_reason == "generator_loading":
+                    loading.append(answer)
 
         callers = [caller("encoder", encoder) for _ in range(concurrency)]
         if fallbacks:
             callers.append(caller("generator", generator))
         await asyncio.gather(*callers)
-    return encoder, generator
+    return encoder, generator, len(loading)
+
+
+def wait_generator_ready(target: str, timeout_s: float) -> None:
+    """Until GetModelInfo says the generator is loaded: the server reports SERVING as soon as the
+    encoder is ready and loads the generator behind it, and a generator-only call made before
+    that is answered by the encoder at once, which would measure nothing."""
+    deadline = time.monotonic() + timeout_s
+    with NluClient(target, timeout_s=5) as client:
+        while not client.info().routing.generator_ready:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the generator at {target} not ready after {timeout_s} s")
+            time.sleep(0.5)
 
 
 class ContentionSuite(BundleSuite):
@@ -95,10 +110,11 @@ class ContentionSuite(BundleSuite):
             )
             try:
                 server.wait_serving(timeout_s=300)
+                wait_generator_ready(server.target, timeout_s=300)
                 asyncio.run(load(server.target, texts, 1, 2.0, True))  # warm-up both paths
                 for concurrency in CONCURRENCY:
                     for fallbacks in (False, True):
-                        enc, gen = asyncio.run(
+                        enc, gen, loading = asyncio.run(
                             load(server.target, texts, concurrency, seconds, fallbacks)
                         )
                         stats = latency_stats(enc, 1)
@@ -113,6 +129,7 @@ class ContentionSuite(BundleSuite):
                                 "encoder_p99_ms": stats["p99_ms"],
                                 "encoder_rps": round(len(enc) / seconds, 1),
                                 "generator_calls": len(gen),
+                                "generator_loading": loading,
                                 "generator_p50_ms": latency_stats(gen, 1)["p50_ms"]
                                 if gen
                                 else None,

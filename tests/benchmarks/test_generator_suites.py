@@ -50,3 +50,4 @@ def test_contention_quick(tiny_bundle: Path, tiny_lm: Path, tmp_path: Path):
     ]
     assert all(r["encoder_requests"] > 0 for r in rows)
     assert rows[1]["generator_calls"] > 0 and rows[0]["generator_calls"] == 0
+    assert all(r["generator_loading"] == 0 for r in rows)  # measured once it had loaded
