@@ -177,6 +177,10 @@ class PeersSuite(BundleSuite):
                 "versions": {p.name: p.version() for p in PEERS},
                 "batching": {"triton": batching.TRITON, "mlserver": batching.MLSERVER},
                 "nlu_settings": "closed loops: " + " ".join(NO_LIMITS) + "; overload: defaults",
+                "load_cpu_share": {  # of one core, the highest of any row
+                    "closed_loop": max(r["load_cpu_share"] for r in rows),
+                    "open_loop": max(r["load_cpu_share"] for r in overload),
+                },
                 "load_generator": "one Python process (grpc.aio, one channel shared by the "
                 "callers) for closed loops, two for the open loop; it shares the cores with "
                 "the server; its CPU share is in every row",

@@ -27,6 +27,7 @@ def test_quick_peers(tiny_bundle, tmp_path):
         assert row["errors"] == 0, row
     meta = result["meta"]
     assert meta["answers_match_ours"] == {"triton": True, "mlserver": True}
+    assert set(meta["load_cpu_share"]) == {"closed_loop", "open_loop"}
     assert set(meta["versions"]) == {"triton", "mlserver"} and set(meta["batching"]) == {
         "triton", "mlserver"}  # fmt: skip
     assert set(result["targets"]) >= {"throughput_c64_over_best_peer", "p50_c1_over_best_peer"}
