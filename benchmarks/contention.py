@@ -41,24 +41,25 @@ async def load(
     answered without the generator because it was still loading) over one window; a generator
     call counts whether or not its answer passed validation (it used the CPU either way)."""
     cycle = itertools.cycle(texts)
-    encoder, generator, loading = [], [], []
+    encoder, generator = [], []
+    loading = 0
     async with grpc.aio.insecure_channel(target) as channel:
         stub = nlu_pb2_grpc.NluServiceStub(channel)
         stop_at = time.perf_counter() + seconds
 
         async def caller(policy: str, out: list[float]) -> None:
+            nonlocal loading
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
                 answer = await stub.Parse(request(next(cycle), policy=policy), timeout=120)
                 out.append(time.perf_counter() - t0)
-                if answer.fallback_reason == "generator_loading":
-                    loading.append(answer)
+                loading += answer.fallback_reason == "generator_loading"
 
         callers = [caller("encoder", encoder) for _ in range(concurrency)]
         if fallbacks:
             callers.append(caller("generator", generator))
         await asyncio.gather(*callers)
-    return encoder, generator, len(loading)
+    return encoder, generator, loading
 
 
 def wait_generator_ready(target: str, timeout_s: float) -> None:

@@ -22,7 +22,7 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from benchmarks.limit import limit_report
+from benchmarks.limit import limit_report, machine_limits, token_counts
 from benchmarks.measure import WindowPolicy, measure_interleaved
 from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
@@ -129,14 +129,16 @@ class EngineSuite(Suite):
             },
         }
         encoder = json.loads((model / "encoder" / "config.json").read_text())
-        report["limit"] = {
-            v: limit_report(
-                Engine(bundle, settings=EngineSettings(variant=v, inter_op_threads=1)),
-                encoder,
-                texts[:100] if args.quick else texts,
-                report["meta"]["cores"],
-            )
+        engines = {
+            v: Engine(bundle, settings=EngineSettings(variant=v, inter_op_threads=1))
             for v in variants
+        }
+        sample = texts[:100] if args.quick else texts
+        tokens = token_counts(next(iter(engines.values())), sample)
+        machine = machine_limits(report["meta"]["cores"])
+        report["limit"] = {
+            v: limit_report(engine, encoder, sample, tokens, machine)
+            for v, engine in engines.items()
         }
         if "gpu" in previous:
             report["gpu"] = previous["gpu"]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from benchmarks.limit import token_counts
 from benchmarks.measure import WindowPolicy, measure_interleaved
 from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
@@ -30,7 +31,6 @@ from export.data import read_dataset
 from export.fetch import resolve_dataset
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
-from service.contract.bundle import load_bundle
 from service.contract.paths import PROJECT_ROOT
 from service.runtime import Engine
 from service.settings import EngineSettings
@@ -96,14 +96,18 @@ class FrontierSuite(Suite):
         bundles = {layers: self.build(args, out_dir, layers) for layers in args.layers}
         engines, records = {}, {}
         for layers, bundle in bundles.items():
-            config = load_bundle(bundle).config
-            for precision, record in config.variants.items():
+            for precision in json.loads((bundle / "config.json").read_text())["variants"]:
                 name = f"L{layers} {precision}"
                 settings = EngineSettings(
                     variant=precision, intra_op_threads=args.threads, ort_allow_spinning=False
                 )
-                engines[name] = Engine(bundle, settings=settings)
-                records[name] = (layers, precision, record, bundle)
+                engines[name] = engine = Engine(bundle, settings=settings)
+                records[name] = (
+                    layers,
+                    precision,
+                    engine.bundle.config.variants[precision],
+                    bundle,
+                )
         policy = WindowPolicy.quick() if args.quick else WindowPolicy()
         sample = texts[:60] if args.quick else texts
         runs = {name: engine.parse for name, engine in engines.items()}
@@ -136,7 +140,8 @@ class FrontierSuite(Suite):
             }
             for name, (layers, precision, record, bundle) in records.items()
         ]
-        tokens = [len(e.tokenizer.encode(t).ids) for e in list(engines.values())[:1] for t in texts]
+        first = next(iter(engines.values()))
+        tokens = token_counts(first, texts)
         result = {
             "rows": rows,
             "routed": routed_point(args.data),
@@ -149,7 +154,7 @@ class FrontierSuite(Suite):
                     "p99": int(np.percentile(tokens, 99)),
                     "max": int(max(tokens)),
                 },
-                "max_seq_len": load_bundle(bundles[args.layers[0]]).config.max_seq_len,
+                "max_seq_len": first.bundle.config.max_seq_len,
                 "quick": args.quick,
             },
         }

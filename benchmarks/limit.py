@@ -36,18 +36,17 @@ def macs_per_utterance(config: dict, token_counts: list[int]) -> float:
     return float(np.mean(layers * per_layer))
 
 
-def cpu_flags() -> set[str]:
+def cpuinfo() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo (`flags`, `cpu MHz`, ...)."""
+    fields: dict[str, str] = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def cpu_mhz() -> float | None:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("cpu MHz"):
-            return float(line.split(":", 1)[1])
-    return None
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first CPU's block is over
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    return fields
 
 
 def nominal_peak(flags: set[str], mhz: float | None, cores: int) -> dict:
@@ -104,18 +103,33 @@ def kernel_profile(engine: Engine, texts: list[str]) -> dict[str, float]:
     return {op: round(100 * us / total, 1) for op, us in time_per_op.most_common(8)}
 
 
-def limit_report(engine: Engine, encoder_config: dict, texts: list[str], cores: int) -> dict:
-    tokens = [int(engine.encode([t]).attention_mask.sum()) for t in texts]
+def token_counts(engine: Engine, texts: list[str]) -> list[int]:
+    """Tokens the engine feeds its graph per utterance (special tokens included)."""
+    return [int(engine.encode([t]).attention_mask.sum()) for t in texts]
+
+
+def machine_limits(cores: int) -> dict:
+    """What these cores can do, whatever the model: measured once per run."""
+    info = cpuinfo()
+    mhz = float(info["cpu MHz"]) if "cpu MHz" in info else None
+    return {
+        "nominal_peak": nominal_peak(set(info.get("flags", "").split()), mhz, cores),
+        "numpy_fp32_gemm_gmacs": gemm_gmacs(),
+    }
+
+
+def limit_report(
+    engine: Engine, encoder_config: dict, texts: list[str], tokens: list[int], machine: dict
+) -> dict:
+    """One variant against the machine: `tokens` are `texts`' counts (`token_counts`)."""
     macs = macs_per_utterance(encoder_config, tokens)
-    peak = nominal_peak(cpu_flags(), cpu_mhz(), cores)
     precision = "int8" if engine.variant == "int8" else "fp32"
-    ceiling = peak[f"{precision}_gmacs"]
+    ceiling = machine["nominal_peak"][f"{precision}_gmacs"]
     return {
         "variant": engine.variant,
         "mean_tokens": round(float(np.mean(tokens)), 1),
         "gmacs_per_utterance": float(f"{macs / 1e9:.4g}"),
-        "nominal_peak": peak,
+        **machine,
         "nominal_limit_utt_per_s": round(ceiling * 1e9 / macs) if ceiling else None,
-        "numpy_fp32_gemm_gmacs": gemm_gmacs(),
         "ort_kernel_time_pct": kernel_profile(engine, texts[:200]),
     }

@@ -115,11 +115,17 @@ def measure_level(
     }
 
 
-def in_process_p50_ms(bundle: Path, texts: list[str], threads: int) -> tuple[float, str]:
-    """The engine's batch-1 p50 in this process, with the variant the server serves (the
-    bundle's: a bundle whose int8 graph failed the export gate on this CPU holds fp32 only)."""
-    settings = EngineSettings(intra_op_threads=threads, inter_op_threads=1)
-    engine = Engine(bundle, settings=settings)
+IN_PROCESS_BATCH = 32
+IN_PROCESS_PASSES = 3
+
+
+def in_process(bundle: Path, texts: list[str], threads: int) -> dict:
+    """The engine in this process, with the variant the server serves (the bundle's: a bundle
+    whose int8 graph failed the export gate on this CPU holds fp32 only): batch-1 p50, and
+    utterances/s on batches of 32 in arrival order for the model alone (inputs tokenised
+    beforehand) and the pipeline (tokenise + model + decode), the best of a few passes over the
+    test split (the practical limit the server is held against)."""
+    engine = Engine(bundle, settings=EngineSettings(intra_op_threads=threads, inter_op_threads=1))
     for text in texts[:20]:
         engine.parse([text])
     times = []
@@ -127,18 +133,6 @@ def in_process_p50_ms(bundle: Path, texts: list[str], threads: int) -> tuple[flo
         t0 = time.perf_counter()
         engine.parse([text])
         times.append(time.perf_counter() - t0)
-    return round(1000 * statistics.median(times), 3), engine.variant
-
-
-IN_PROCESS_BATCH = 32
-IN_PROCESS_PASSES = 3
-
-
-def in_process_throughput(bundle: Path, texts: list[str], threads: int) -> tuple[float, float]:
-    """Utterances/s of the engine in-process on batches of 32 in arrival order: the model alone
-    (inputs tokenised beforehand) and the pipeline (tokenise + model + decode); the best of a
-    few passes over the test split (the practical limit the server is held against)."""
-    engine = Engine(bundle, settings=EngineSettings(intra_op_threads=threads, inter_op_threads=1))
     batches = [texts[i : i + IN_PROCESS_BATCH] for i in range(0, len(texts), IN_PROCESS_BATCH)]
     encoded = [engine.encode(batch) for batch in batches]
     model, pipeline = [], []
@@ -151,7 +145,12 @@ def in_process_throughput(bundle: Path, texts: list[str], threads: int) -> tuple
         for batch in batches:
             engine.parse(batch)
         pipeline.append(len(texts) / (time.perf_counter() - t0))
-    return round(max(model), 1), round(max(pipeline), 1)
+    return {
+        "p50_ms": round(1000 * statistics.median(times), 3),
+        "variant": engine.variant,
+        "utt_per_s": round(max(model), 1),
+        "pipeline_utt_per_s": round(max(pipeline), 1),
+    }
 
 
 class ServeSuite(Suite):
@@ -234,27 +233,26 @@ class ServeSuite(Suite):
         for row in traced:
             row["protocol"] += ", traced"
         rows += traced
-        in_process, variant = in_process_p50_ms(bundle, texts, args.server_threads)
-        model_utt_s, pipeline_utt_s = in_process_throughput(bundle, texts, args.server_threads)
+        engine = in_process(bundle, texts, args.server_threads)
         top = max(r["concurrency"] for r in rows)
         (grpc_top,) = [r for r in rows if r["protocol"] == "grpc" and r["concurrency"] == top]
         report = {
             "rows": rows,
-            "in_process_p50_ms": in_process,
-            "in_process_utt_per_s": model_utt_s,
-            "in_process_pipeline_utt_per_s": pipeline_utt_s,
+            "in_process_p50_ms": engine["p50_ms"],
+            "in_process_utt_per_s": engine["utt_per_s"],
+            "in_process_pipeline_utt_per_s": engine["pipeline_utt_per_s"],
             "top_concurrency_over_in_process_model": round(
-                grpc_top["throughput_rps"] / model_utt_s, 2
+                grpc_top["throughput_rps"] / engine["utt_per_s"], 2
             ),
             "p50_c1_over_in_process": {
-                r["protocol"]: round(r["p50_ms"] / in_process, 2)
+                r["protocol"]: round(r["p50_ms"] / engine["p50_ms"], 2)
                 for r in rows
                 if r["concurrency"] == 1
             },
             "meta": {
                 **run_meta(),
                 "bundle": str(bundle),
-                "variant": variant,
+                "variant": engine["variant"],
                 "dataset": args.data,
                 "utterances": len(texts),
                 "server_intra_op_threads": args.server_threads,

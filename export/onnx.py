@@ -294,7 +294,7 @@ def evaluate_candidate(
     dev_out = run_onnx(sess, artifacts, splits.dev, names, batch_size=served)
     parity_dev = None
     if torch_dev is not None and not is_int8(name):
-        parity_dev = parity(torch_dev, run_onnx(sess, artifacts, splits.dev, names))
+        parity_dev = parity(torch_dev, dev_out)
         check_fp32_parity(parity_dev, name)
     report = CandidateReport(
         test=headline(score(test_out, splits.test, artifacts.labels)),

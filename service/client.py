@@ -26,6 +26,7 @@ import json
 import random
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,9 @@ class Credentials:
             return grpc.insecure_channel(target, options=options)
         return grpc.secure_channel(target, self.ssl_credentials(), options=options)
 
-    def aio_channel(self, target: str, options: list[tuple[str, object]]) -> grpc.aio.Channel:
+    def aio_channel(
+        self, target: str, options: list[tuple[str, object]] | None = None
+    ) -> grpc.aio.Channel:
         if self.tls_ca is None and self.tls_cert is None:
             return grpc.aio.insecure_channel(target, options=options)
         return grpc.aio.secure_channel(target, self.ssl_credentials(), options=options)
@@ -153,7 +156,7 @@ class Credentials:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
 
 
-class ClientBase:
+class ClientBase(ABC):
     """What both clients take: where, how long a call may take, credentials (or just a bearer
     `token`), and how many library-level retries (0: the channel's own only); each flavour
     opens its channels in `connect`."""
@@ -171,8 +174,9 @@ class ClientBase:
         self.metadata = self.credentials.metadata()
         self.connect()
 
+    @abstractmethod
     def connect(self) -> None:
-        raise NotImplementedError
+        """Open the channels and stubs this flavour calls through."""
 
 
 class NluClient(ClientBase):

@@ -16,18 +16,19 @@ Writes load.json and load.png. `--texts` reads one utterance per line (blank lin
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from benchmarks.load.cpu import tree_cpu_s
 from benchmarks.load.loops import open_loop
-from benchmarks.load.sweep import sweep, window_stats
-from benchmarks.load.targets import KServeGrpc, NluGrpc, NluHttp, Tls
+from benchmarks.load.sweep import sweep, window_stats, with_server_cpu
+from benchmarks.load.targets import KServeGrpc, NluGrpc, NluHttp, Target
 from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset
+from service.client import Credentials
 
 
 def levels(value: str) -> list[int]:
@@ -49,18 +50,18 @@ def read_texts(path: Path) -> list[str]:
     return texts
 
 
-def build_target(args: argparse.Namespace):
-    tls = Tls(args.tls_ca, args.tls_cert, args.tls_key)
+def build_target(args: argparse.Namespace) -> Target:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise SystemExit("--tls-cert and --tls-key go together (mTLS)")
     if args.tls_cert is not None and args.tls_ca is None:
         raise SystemExit("--tls-cert needs --tls-ca (the server's CA)")
+    credentials = Credentials(args.tls_ca, args.tls_cert, args.tls_key, args.token)
     if args.protocol == "grpc":
-        return NluGrpc(args.target, tls=tls, token=args.token)
+        return NluGrpc(args.target, credentials)
     if args.protocol == "http":
         scheme = "https" if args.tls_ca else "http"
         url = args.target if "://" in args.target else f"{scheme}://{args.target}"
-        return NluHttp(url, tls=tls, token=args.token)
+        return NluHttp(url, credentials)
     return KServeGrpc(args.target, model=args.model)
 
 
@@ -105,10 +106,9 @@ class LoadSuite(Suite):
         rows = sweep(servers, texts, args.concurrency, window_s, max_windows, warmup_s)
         open_rows = []
         for rate in args.rate:
-            cpu0 = tree_cpu_s(args.server_pid) if args.server_pid else None
-            window = open_loop(target, texts, rate, rate_s, args.workers)
-            cpu = tree_cpu_s(args.server_pid) - cpu0 if cpu0 is not None else None
-            open_rows.append({"rate_rps": rate, **window_stats([(window, cpu)])})
+            run = functools.partial(open_loop, target, texts, rate, rate_s, args.workers)
+            measured = with_server_cpu(args.server_pid, run)
+            open_rows.append({"rate_rps": rate, **window_stats([measured])})
         result = {
             "rows": rows,
             "open_loop": open_rows,

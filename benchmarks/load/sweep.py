@@ -8,10 +8,12 @@ the load generator's CPU share."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from benchmarks.calls import percentile_ms
 from benchmarks.load.cpu import tree_cpu_s
 from benchmarks.load.loops import Window, closed_loop
+from benchmarks.load.targets import Target
 from benchmarks.measure import STABLE_WINDOWS, is_stable
 
 
@@ -44,21 +46,25 @@ def window_stats(windows: list[tuple[Window, float | None]]) -> dict:
     }
 
 
-def server_cpu_s(pid: int | None) -> float | None:
-    return tree_cpu_s(pid) if pid is not None else None
+def with_server_cpu(pid: int | None, run: Callable[[], Window]) -> tuple[Window, float | None]:
+    """The window `run` measures, and the server's CPU seconds over it (None: no pid)."""
+    if pid is None:
+        return run(), None
+    cpu0 = tree_cpu_s(pid)
+    window = run()
+    return window, tree_cpu_s(pid) - cpu0
 
 
 def measured_window(
-    target, pid: int | None, texts: list[str], concurrency: int, seconds: float
+    target: Target, pid: int | None, texts: list[str], concurrency: int, seconds: float
 ) -> tuple[Window, float | None]:
-    cpu0 = server_cpu_s(pid)
-    window = asyncio.run(closed_loop(target, texts, concurrency, seconds))
-    cpu1 = server_cpu_s(pid)
-    return window, (cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None)
+    return with_server_cpu(
+        pid, lambda: asyncio.run(closed_loop(target, texts, concurrency, seconds))
+    )
 
 
 def sweep(
-    servers: dict[str, tuple[object, int | None]],
+    servers: dict[str, tuple[Target, int | None]],
     texts: list[str],
     levels: tuple[int, ...] | list[int],
     window_s: float,

@@ -27,10 +27,9 @@ from pathlib import Path
 import grpc
 from matplotlib.figure import Figure
 
-from benchmarks.load.cpu import tree_cpu_s
 from benchmarks.load.loops import Window, open_loop
-from benchmarks.load.sweep import sweep, window_stats
-from benchmarks.load.targets import KServeGrpc, NluGrpc
+from benchmarks.load.sweep import sweep, window_stats, with_server_cpu
+from benchmarks.load.targets import KServeGrpc, NluGrpc, kserve_request
 from benchmarks.meta import run_meta
 from benchmarks.peers import batching
 from benchmarks.peers.launch import PEERS, PeerProcess
@@ -61,18 +60,13 @@ def our_answers(target: str, texts: list[str]) -> list[dict]:
 def kserve_answers(target: str, texts: list[str]) -> list[dict]:
     """The `frame` output of each: raw BYTES (4-byte length, then the JSON; Triton) or typed
     contents (MLServer)."""
-    from benchmarks.gen.inference import predict_v2_pb2 as pb
     from benchmarks.gen.inference import predict_v2_pb2_grpc as pb_grpc
 
     answers = []
     with grpc.insecure_channel(target) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         for text in texts:
-            tensor = pb.ModelInferRequest.InferInputTensor(
-                name="text", datatype="BYTES", shape=[1, 1],
-                contents=pb.InferTensorContents(bytes_contents=[text.encode()]),
-            )  # fmt: skip
-            reply = stub.ModelInfer(pb.ModelInferRequest(model_name="nlu", inputs=[tensor]))
+            reply = stub.ModelInfer(kserve_request(text, "nlu"))
             if reply.raw_output_contents:
                 raw = reply.raw_output_contents[0]
                 (size,) = struct.unpack("<I", raw[:4])
@@ -92,9 +86,7 @@ def sending_s(window: Window) -> float:
 
 def overload_row(name: str, target, pid: int, texts, capacity_rps: float, seconds: float) -> dict:
     rate = OVERLOAD_MULTIPLE * capacity_rps
-    cpu0 = tree_cpu_s(pid)
-    window = open_loop(target, texts, rate, seconds, workers=2)
-    cpu = tree_cpu_s(pid) - cpu0
+    window, cpu = with_server_cpu(pid, lambda: open_loop(target, texts, rate, seconds, workers=2))
     row = {"server": name, "concurrency": None, **window_stats([(window, cpu)])}
     return {
         **row,
@@ -140,7 +132,7 @@ class PeersSuite(BundleSuite):
             ours.wait_serving()
             ready_s = {name: round(p.wait_ready(), 2) for name, p in peers.items()}
             servers = {"nlu": (NluGrpc(ours.target), ours.process.pid)}
-            servers |= {n: (KServeGrpc(p.target, name=n), p.process.pid) for n, p in peers.items()}
+            servers |= {n: (KServeGrpc(p.target), p.process.pid) for n, p in peers.items()}
             sample = texts[:PARITY_UTTERANCES]
             expected = our_answers(ours.target, sample)
             parity = {n: kserve_answers(p.target, sample) == expected for n, p in peers.items()}
