@@ -1,4 +1,8 @@
-"""Every Prometheus metric of the service, `nlu_` prefixed, in one registry."""
+"""Every Prometheus metric of the service, `nlu_` prefixed, in one registry.
+
+Under a supervisor (`service.workers`) each worker writes its values to prometheus_client's
+multiprocess files and the supervisor serves their sum; each gauge says how its workers'
+values combine (ignored by a lone server)."""
 
 from __future__ import annotations
 
@@ -59,7 +63,12 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge("nlu_queue_depth", "Utterances waiting for a batch", registry=REGISTRY)
+QUEUE_DEPTH = Gauge(
+    "nlu_queue_depth",
+    "Utterances waiting for a batch",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 ROUTES = Counter("nlu_route_total", "Answers by source", ["source"], registry=REGISTRY)
 FAILURES = Counter(
     "nlu_request_failure_total",
@@ -84,6 +93,7 @@ GENERATOR_READY = Gauge(
     "1 once the generator backend has loaded (0 while it loads in the background, or when "
     "loading failed); absent without a generator",
     registry=REGISTRY,
+    multiprocess_mode="livemin",
 )
 OUT_OF_SCOPE = Counter(
     "nlu_out_of_scope_total", "Answers flagged out-of-scope by the encoder", registry=REGISTRY
@@ -97,29 +107,37 @@ EXTENSION_RELOADS = Counter(
     ["result"],
     registry=REGISTRY,
 )
-EXTENSION_INTENTS = Gauge("nlu_extension_intents", "Extension intents live now", registry=REGISTRY)
+EXTENSION_INTENTS = Gauge(
+    "nlu_extension_intents",
+    "Extension intents live now",
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
 MODEL_INFO = Gauge(
     "nlu_model_info",
     "Always 1; labels describe the bundle being served",
     ["model_version", "encoder", "dataset", "variant", "provider"],
     registry=REGISTRY,
+    multiprocess_mode="livemax",
 )
 
 
-def only_metrics(environ: dict, start_response: Callable) -> Iterable[bytes]:
+def only_metrics(registry: CollectorRegistry) -> Callable:
     """The exposition at GET /metrics and nothing else: prometheus_client answers every path
     and method with the metrics, which an on-call engineer would not expect of a port."""
-    path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
-    if path != "/metrics":
-        start_response("404 Not Found", [("Content-Type", "text/plain")])
-        return [b"only /metrics is served on this port\n"]
-    if method not in ("GET", "HEAD"):
-        start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
-        return [b""]
-    return EXPOSITION(environ, start_response)
+    exposition = make_wsgi_app(registry)
 
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if path != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"only /metrics is served on this port\n"]
+        if method not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD")])
+            return [b""]
+        return exposition(environ, start_response)
 
-EXPOSITION = make_wsgi_app(REGISTRY)
+    return app
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -129,8 +147,8 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
-def serve_metrics(port: int) -> None:
-    """Expose GET /metrics on its own HTTP port (a daemon thread)."""
+def serve_metrics(port: int, registry: CollectorRegistry = REGISTRY) -> None:
+    """Expose GET /metrics of `registry` on its own HTTP port (a daemon thread)."""
     if port:
-        server = make_server("", port, only_metrics, ThreadingWSGIServer, QuietHandler)
+        server = make_server("", port, only_metrics(registry), ThreadingWSGIServer, QuietHandler)
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

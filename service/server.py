@@ -7,7 +7,8 @@ same core in one event loop.
 Health is NOT_SERVING until the bundle is verified, loaded and warmed; the generator, if any,
 loads in the background after that. On SIGTERM/SIGINT health turns NOT_SERVING while calls are
 still answered (`drain_notice_s`), then the server sends GOAWAY, lets in-flight RPCs finish
-(within `drain_grace_s`) and exits 0 (`drain`).
+(within `drain_grace_s`) and exits 0 (`drain`). With `workers` > 1 this process supervises that
+many servers sharing the ports instead (`service.workers`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from service.lifecycle import Lifecycle
 from service.loading import load_core, load_generator
 from service.settings import ServerSettings, Settings, load_settings, setting_label
 from service.tokens import token_store
+from service.workers import notify_ready, supervise
 
 log = logging.getLogger("service.server")
 
@@ -113,6 +115,7 @@ async def serve(settings: Settings) -> int:
         lifecycle.core = loading.result()
         await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"model_version": lifecycle.core.engine.bundle.model_version})
+        notify_ready()
         backend = lifecycle.core.router.backend
         generator = asyncio.ensure_future(load_generator(backend)) if backend else None
         await stopping
@@ -153,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.observability.log_level)
     try:
+        if settings.server.workers > 1:
+            return supervise(settings, sys.argv[1:] if argv is None else argv)
         return asyncio.run(serve(settings))
     except ExtensionError as e:
         log.error("cannot load the extension intents", extra={"error": str(e)})

@@ -91,6 +91,22 @@ class ServerSettings(Group):
         description="also serve grpc.health.v1 alone, in plaintext, on this port (0: no), for "
         "probes that present no client certificate when the main port needs TLS",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="server processes sharing the ports (SO_REUSEPORT; the kernel spreads "
+        "connections over them), each with its own engine, batching queue and event loop, "
+        "under one supervisor that serves the summed /metrics, restarts a worker that dies and "
+        "drains them all on SIGTERM. Unset per-process sizes are divided among the workers "
+        "(intra_op_threads, max_concurrent_rpcs). Needs fixed ports (no 0). Each worker loads "
+        "its own generator when one is configured",
+    )
+    reuse_port: bool = Field(
+        False,
+        description="bind the gRPC, HTTP and health ports with SO_REUSEPORT so that several "
+        "processes share them (the supervisor sets it for its workers); off, a port already "
+        "taken is a start-up error",
+    )
 
 
 class LimitsSettings(Group):
@@ -465,6 +481,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Constructor arguments, then the flat environment; no .env or secrets files."""
         return init_settings, FlatEnvironment(settings_cls)
+
+    @model_validator(mode="after")
+    def workers_need_fixed_ports(self) -> Settings:
+        if self.server.workers > 1:
+            for name, port in (("port", self.server.port), ("http_port", self.http.http_port)):
+                if port == 0:
+                    raise ValueError(
+                        f"workers > 1 needs a fixed {name} (0 would give each worker its own)"
+                    )
+        return self
 
     @model_validator(mode="after")
     def scoring_needs_local_backend(self) -> Settings:

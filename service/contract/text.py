@@ -227,23 +227,55 @@ def slots_to_tags(words: Sequence[Word], slots: Sequence[Slot]) -> list[str]:
     return tags
 
 
+VITERBI_TOP = 8  # previous tags of each step scored against every tag before the bound
+
+
 def viterbi(
     emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray
 ) -> list[int]:
     """Best tag sequence of a linear-chain CRF: emissions (W, S), start/end (S,), transitions
     (S, S) indexed [from, to]. Runs outside the exported graph, in numpy."""
     score = start + emissions[0]  # (S,)
-    columns = np.arange(len(score))
+    incoming_max = transitions.max(axis=0)  # (S_to,)
     backpointers = []
     for row in emissions[1:]:
+        best_from, best = viterbi_step(score, transitions, incoming_max)
+        backpointers.append(best_from)
+        score = best + row
+    path = [int((score + end).argmax())]
+    for pointers in reversed(backpointers):
+        path.append(int(pointers[path[-1]]))
+    return path[::-1]
+
+
+def viterbi_step(
+    score: np.ndarray, transitions: np.ndarray, incoming_max: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For every tag, the best previous tag and the path score through it: the (S × S)
+    max-plus, exact but pruned. The VITERBI_TOP best previous tags are scored against every tag
+    first; a tag whose best so far beats what any other previous tag could reach (the best of
+    their scores plus the tag's largest incoming transition) is settled; only the others are
+    scored against every previous tag. A trained model's emissions are peaked, so most of the
+    max-plus is skipped. Ties go to the lowest previous tag, as a full argmax gives."""
+    tags = len(score)
+    columns = np.arange(tags)
+    if tags <= VITERBI_TOP:
         candidates = score[:, None] + transitions  # (S_from, S_to)
         best_from = candidates.argmax(axis=0)  # (S_to,)
-        backpointers.append(best_from)
-        score = candidates[best_from, columns] + row
-    best = [int((score + end).argmax())]
-    for pointers in reversed(backpointers):
-        best.append(int(pointers[best[-1]]))
-    return best[::-1]
+        return best_from, candidates[best_from, columns]
+    split = np.argpartition(-score, VITERBI_TOP)
+    top = np.sort(split[:VITERBI_TOP])  # (K,) ascending, so ties go to the lowest tag
+    candidates = score[top, None] + transitions[top]  # (K, S_to)
+    pick = candidates.argmax(axis=0)  # (S_to,)
+    best_from, best = top[pick], candidates[pick, columns]
+    reachable = score[split[VITERBI_TOP:]].max() + incoming_max  # (S_to,) bound of the rest
+    unsettled = np.flatnonzero(reachable >= best)  # (U,)
+    if unsettled.size:
+        full = score[:, None] + transitions[:, unsettled]  # (S_from, U)
+        full_pick = full.argmax(axis=0)  # (U,)
+        best_from[unsettled] = full_pick
+        best[unsettled] = full[full_pick, np.arange(unsettled.size)]
+    return best_from, best
 
 
 CrfParams = tuple[np.ndarray, np.ndarray, np.ndarray]  # (start, end, transitions)

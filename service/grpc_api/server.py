@@ -35,7 +35,7 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
             settings.keepalive_min_client_ping_interval_ms,
         ),
         ("grpc.http2.max_ping_strikes", settings.max_ping_strikes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(settings.reuse_port)),
     ]
     if settings.max_concurrent_streams:
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
@@ -100,7 +100,7 @@ def health_server(
     """grpc.health.v1 alone on `health_port`, plaintext: what kubelet's grpc probes reach."""
     if not settings.health_port:
         return None
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", int(settings.reuse_port))])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind(server, "health_port", settings.host, settings.health_port)
     return server

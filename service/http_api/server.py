@@ -30,7 +30,7 @@ class EmbeddedServer(uvicorn.Server):
 class HttpServer:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         server = settings.server
-        self.sock = bind(server.host, settings.http.http_port or 0)
+        self.sock = bind(server.host, settings.http.http_port or 0, server.reuse_port)
         self.port = self.sock.getsockname()[1]
         security = settings.security
         tls = {}
@@ -66,12 +66,14 @@ class HttpServer:
             await self.task
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and without it
     # a response written in two parts waits out the client's delayed ACK (~40 ms a call)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # workers of one supervisor share the port (service.workers)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as e:

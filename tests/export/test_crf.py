@@ -5,6 +5,8 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from export.artifacts import load_artifacts
 from export.crf import CRF, gather_words
@@ -80,3 +82,36 @@ def test_crf_model_trains_saves_and_reloads(tiny_encoder, small_atis, tmp_path):
     )
     artifacts = load_artifacts(tmp_path)
     assert artifacts.model.crf is not None and config["train"]["crf"] is True
+
+
+def full_viterbi(em, start, end, trans):
+    """The unpruned max-plus recursion: what the pruned one must give, ties included."""
+    score, pointers = start + em[0], []
+    for row in em[1:]:
+        candidates = score[:, None] + trans
+        pointers.append(candidates.argmax(axis=0))
+        score = candidates.max(axis=0) + row
+    path = [int((score + end).argmax())]
+    for p in reversed(pointers):
+        path.append(int(p[path[-1]]))
+    return path[::-1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tags=st.integers(1, 40),
+    words=st.integers(1, 12),
+    peak=st.sampled_from([0.0, 3.0, 12.0]),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
+def test_pruned_viterbi_equals_the_full_recursion(tags, words, peak, ties, seed):
+    """Flat and peaked emissions, wide and narrow transitions, and integer scores (ties)."""
+    rng = np.random.default_rng(seed)
+    em = rng.normal(size=(words, tags))
+    em[np.arange(words), rng.integers(0, tags, words)] += peak
+    trans = rng.normal(scale=rng.choice([0.5, 4.0]), size=(tags, tags))
+    start, end = rng.normal(size=tags), rng.normal(size=tags)
+    if ties:
+        em, trans, start, end = (np.round(a) for a in (em, trans, start, end))
+    assert viterbi(em, start, end, trans) == full_viterbi(em, start, end, trans)
