@@ -11,7 +11,8 @@ as soon as its previous answer arrives, in windows repeated until throughput and
 comes from the server's own Prometheus histograms. The load generator shares the machine's cores
 with the server. Rows "traced": a second server with tracing on (`service.tracing`), exporting
 every span over OTLP/gRPC to a receiver in this process (`benchmarks.otlp_sink`), at
-concurrency 1: what tracing costs against the untraced rows.
+concurrency 1: what tracing costs against the untraced rows. Rows "grpc, N workers": the server
+as N processes sharing the port (`--workers`, `service.workers`), each with 1/N of the cores.
 """
 
 from __future__ import annotations
@@ -166,6 +167,12 @@ class ServeSuite(Suite):
             default=0,
             help="ORT intra-op threads in the server (0: all cores)",
         )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=2,
+            help="also measure gRPC against the server as this many processes (below 2: not)",
+        )
 
     @staticmethod
     def sweep(
@@ -177,14 +184,18 @@ class ServeSuite(Suite):
         window_s: float,
         max_windows: int,
         env: dict[str, str] | None,
+        workers: int = 1,
     ) -> list[dict]:
-        """One server (both front ends; `env` may turn tracing on), measured at each (protocol,
-        concurrency) of `plan`."""
+        """One server (both front ends; `env` may turn tracing on; `workers` processes),
+        measured at each (protocol, concurrency) of `plan`."""
+        threads = args.server_threads // workers if args.server_threads else 0
         server = ServerProcess.launch(
             bundle,
             out_dir / "serve-server.log",
+            "--workers",
+            str(workers),
             "--intra-op-threads",
-            str(args.server_threads),
+            str(threads),
             "--max-queue-size",
             "4096",
             "--max-concurrent-rpcs",
@@ -233,17 +244,27 @@ class ServeSuite(Suite):
         for row in traced:
             row["protocol"] += ", traced"
         rows += traced
+        if args.workers > 1:
+            plan = [("grpc", c) for c in levels]
+            processes = self.sweep(
+                args, bundle, out_dir, plan, texts, window_s, max_windows, None, args.workers
+            )
+            for row in processes:
+                row["protocol"] += f", {args.workers} workers"
+            rows += processes
         engine = in_process(bundle, texts, args.server_threads)
         top = max(r["concurrency"] for r in rows)
-        (grpc_top,) = [r for r in rows if r["protocol"] == "grpc" and r["concurrency"] == top]
+        at_top = {r["protocol"]: r for r in rows if r["concurrency"] == top}
         report = {
             "rows": rows,
             "in_process_p50_ms": engine["p50_ms"],
             "in_process_utt_per_s": engine["utt_per_s"],
             "in_process_pipeline_utt_per_s": engine["pipeline_utt_per_s"],
-            "top_concurrency_over_in_process_model": round(
-                grpc_top["throughput_rps"] / engine["utt_per_s"], 2
-            ),
+            "top_concurrency_over_in_process_model": {
+                protocol: round(r["throughput_rps"] / engine["utt_per_s"], 2)
+                for protocol, r in at_top.items()
+                if protocol.startswith("grpc")
+            },
             "p50_c1_over_in_process": {
                 r["protocol"]: round(r["p50_ms"] / engine["p50_ms"], 2)
                 for r in rows
@@ -256,6 +277,7 @@ class ServeSuite(Suite):
                 "dataset": args.data,
                 "utterances": len(texts),
                 "server_intra_op_threads": args.server_threads,
+                "workers_compared": args.workers,
                 "client": "grpc.aio / httpx.AsyncClient closed loop in this process, sharing "
                 "the cores",
                 "window_s": window_s,
@@ -293,6 +315,10 @@ class ServeSuite(Suite):
         if not isinstance(ratios, dict):  # results from before the HTTP rows
             ratios = {"grpc": ratios}
         over = ", ".join(f"{p} {ratio}×" for p, ratio in ratios.items())
+        top = result.get("top_concurrency_over_in_process_model")
+        if not isinstance(top, dict):  # results from before the worker rows
+            top = {"grpc": top}
+        top_over = ", ".join(f"{p} {ratio}×" for p, ratio in top.items())
         lines += [
             "",
             f"In-process engine p50 (batch 1): {result['in_process_p50_ms']:.2f} ms; "
@@ -300,8 +326,8 @@ class ServeSuite(Suite):
             + (
                 f"In-process, batches of {IN_PROCESS_BATCH}: model only "
                 f"{result['in_process_utt_per_s']} utt/s, tokenise + model + decode "
-                f"{result['in_process_pipeline_utt_per_s']} utt/s; gRPC at the top concurrency "
-                f"{result['top_concurrency_over_in_process_model']}× the model-only figure. "
+                f"{result['in_process_pipeline_utt_per_s']} utt/s; at the top concurrency over the "
+                f"model-only figure: {top_over}. "
                 if "in_process_utt_per_s" in result
                 else ""
             )

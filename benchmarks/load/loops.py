@@ -6,6 +6,10 @@ cores with the server it measures, so its share is part of every result.
   answer arrives (latency at a given concurrency; throughput at saturation);
 - open loop: a call every 1/rate s whatever the answers, from `workers` processes (overload: a
   Python generator on shared cores may not reach the rate, so offered and sent are reported).
+
+HTTP/2 targets get up to SHARED_CONNECTIONS connections, callers spread over them round robin,
+as a few client processes would open: one would pin a server of several processes sharing its
+port (SO_REUSEPORT hands out connections, not calls) to one of them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass
 
 from benchmarks.calls import Call
 from benchmarks.load.targets import Send
+
+SHARED_CONNECTIONS = 8  # per closed loop, and per open-loop process
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ async def timed_send(send: Send, text: str) -> Call:
 async def closed_loop(target, texts: list[str], concurrency: int, seconds: float) -> Window:
     cycle = itertools.cycle(texts)
     calls: list[Call] = []
-    connections = concurrency if target.per_caller else 1
+    connections = concurrency if target.per_caller else min(concurrency, SHARED_CONNECTIONS)
     async with contextlib.AsyncExitStack() as stack:
         sends = [await stack.enter_async_context(target.connect()) for _ in range(connections)]
         cpu0, wall0 = time.process_time(), time.monotonic()
@@ -62,11 +68,15 @@ async def closed_loop(target, texts: list[str], concurrency: int, seconds: float
 
 async def fire(target, texts: list[str], rate: float, seconds: float) -> Window:
     cycle = itertools.cycle(texts)
-    async with target.connect() as send:
+    async with contextlib.AsyncExitStack() as stack:
+        sends = [
+            await stack.enter_async_context(target.connect()) for _ in range(SHARED_CONNECTIONS)
+        ]
         cpu0, wall0 = time.process_time(), time.monotonic()
         tasks = []
         for i in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, wall0 + i / rate - time.monotonic()))
+            send = sends[i % SHARED_CONNECTIONS]
             tasks.append(asyncio.ensure_future(timed_send(send, next(cycle))))
         calls = list(await asyncio.gather(*tasks))
         return Window(calls, time.monotonic() - wall0, time.process_time() - cpu0)

@@ -24,12 +24,15 @@ from service.gen.nlu.v1 import nlu_pb2_grpc
 
 Send = Callable[[str], Awaitable[tuple[str, str]]]
 TIMEOUT_S = 10.0
+# Every channel its own TCP connection: grpc otherwise shares one between channels to the same
+# address, and a server of several processes on one port (SO_REUSEPORT) spreads connections.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
 class Target(Protocol):
     """Where the load goes: `connect()` opens one connection and yields its `send`."""
 
-    per_caller: bool  # a connection per caller (HTTP/1.1), else one shared by all (HTTP/2)
+    per_caller: bool  # a connection per caller (HTTP/1.1), else a few shared by all (HTTP/2)
 
     def connect(self) -> contextlib.AbstractAsyncContextManager[Send]: ...
 
@@ -47,7 +50,7 @@ class NluGrpc:
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[Send]:
         metadata = self.credentials.metadata() or None
-        async with self.credentials.aio_channel(self.address) as channel:
+        async with self.credentials.aio_channel(self.address, OWN_CONNECTION) as channel:
             stub = nlu_pb2_grpc.NluServiceStub(channel)
 
             async def send(text: str) -> tuple[str, str]:
@@ -123,7 +126,7 @@ class KServeGrpc:
     async def connect(self) -> AsyncIterator[Send]:
         from benchmarks.gen.inference import predict_v2_pb2_grpc as pb_grpc
 
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with grpc.aio.insecure_channel(self.address, OWN_CONNECTION) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
             async def send(text: str) -> tuple[str, str]:

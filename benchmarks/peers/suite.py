@@ -12,8 +12,9 @@ windows) or a cap, so slow drifts of the machine hit all alike. Per row: through
 p99, errors, the server's CPU seconds per 1,000 answers (its process tree) and the load
 generator's CPU share. Then, per server, an open loop at 3× its own capacity (from 2 processes);
 ours with its shipped admission defaults, the closed loops with its limits off, as the peers
-have none. Before measuring, the first utterances' answers are compared: every server must give
-the same intent and slots.
+have none. Ours runs twice: one process (`nlu`) and `--workers` processes sharing the port
+(`nlu, N workers`, `service.workers`); the targets are given for each. Before measuring, the
+first utterances' answers are compared: every server must give the same intent and slots.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ class PeersSuite(BundleSuite):
         parser.add_argument("--window-s", type=float, default=3.0)
         parser.add_argument("--max-windows", type=int, default=6)
         parser.add_argument("--overload-s", type=float, default=10.0)
+        parser.add_argument(
+            "--workers", type=int, default=2, help="ours as this many processes too (below 2: not)"
+        )
 
     def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
         missing = [p.venv for p in PEERS if not p.python.is_file()]
@@ -124,18 +128,30 @@ class PeersSuite(BundleSuite):
             levels, window_s, max_windows, overload_s = (1, 4), 0.3, 3, 1.0
         logs = PROJECT_ROOT / "logs"
         logs.mkdir(exist_ok=True)
-        ours = ServerProcess.launch(bundle, logs / "peers-nlu.log", *NO_LIMITS)
+        ours = {"nlu": ()}
+        if args.workers > 1:
+            ours[f"nlu, {args.workers} workers"] = ("--workers", str(args.workers))
+        launched: dict[str, ServerProcess] = {}
         peers: dict[str, PeerProcess] = {}
         try:
+            for name, flags in ours.items():
+                log = logs / f"peers-{name.replace(', ', '-').replace(' ', '-')}.log"
+                launched[name] = ServerProcess.launch(bundle, log, *NO_LIMITS, *flags)
             for peer in PEERS:
                 peers[peer.name] = peer.launch(bundle, logs / f"peers-{peer.name}.log")
-            ours.wait_serving()
+            for server in launched.values():
+                server.wait_serving()
             ready_s = {name: round(p.wait_ready(), 2) for name, p in peers.items()}
-            servers = {"nlu": (NluGrpc(ours.target), ours.process.pid)}
+            servers = {n: (NluGrpc(s.target), s.process.pid) for n, s in launched.items()}
             servers |= {n: (KServeGrpc(p.target), p.process.pid) for n, p in peers.items()}
             sample = texts[:PARITY_UTTERANCES]
-            expected = our_answers(ours.target, sample)
+            expected = our_answers(launched["nlu"].target, sample)
             parity = {n: kserve_answers(p.target, sample) == expected for n, p in peers.items()}
+            parity |= {
+                n: our_answers(s.target, sample) == expected
+                for n, s in launched.items()
+                if n != "nlu"
+            }
             rows = sweep(servers, texts, levels, window_s, max_windows)
             capacity = {
                 n: max(r["throughput_rps"] for r in rows if r["server"] == n) for n in servers
@@ -147,19 +163,22 @@ class PeersSuite(BundleSuite):
                 )
                 peer.stop()
         finally:
-            for process in (ours, *peers.values()):
+            for process in (*launched.values(), *peers.values()):
                 process.stop()
-        shipped = ServerProcess.launch(bundle, logs / "peers-nlu-defaults.log")
-        try:
-            shipped.wait_serving()
-            target = (NluGrpc(shipped.target), shipped.process.pid)
-            overload.insert(0, overload_row("nlu", *target, texts, capacity["nlu"], overload_s))
-        finally:
-            shipped.stop()
+        for position, (name, flags) in enumerate(ours.items()):
+            log = logs / f"peers-{name.replace(', ', '-').replace(' ', '-')}-defaults.log"
+            shipped = ServerProcess.launch(bundle, log, *flags)
+            try:
+                shipped.wait_serving()
+                target = (NluGrpc(shipped.target), shipped.process.pid)
+                row = overload_row(name, *target, texts, capacity[name], overload_s)
+                overload.insert(position, row)
+            finally:
+                shipped.stop()
         result = {
             "rows": rows,
             "overload": overload,
-            "targets": targets(rows, overload),
+            "targets": {name: targets(rows, overload, name) for name in ours},
             "meta": {
                 **run_meta(),
                 "bundle": str(bundle),
@@ -168,7 +187,10 @@ class PeersSuite(BundleSuite):
                 "ready_s": ready_s,
                 "versions": {p.name: p.version() for p in PEERS},
                 "batching": {"triton": batching.TRITON, "mlserver": batching.MLSERVER},
-                "nlu_settings": "closed loops: " + " ".join(NO_LIMITS) + "; overload: defaults",
+                "nlu_settings": "closed loops: "
+                + " ".join(NO_LIMITS)
+                + "; overload: defaults; "
+                + "; ".join(f"{n}: {' '.join(f) or 'one process'}" for n, f in ours.items()),
                 "load_cpu_share": {  # of one core, the highest of any row
                     "closed_loop": max(r["load_cpu_share"] for r in rows),
                     "open_loop": max(r["load_cpu_share"] for r in overload),
@@ -218,35 +240,39 @@ class PeersSuite(BundleSuite):
                 f"{r['p90_ms']} / {r['p99_ms']} | {r['errors']} | {r['server_cpu_s_per_1k']} | "
                 f"{r['load_cpu_share']} |"
             )
-        t = result["targets"]
+        lines.append("")
+        for name, t in result["targets"].items():
+            lines.append(
+                f"Targets, {name}: throughput at concurrency 64 "
+                f"{t['throughput_c64_over_best_peer']}x the better peer (≥ 1.5 asked); p50 at "
+                f"concurrency 1 {t['p50_c1_over_best_peer']}x the better peer (≤ 0.8 asked); "
+                f"answered at 3× overload {t['overload_answered_over_capacity']}x its capacity "
+                "(≥ 0.8 asked)."
+            )
         lines.append(
-            f"\nTargets: throughput at concurrency 64 {t['throughput_c64_over_best_peer']}x the "
-            f"better peer (≥ 1.5 asked); p50 at concurrency 1 {t['p50_c1_over_best_peer']}x the "
-            f"better peer (≤ 0.8 asked); answered at 3× overload "
-            f"{t['overload_answered_over_capacity']}x our capacity (≥ 0.8 asked). Answers equal "
-            f"to ours on the first {PARITY_UTTERANCES} utterances: "
+            f"Answers equal to ours on the first {PARITY_UTTERANCES} utterances: "
             f"{result['meta']['answers_match_ours']}."
         )
         return "\n".join(lines)
 
 
-def targets(rows: list[dict], overload: list[dict]) -> dict:
+def targets(rows: list[dict], overload: list[dict], ours: str) -> dict:
     def at(server: str, concurrency: int) -> dict | None:
         found = [r for r in rows if r["server"] == server and r["concurrency"] == concurrency]
         return found[0] if found else None
 
     top = max(r["concurrency"] for r in rows)
-    peers = sorted({r["server"] for r in rows} - {"nlu"})
+    peers = sorted({r["server"] for r in rows if not r["server"].startswith("nlu")})
     best_throughput = max(at(p, top)["throughput_rps"] for p in peers)
     best_p50 = min(at(p, 1)["p50_ms"] for p in peers)
-    (ours,) = [r for r in overload if r["server"] == "nlu"]
+    (overloaded,) = [r for r in overload if r["server"] == ours]
     return {
         "top_concurrency": top,
         "throughput_c64_over_best_peer": round(
-            at("nlu", top)["throughput_rps"] / best_throughput, 2
+            at(ours, top)["throughput_rps"] / best_throughput, 2
         ),
-        "p50_c1_over_best_peer": round(at("nlu", 1)["p50_ms"] / best_p50, 2),
-        "overload_answered_over_capacity": ours["answered_over_capacity"],
+        "p50_c1_over_best_peer": round(at(ours, 1)["p50_ms"] / best_p50, 2),
+        "overload_answered_over_capacity": overloaded["answered_over_capacity"],
     }
 
 

@@ -46,13 +46,15 @@ def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
     assert main(["serve", "--quick", "--out-dir", str(tmp_path), "--server-threads", "1"]) == 0
     serve = json.loads((tmp_path / "serve.json").read_text())
     levels = [("grpc", 1), ("grpc", 4), ("http", 1), ("http", 4)]
-    levels += [("grpc, traced", 1), ("http, traced", 1)]
+    levels += [("grpc, traced", 1), ("http, traced", 1), ("grpc, 2 workers", 1)]
+    levels += [("grpc, 2 workers", 4)]
     assert [(r["protocol"], r["concurrency"]) for r in serve["rows"]] == levels
     assert set(serve["p50_c1_over_in_process"]) == {p for p, c in levels if c == 1}
     for row in serve["rows"]:
         assert row["throughput_rps"] > 0 and row["p50_ms"] <= row["p99_ms"]
         assert row["server_stages"]["inference_ms"] > 0
     assert serve["in_process_p50_ms"] > 0
+    assert set(serve["top_concurrency_over_in_process_model"]) == {"grpc", "grpc, 2 workers"}
     assert (tmp_path / "serve.png").stat().st_size > 0
 
 

@@ -15,7 +15,7 @@ def test_quick_peers(tiny_bundle, tmp_path):
     args = ["peers", "--quick", "--out-dir", str(tmp_path), "--bundle", str(tiny_bundle)]
     assert main(args) == 0
     result = json.loads((tmp_path / "peers.json").read_text())
-    servers = {"nlu", "triton", "mlserver"}
+    servers = {"nlu", "nlu, 2 workers", "triton", "mlserver"}
     assert {(r["server"], r["concurrency"]) for r in result["rows"]} == {
         (s, c) for s in servers for c in (1, 4)
     }
@@ -26,9 +26,11 @@ def test_quick_peers(tiny_bundle, tmp_path):
     for row in result["rows"]:
         assert row["errors"] == 0, row
     meta = result["meta"]
-    assert meta["answers_match_ours"] == {"triton": True, "mlserver": True}
+    assert meta["answers_match_ours"] == {"triton": True, "mlserver": True, "nlu, 2 workers": True}
     assert set(meta["load_cpu_share"]) == {"closed_loop", "open_loop"}
     assert set(meta["versions"]) == {"triton", "mlserver"} and set(meta["batching"]) == {
         "triton", "mlserver"}  # fmt: skip
-    assert set(result["targets"]) >= {"throughput_c64_over_best_peer", "p50_c1_over_best_peer"}
+    assert set(result["targets"]) == {"nlu", "nlu, 2 workers"}
+    for ratios in result["targets"].values():
+        assert set(ratios) >= {"throughput_c64_over_best_peer", "p50_c1_over_best_peer"}
     assert (tmp_path / "peers.png").is_file()
