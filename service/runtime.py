@@ -175,7 +175,10 @@ class Engine:
             n = lengths[b]
             return session.run(list(OUTPUTS), {k: v[b : b + 1, :n] for k, v in feeds.items()})
 
-        rows = list(self.pool.map(row, range(len(lengths))))
+        if self.instances == 1 or len(lengths) == 1:  # nothing to overlap: no hop to the pool
+            rows = [row(b) for b in range(len(lengths))]
+        else:
+            rows = list(self.pool.map(row, range(len(lengths))))
         batch, seq_len = enc.input_ids.shape
         slots = np.zeros((batch, seq_len, rows[0][1].shape[-1]), dtype=rows[0][1].dtype)
         for b, (_, row_slots, _) in enumerate(rows):
