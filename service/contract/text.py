@@ -227,55 +227,51 @@ def slots_to_tags(words: Sequence[Word], slots: Sequence[Slot]) -> list[str]:
     return tags
 
 
-VITERBI_TOP = 8  # previous tags of each step scored against every tag before the bound
-
-
 def viterbi(
     emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray
 ) -> list[int]:
     """Best tag sequence of a linear-chain CRF: emissions (W, S), start/end (S,), transitions
-    (S, S) indexed [from, to]. Runs outside the exported graph, in numpy."""
+    (S, S) indexed [from, to]. Runs outside the exported graph, in numpy.
+
+    Most utterances skip the (S × S) max-plus per word: when every word's best tag beats its
+    second by more than changing it could gain through the word's two transitions (plus start
+    or end at the edges), the per-word argmax is the unique best path (`argmax_is_best`)."""
+    if argmax_is_best(emissions, start, end, transitions):
+        return emissions.argmax(axis=-1).tolist()
     score = start + emissions[0]  # (S,)
-    incoming_max = transitions.max(axis=0)  # (S_to,)
+    columns = np.arange(len(score))
     backpointers = []
     for row in emissions[1:]:
-        best_from, best = viterbi_step(score, transitions, incoming_max)
-        backpointers.append(best_from)
-        score = best + row
-    path = [int((score + end).argmax())]
-    for pointers in reversed(backpointers):
-        path.append(int(pointers[path[-1]]))
-    return path[::-1]
-
-
-def viterbi_step(
-    score: np.ndarray, transitions: np.ndarray, incoming_max: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """For every tag, the best previous tag and the path score through it: the (S × S)
-    max-plus, exact but pruned. The VITERBI_TOP best previous tags are scored against every tag
-    first; a tag whose best so far beats what any other previous tag could reach (the best of
-    their scores plus the tag's largest incoming transition) is settled; only the others are
-    scored against every previous tag. A trained model's emissions are peaked, so most of the
-    max-plus is skipped. Ties go to the lowest previous tag, as a full argmax gives."""
-    tags = len(score)
-    columns = np.arange(tags)
-    if tags <= VITERBI_TOP:
         candidates = score[:, None] + transitions  # (S_from, S_to)
         best_from = candidates.argmax(axis=0)  # (S_to,)
-        return best_from, candidates[best_from, columns]
-    split = np.argpartition(-score, VITERBI_TOP)
-    top = np.sort(split[:VITERBI_TOP])  # (K,) ascending, so ties go to the lowest tag
-    candidates = score[top, None] + transitions[top]  # (K, S_to)
-    pick = candidates.argmax(axis=0)  # (S_to,)
-    best_from, best = top[pick], candidates[pick, columns]
-    reachable = score[split[VITERBI_TOP:]].max() + incoming_max  # (S_to,) bound of the rest
-    unsettled = np.flatnonzero(reachable >= best)  # (U,)
-    if unsettled.size:
-        full = score[:, None] + transitions[:, unsettled]  # (S_from, U)
-        full_pick = full.argmax(axis=0)  # (U,)
-        best_from[unsettled] = full_pick
-        best[unsettled] = full[full_pick, np.arange(unsettled.size)]
-    return best_from, best
+        backpointers.append(best_from)
+        score = candidates[best_from, columns] + row
+    best = [int((score + end).argmax())]
+    for pointers in reversed(backpointers):
+        best.append(int(pointers[best[-1]]))
+    return best[::-1]
+
+
+def argmax_is_best(
+    emissions: np.ndarray, start: np.ndarray, end: np.ndarray, transitions: np.ndarray
+) -> bool:
+    """Whether the per-word argmax is provably the only best path. A path that differs at a
+    set D of words loses at least the sum of those words' margins (best minus second-best
+    emission) and gains at most the spread of the transitions (max minus min) for each
+    transition touching D, at most two per word, plus the spread of start (end) when D holds
+    the first (last) word. So margins above that, word by word, leave no path as good. A slack
+    keeps rounding in the full recursion's sums from mattering."""
+    words = len(emissions)
+    if emissions.shape[-1] < 2:
+        return True
+    top_two = np.partition(emissions, -2, axis=-1)[:, -2:]  # (W, 2): second, best
+    margins = top_two[:, 1] - top_two[:, 0]  # (W,)
+    highest, lowest = float(transitions.max()), float(transitions.min())
+    bound = np.full(words, 2 * (highest - lowest))  # (W,)
+    bound[0] += float(start.max() - start.min())
+    bound[-1] += float(end.max() - end.min())
+    largest = max(float(np.abs(emissions).max()), words * max(highest, -lowest))
+    return bool((margins > bound + 1e-6 * (1.0 + largest)).all())
 
 
 CrfParams = tuple[np.ndarray, np.ndarray, np.ndarray]  # (start, end, transitions)

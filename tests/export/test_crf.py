@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from export.artifacts import load_artifacts
 from export.crf import CRF, gather_words
 from export.train import TrainConfig, train
-from service.contract.text import viterbi
+from service.contract.text import argmax_is_best, viterbi
 
 
 def path_score(em, start, end, trans, path):
@@ -105,8 +105,9 @@ def full_viterbi(em, start, end, trans):
     ties=st.booleans(),
     seed=st.integers(0, 2**31),
 )
-def test_pruned_viterbi_equals_the_full_recursion(tags, words, peak, ties, seed):
-    """Flat and peaked emissions, wide and narrow transitions, and integer scores (ties)."""
+def test_viterbi_equals_the_full_recursion(tags, words, peak, ties, seed):
+    """Flat and peaked emissions (the argmax shortcut taken or not), wide and narrow
+    transitions, and integer scores (ties)."""
     rng = np.random.default_rng(seed)
     em = rng.normal(size=(words, tags))
     em[np.arange(words), rng.integers(0, tags, words)] += peak
@@ -115,3 +116,14 @@ def test_pruned_viterbi_equals_the_full_recursion(tags, words, peak, ties, seed)
     if ties:
         em, trans, start, end = (np.round(a) for a in (em, trans, start, end))
     assert viterbi(em, start, end, trans) == full_viterbi(em, start, end, trans)
+
+
+def test_the_argmax_shortcut_needs_margins_above_the_transition_spread():
+    trans = np.array([[0.0, -1.0], [-1.0, 0.0]])  # spread 1: margins above 2 settle a word
+    start = end = np.zeros(2)
+    peaked = np.array([[3.0, 0.0], [0.0, 2.5], [2.1, 0.0]])
+    assert argmax_is_best(peaked, start, end, trans)
+    assert viterbi(peaked, start, end, trans) == [0, 1, 0]
+    narrow = np.array([[3.0, 0.0], [0.0, 1.5], [3.0, 0.0]])  # the middle word can flip
+    assert not argmax_is_best(narrow, start, end, trans)
+    assert viterbi(narrow, start, end, trans) == [0, 0, 0]
