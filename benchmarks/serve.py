@@ -136,7 +136,8 @@ def in_process(bundle: Path, texts: list[str], threads: int) -> dict:
         times.append(time.perf_counter() - t0)
     batches = [texts[i : i + IN_PROCESS_BATCH] for i in range(0, len(texts), IN_PROCESS_BATCH)]
     encoded = [engine.encode(batch) for batch in batches]
-    model, pipeline = [], []
+    raw = [engine.infer(enc) for enc in encoded]
+    model, pipeline, tokenise, decode = [], [], [], []
     for _ in range(IN_PROCESS_PASSES):
         t0 = time.perf_counter()
         for enc in encoded:
@@ -146,11 +147,21 @@ def in_process(bundle: Path, texts: list[str], threads: int) -> dict:
         for batch in batches:
             engine.parse(batch)
         pipeline.append(len(texts) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for batch in batches:
+            engine.encode(batch)
+        tokenise.append((time.perf_counter() - t0) / len(texts))
+        t0 = time.perf_counter()
+        for batch, enc, outputs in zip(batches, encoded, raw, strict=True):
+            engine.decode(batch, enc, outputs)
+        decode.append((time.perf_counter() - t0) / len(texts))
     return {
         "p50_ms": round(1000 * statistics.median(times), 3),
         "variant": engine.variant,
         "utt_per_s": round(max(model), 1),
         "pipeline_utt_per_s": round(max(pipeline), 1),
+        "tokenise_ms_per_utt": round(1000 * min(tokenise), 3),
+        "decode_ms_per_utt": round(1000 * min(decode), 3),
     }
 
 
@@ -260,6 +271,8 @@ class ServeSuite(Suite):
             "in_process_p50_ms": engine["p50_ms"],
             "in_process_utt_per_s": engine["utt_per_s"],
             "in_process_pipeline_utt_per_s": engine["pipeline_utt_per_s"],
+            "in_process_tokenise_ms_per_utt": engine["tokenise_ms_per_utt"],
+            "in_process_decode_ms_per_utt": engine["decode_ms_per_utt"],
             "top_concurrency_over_in_process_model": {
                 protocol: round(r["throughput_rps"] / engine["utt_per_s"], 2)
                 for protocol, r in at_top.items()
@@ -311,28 +324,20 @@ class ServeSuite(Suite):
                 f"{s['inference_ms']:.2f} | {s['decode_ms']:.2f} |"
             )
         meta = result["meta"]
-        ratios = result["p50_c1_over_in_process"]
-        if not isinstance(ratios, dict):  # results from before the HTTP rows
-            ratios = {"grpc": ratios}
-        over = ", ".join(f"{p} {ratio}×" for p, ratio in ratios.items())
-        top = result.get("top_concurrency_over_in_process_model")
-        if not isinstance(top, dict):  # results from before the worker rows
-            top = {"grpc": top}
-        top_over = ", ".join(f"{p} {ratio}×" for p, ratio in top.items())
+        over = ", ".join(f"{p} {r}×" for p, r in result["p50_c1_over_in_process"].items())
+        top = result["top_concurrency_over_in_process_model"]
+        top_over = ", ".join(f"{p} {r}×" for p, r in top.items())
         lines += [
             "",
             f"In-process engine p50 (batch 1): {result['in_process_p50_ms']:.2f} ms; "
-            f"p50 at concurrency 1 over it: {over}. "
-            + (
-                f"In-process, batches of {IN_PROCESS_BATCH}: model only "
-                f"{result['in_process_utt_per_s']} utt/s, tokenise + model + decode "
-                f"{result['in_process_pipeline_utt_per_s']} utt/s; at the top concurrency over the "
-                f"model-only figure: {top_over}. "
-                if "in_process_utt_per_s" in result
-                else ""
-            )
-            + f"Client and server share {meta['cores']} cores ({meta['cpu']}); commit "
-            f"{meta['git_commit'][:12]}. Stage times are per batch (queue: per request).",
+            f"p50 at concurrency 1 over it: {over}. In-process, batches of {IN_PROCESS_BATCH}: "
+            f"model only {result['in_process_utt_per_s']} utt/s, tokenise + model + decode "
+            f"{result['in_process_pipeline_utt_per_s']} utt/s (tokenise "
+            f"{result['in_process_tokenise_ms_per_utt']} ms, decode "
+            f"{result['in_process_decode_ms_per_utt']} ms per utterance); at the top "
+            f"concurrency over the model-only figure: {top_over}. Client and server share "
+            f"{meta['cores']} cores ({meta['cpu']}); commit {meta['git_commit'][:12]}. Stage "
+            "times are per batch (queue: per request).",
         ]
         return "\n".join(lines)
 
