@@ -1,5 +1,5 @@
 """Suite `serve`: the server under closed-loop load over gRPC and HTTP/JSON, against the same
-engine in-process.
+engine in-process (measured before and after the sweeps: their mean, and the drift between).
 
     python -m benchmarks serve [--bundle bundles/atis]
 
@@ -165,6 +165,17 @@ def in_process(bundle: Path, texts: list[str], threads: int) -> dict:
     }
 
 
+def bracketed(before: dict, after: dict) -> dict:
+    """The in-process figures measured before and after the sweeps, averaged, with how far the
+    machine drifted between the two (after ÷ before): the server's rows lie in between."""
+    figures = {k: v for k, v in before.items() if isinstance(v, float)}
+    return {
+        **before,
+        **{k: round((v + after[k]) / 2, 3) for k, v in figures.items()},
+        "after_over_before": {k: round(after[k] / v, 2) for k, v in figures.items()},
+    }
+
+
 class ServeSuite(Suite):
     name = "serve"
     help = "gRPC and HTTP closed-loop concurrency sweep against the in-process engine"
@@ -243,6 +254,7 @@ class ServeSuite(Suite):
         window_s, max_windows = (0.3, 3) if args.quick else (3.0, 8)
         out_dir.mkdir(parents=True, exist_ok=True)
         plan = [(p, c) for p in PROTOCOLS for c in levels]
+        before = in_process(bundle, texts, args.server_threads)
         rows = self.sweep(args, bundle, out_dir, plan, texts, window_s, max_windows, None)
         sink = SpanSink().start()  # tracing on: the cost of exporting every span over OTLP
         try:
@@ -263,7 +275,7 @@ class ServeSuite(Suite):
             for row in processes:
                 row["protocol"] += f", {args.workers} workers"
             rows += processes
-        engine = in_process(bundle, texts, args.server_threads)
+        engine = bracketed(before, in_process(bundle, texts, args.server_threads))
         top = max(r["concurrency"] for r in rows)
         at_top = {r["protocol"]: r for r in rows if r["concurrency"] == top}
         report = {
@@ -273,6 +285,7 @@ class ServeSuite(Suite):
             "in_process_pipeline_utt_per_s": engine["pipeline_utt_per_s"],
             "in_process_tokenise_ms_per_utt": engine["tokenise_ms_per_utt"],
             "in_process_decode_ms_per_utt": engine["decode_ms_per_utt"],
+            "in_process_after_over_before": engine["after_over_before"],
             "top_concurrency_over_in_process_model": {
                 protocol: round(r["throughput_rps"] / engine["utt_per_s"], 2)
                 for protocol, r in at_top.items()
@@ -335,7 +348,10 @@ class ServeSuite(Suite):
             f"{result['in_process_pipeline_utt_per_s']} utt/s (tokenise "
             f"{result['in_process_tokenise_ms_per_utt']} ms, decode "
             f"{result['in_process_decode_ms_per_utt']} ms per utterance); at the top "
-            f"concurrency over the model-only figure: {top_over}. Client and server share "
+            f"concurrency over the model-only figure: {top_over}. In-process figures: the mean "
+            "of runs before and after the sweeps (after ÷ before: model only "
+            f"{result['in_process_after_over_before']['utt_per_s']}×, p50 "
+            f"{result['in_process_after_over_before']['p50_ms']}×). Client and server share "
             f"{meta['cores']} cores ({meta['cpu']}); commit {meta['git_commit'][:12]}. Stage "
             "times are per batch (queue: per request).",
         ]

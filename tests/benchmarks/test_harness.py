@@ -55,6 +55,7 @@ def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
         assert row["server_stages"]["inference_ms"] > 0
     assert serve["in_process_p50_ms"] > 0
     assert serve["in_process_tokenise_ms_per_utt"] > 0 and serve["in_process_decode_ms_per_utt"] > 0
+    assert set(serve["in_process_after_over_before"]) >= {"utt_per_s", "p50_ms"}
     assert set(serve["top_concurrency_over_in_process_model"]) == {"grpc", "grpc, 2 workers"}
     assert (tmp_path / "serve.png").stat().st_size > 0
 
