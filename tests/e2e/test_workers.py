@@ -61,8 +61,11 @@ def test_workers_share_the_ports_and_sum_their_metrics(supervised: ServerProcess
     assert len(set(intents)) == 1
     reply = httpx.post(f"{supervised.http_url}/v1/parse", json={"text": UTTERANCE}, timeout=10)
     assert reply.status_code == 200 and reply.json()["intent"] == intents[0]
-    assert supervised.metric('nlu_requests_total{code="OK",method="Parse"}') == 12
-    assert supervised.metric('nlu_requests_total{code="200",method="POST /v1/parse"}') == 1
+    # Counted as each call ends, which may be just after its answer reached the client.
+    grpc_ok = 'nlu_requests_total{code="OK",method="Parse"}'
+    http_ok = 'nlu_requests_total{code="200",method="POST /v1/parse"}'
+    wait_for(lambda: supervised.metric(grpc_ok) >= 12 and supervised.metric(http_ok) >= 1, 10)
+    assert supervised.metric(grpc_ok) == 12 and supervised.metric(http_ok) == 1
 
 
 def test_a_dead_worker_is_replaced_while_the_other_serves(supervised: ServerProcess):
