@@ -72,6 +72,12 @@ async def drain(
 async def serve(settings: Settings) -> int:
     if tracing.configure():
         log.info("tracing", extra={"exporter": "otlp"})
+    preloaded = None
+    if settings.server.reuse_port:
+        # A port shared with other workers must only hand connections to workers that can
+        # answer them: bind once loaded (its siblings serve meanwhile).
+        preloaded = asyncio.ensure_future(load_core(settings))
+        await asyncio.wait([preloaded])
     lifecycle = Lifecycle()
     health_servicer = Health()
     await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -108,7 +114,7 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    loading = asyncio.ensure_future(load_core(settings))
+    loading = preloaded or asyncio.ensure_future(load_core(settings))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
     if loading.done() and loading.exception() is None:

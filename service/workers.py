@@ -8,8 +8,10 @@ its own engine, batching queue and event loop; they bind the gRPC, HTTP and heal
 SO_REUSEPORT and the kernel hands each new connection to one of them (grpc's multiprocessing
 example does the same). Measured in benchmarks/README.md ("Worker processes").
 
-- Start: each worker writes to a pipe once it reports SERVING; a worker that exits before that
-  fails the start with its exit code (its own message is on the shared stderr).
+- Start: a worker binds the shared ports only once its model is loaded (a connection never
+  lands on one that cannot answer yet, at start or after a restart) and writes to a pipe once
+  it reports SERVING; a worker that exits before that fails the start with its exit code (its
+  own message is on the shared stderr).
 - Metrics: the workers write prometheus_client's multiprocess files into a private folder; this
   process serves their sum on `metrics_port`.
 - A worker that dies later is restarted, at most one start a second, and logged.
