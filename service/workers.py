@@ -163,7 +163,8 @@ class Supervisor:
                     )
                     self.shutdown()
                     return code or 1
-        log.info("serving", extra={"workers": len(self.workers)})
+        if all(w.ready for w in self.workers):
+            log.info("serving", extra={"workers": len(self.workers)})
         return None
 
     def keep_up(self) -> None:

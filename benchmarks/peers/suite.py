@@ -79,6 +79,11 @@ def kserve_answers(target: str, texts: list[str]) -> list[dict]:
     return answers
 
 
+def slug(name: str) -> str:
+    """A server's name as a file name part: `nlu, 2 workers` → `nlu-2-workers`."""
+    return name.replace(", ", "-").replace(" ", "-")
+
+
 def sending_s(window: Window) -> float:
     """How long the open loop took to send its calls (the window also waits for the answers)."""
     starts = [c.started for c in window.calls]
@@ -135,7 +140,7 @@ class PeersSuite(BundleSuite):
         peers: dict[str, PeerProcess] = {}
         try:
             for name, flags in ours.items():
-                log = logs / f"peers-{name.replace(', ', '-').replace(' ', '-')}.log"
+                log = logs / f"peers-{slug(name)}.log"
                 launched[name] = ServerProcess.launch(bundle, log, *NO_LIMITS, *flags)
             for peer in PEERS:
                 peers[peer.name] = peer.launch(bundle, logs / f"peers-{peer.name}.log")
@@ -166,7 +171,7 @@ class PeersSuite(BundleSuite):
             for process in (*launched.values(), *peers.values()):
                 process.stop()
         for position, (name, flags) in enumerate(ours.items()):
-            log = logs / f"peers-{name.replace(', ', '-').replace(' ', '-')}-defaults.log"
+            log = logs / f"peers-{slug(name)}-defaults.log"
             shipped = ServerProcess.launch(bundle, log, *flags)
             try:
                 shipped.wait_serving()

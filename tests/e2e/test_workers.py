@@ -64,7 +64,7 @@ def test_workers_share_the_ports_and_sum_their_metrics(supervised: ServerProcess
     # Counted as each call ends, which may be just after its answer reached the client.
     grpc_ok = 'nlu_requests_total{code="OK",method="Parse"}'
     http_ok = 'nlu_requests_total{code="200",method="POST /v1/parse"}'
-    wait_for(lambda: supervised.metric(grpc_ok) >= 12 and supervised.metric(http_ok) >= 1, 10)
+    wait_for(lambda: supervised.metric(grpc_ok) >= 12 and supervised.metric(http_ok) >= 1)
     assert supervised.metric(grpc_ok) == 12 and supervised.metric(http_ok) == 1
 
 
