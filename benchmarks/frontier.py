@@ -1,12 +1,14 @@
 """Suite `frontier`: encoder variants that trade accuracy for speed, on one chart.
 
-    python -m benchmarks frontier [--data atis] [--layers 6,4,3] [--threads 2]
+    python -m benchmarks frontier [--data atis] [--layers 6,4,3] [--distilled 4,3] [--threads 2]
 
 Variants: MiniLM's 6 layers (the served model, `make run`'s artifacts/DATA and bundles/DATA), or
 its first 4 or 3, each fine-tuned with the served model's own training settings (trained into
 artifacts/frontier/DATA-lN and exported to bundles/frontier/DATA-lN when missing: about 5 min
-and 4 min on ATIS with 2 threads), each in every precision its bundle holds (fp32; int8 when
-a graph passed the export's dev gate on this CPU). Accuracy: the test metrics the export
+and 4 min on ATIS with 2 threads on a Zen 5, 18 and 14 on a Zen 3); `--distilled` depths are
+trained once more with the served model as teacher (its logits as soft targets, `export.distill`;
+DATA-lN-kd). Each variant in every precision its bundle holds (fp32; int8 when a graph passed
+the export's dev gate on this CPU). Accuracy: the test metrics the export
 recorded for the graph as the engine runs it. Speed: the engine in-process (tokenise → ONNX →
 decode, 2 threads), every variant interleaved window by window (`benchmarks.measure`): p50 at
 batch 1 and utterances/s at batch 32. The routed system (encoder + generator fallback) comes
@@ -50,6 +52,12 @@ class FrontierSuite(Suite):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--data", default="atis")
         parser.add_argument("--layers", type=layer_list, default=[6, 4, 3])
+        parser.add_argument(
+            "--distilled",
+            type=layer_list,
+            help="depths also trained with the served model as teacher (default: those of "
+            "--layers below the served depth; '' for none)",
+        )
         parser.add_argument("--threads", type=int, default=2, help="training and inference")
         parser.add_argument("--model", type=Path, help="the 6-layer model (artifacts/DATA)")
         parser.add_argument("--bundle", type=Path, help="its bundle (bundles/DATA)")
@@ -60,50 +68,65 @@ class FrontierSuite(Suite):
             args.bundle or PROJECT_ROOT / "bundles" / args.data,
         )
 
-    def paths(self, args: argparse.Namespace, out_dir: Path, layers: int) -> tuple[Path, Path]:
+    def paths(
+        self, args: argparse.Namespace, out_dir: Path, layers: int, distilled: bool
+    ) -> tuple[Path, Path]:
         """(model, bundle) of the `layers`-deep variant: the served ones at the served depth,
         else under artifacts/frontier and bundles/frontier (under the output folder when
         quick, so a smoke run leaves the project alone)."""
         model, bundle = self.served(args)
-        if layers == encoder_depth(model):
+        if layers == encoder_depth(model) and not distilled:
             return model, bundle
         root = out_dir if args.quick else PROJECT_ROOT
-        name = f"{Path(args.data).name}-l{layers}"
+        name = f"{Path(args.data).name}-l{layers}{'-kd' if distilled else ''}"
         return root / "artifacts" / "frontier" / name, root / "bundles" / "frontier" / name
 
     def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
         model, bundle = self.served(args)
         if not (model / "config.json").is_file() or not (bundle / "config.json").is_file():
             return f"needs the served model {model} and its bundle {bundle} (make run)"
+        if encoder_depth(model) in self.distilled(args):
+            return f"--distilled {encoder_depth(model)}: the served depth is the teacher"
         return None
 
-    def build(self, args: argparse.Namespace, out_dir: Path, layers: int) -> Path:
+    def distilled(self, args: argparse.Namespace) -> list[int]:
+        if args.distilled is not None:
+            return args.distilled
+        served = encoder_depth(self.served(args)[0])
+        return [n for n in args.layers if n < served]
+
+    def build(self, args: argparse.Namespace, out_dir: Path, layers: int, distilled: bool) -> Path:
         """The bundle of the `layers`-deep variant, trained and exported when missing with the
-        served model's training settings (only the depth, the output and the threads differ)."""
-        model, bundle = self.paths(args, out_dir, layers)
+        served model's training settings (only the depth, the output, the threads and, when
+        distilled, the teacher differ)."""
+        model, bundle = self.paths(args, out_dir, layers, distilled)
         if (bundle / "config.json").is_file():
             return bundle
         if not (model / "config.json").is_file():
             served, _ = self.served(args)
             settings = json.loads((served / "config.json").read_text())["train"]
             settings |= {"out": str(model), "layers": layers, "threads": args.threads}
+            if distilled:
+                settings["distill_from"] = str(served)
             train(TrainConfig(**settings))
         build_bundle(model, bundle)
         return bundle
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]
-        bundles = {layers: self.build(args, out_dir, layers) for layers in args.layers}
+        depths = [(n, False) for n in args.layers] + [(n, True) for n in self.distilled(args)]
+        bundles = {depth: self.build(args, out_dir, *depth) for depth in depths}
         engines, records = {}, {}
-        for layers, bundle in bundles.items():
+        for (layers, distilled), bundle in bundles.items():
             for precision in json.loads((bundle / "config.json").read_text())["variants"]:
-                name = f"L{layers} {precision}"
+                name = f"L{layers}{' distilled' if distilled else ''} {precision}"
                 settings = EngineSettings(
                     variant=precision, intra_op_threads=args.threads, ort_allow_spinning=False
                 )
                 engines[name] = engine = Engine(bundle, settings=settings)
                 records[name] = (
                     layers,
+                    distilled,
                     precision,
                     engine.bundle.config.variants[precision],
                     bundle,
@@ -123,6 +146,7 @@ class FrontierSuite(Suite):
                 "dataset": args.data,
                 "variant": name,
                 "layers": layers,
+                "distilled": distilled,
                 "precision": precision,
                 "graph": record.graph,
                 "intent_accuracy": record.test["intent_acc"],
@@ -138,7 +162,7 @@ class FrontierSuite(Suite):
                     else bundle
                 ),
             }
-            for name, (layers, precision, record, bundle) in records.items()
+            for name, (layers, distilled, precision, record, bundle) in records.items()
         ]
         first = next(iter(engines.values()))
         tokens = token_counts(first, texts)

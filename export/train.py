@@ -28,6 +28,7 @@ from export.artifacts import TRAIN_LOG, save_artifacts
 from export.calibration import calibration_report
 from export.crf import gather_words
 from export.data import Dataset, Example, read_dataset
+from export.distill import Teacher, TeacherError, load_teacher, soft_target_loss
 from export.fetch import INPUT_ERRORS, resolve_dataset
 from export.inference import evaluate_examples
 from export.margin import MarginLoss
@@ -76,6 +77,9 @@ class TrainConfig:
     threads: int | None = None
     limit_train: int | None = None  # first N training examples (smoke tests)
     layers: int | None = None  # keep the encoder's first N layers (None: all): faster, less exact
+    distill_from: str | None = None  # a trained model folder whose logits are soft targets
+    distill_weight: float = 0.5  # loss = (1 - w) * label loss + w * soft-target loss
+    distill_temperature: float = 2.0
 
 
 def encoder_source(cfg: TrainConfig) -> tuple[str, str]:
@@ -143,16 +147,21 @@ def batch_loss(
     intent_loss: nn.Module,
     slot_loss: nn.Module,
     margin_loss: MarginLoss | None = None,
+    teacher: Teacher | None = None,
 ) -> torch.Tensor:
     """alpha * intent cross-entropy + (1 - alpha) * slot loss (token cross-entropy or CRF NLL)
-    [+ margin_weight * the margin loss on the sentence embedding]."""
+    [+ margin_weight * the margin loss on the sentence embedding]; with a teacher, that label
+    loss and the same alpha-weighted soft-target loss on its intent and per-word slot logits
+    are mixed by the teacher's weight."""
     tag_ids = [labels.tag_ids(ex.tags) for ex in batch]
     intent_targets = torch.tensor([labels.intent_id(ex.intent) for ex in batch])  # (B,)
-    attention_mask = torch.from_numpy(enc.attention_mask)
-    hidden = model.encode(
-        torch.from_numpy(enc.input_ids), attention_mask, torch.from_numpy(enc.token_type_ids)
-    )  # (B, T, H)
-    intent_logits, slot_logits = model.heads(hidden, attention_mask)  # (B, I), (B, T, S)
+    inputs = (
+        torch.from_numpy(enc.input_ids),
+        torch.from_numpy(enc.attention_mask),
+        torch.from_numpy(enc.token_type_ids),
+    )
+    hidden = model.encode(*inputs)  # (B, T, H)
+    intent_logits, slot_logits = model.heads(hidden, inputs[1])  # (B, I), (B, T, S)
     if model.crf is not None:
         emissions, tags, mask = gather_words(slot_logits, enc.word_index, tag_ids)  # (B, W, S)
         slot_term = model.crf.nll(emissions, tags, mask)
@@ -161,9 +170,22 @@ def batch_loss(
         slot_term = slot_loss(slot_logits.flatten(0, 1), slot_targets.flatten())
     loss = cfg.alpha * intent_loss(intent_logits, intent_targets) + (1 - cfg.alpha) * slot_term
     if margin_loss is not None:
-        embedding = sentence_embedding(hidden, attention_mask)  # (B, H)
+        embedding = sentence_embedding(hidden, inputs[1])  # (B, H)
         loss = loss + cfg.margin_weight * margin_loss(embedding, intent_targets)
-    return loss
+    if teacher is None:
+        return loss
+    with torch.no_grad():
+        teacher_intent, teacher_slot = teacher.model(*inputs)  # (B, I), (B, T, S)
+    if model.crf is not None:
+        teacher_emissions, _, _ = gather_words(teacher_slot, enc.word_index, tag_ids)
+        student_words, teacher_words = emissions[mask], teacher_emissions[mask]  # (N, S)
+    else:
+        labelled = slot_targets != IGNORE_INDEX  # (B, T)
+        student_words, teacher_words = slot_logits[labelled], teacher_slot[labelled]  # (N, S)
+    soft = cfg.alpha * soft_target_loss(intent_logits, teacher_intent, teacher.temperature) + (
+        1 - cfg.alpha
+    ) * soft_target_loss(student_words, teacher_words, teacher.temperature)
+    return (1 - teacher.weight) * loss + teacher.weight * soft
 
 
 def rank_value(metric: float | None) -> float:
@@ -190,6 +212,7 @@ class TrainingRun:
     intent_loss: nn.Module
     slot_loss: nn.Module
     margin_loss: MarginLoss | None
+    teacher: Teacher | None
     steps_per_epoch: int
 
 
@@ -239,6 +262,17 @@ def prepare(cfg: TrainConfig) -> TrainingRun:
         if cfg.margin_weight > 0
         else None
     )
+    teacher = (
+        load_teacher(
+            Path(cfg.distill_from),
+            labels,
+            tok_path,
+            cfg.distill_temperature,
+            cfg.distill_weight,
+        )
+        if cfg.distill_from
+        else None
+    )
     optimizer = make_optimizer(model, cfg, margin_loss)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -262,6 +296,7 @@ def prepare(cfg: TrainConfig) -> TrainingRun:
             ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing
         ),
         margin_loss=margin_loss,
+        teacher=teacher,
         steps_per_epoch=steps_per_epoch,
     )
 
@@ -286,7 +321,15 @@ def train_epoch(run: TrainingRun, epoch: int, progress: Progress) -> dict:
         if epoch == 1:
             progress.truncated_words += sum(enc.truncated_words)
         loss = batch_loss(
-            model, enc, batch, run.labels, cfg, run.intent_loss, run.slot_loss, run.margin_loss
+            model,
+            enc,
+            batch,
+            run.labels,
+            cfg,
+            run.intent_loss,
+            run.slot_loss,
+            run.margin_loss,
+            run.teacher,
         )
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -412,8 +455,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "margin_weight",
         "margin_scale",
         "margin",
+        "distill_weight",
+        "distill_temperature",
     ):
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    p.add_argument(
+        "--distill-from",
+        help="a trained model folder (same data and tokenizer, e.g. the 6-layer model) whose "
+        "intent and slot logits the new model also learns from",
+    )
     p.add_argument("--pooling", choices=["cls", "mean"], default=defaults.pooling)
     p.add_argument(
         "--crf",
@@ -426,6 +476,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         p.error(f"--alpha must lie in [0, 1], got {args.alpha}")
     if args.layers is not None and args.layers < 1:
         p.error(f"--layers must be 1 or more, got {args.layers}")
+    if not 0.0 <= args.distill_weight <= 1.0:
+        p.error(f"--distill-weight must lie in [0, 1], got {args.distill_weight}")
+    if args.distill_temperature <= 0:
+        p.error(f"--distill-temperature must be positive, got {args.distill_temperature}")
     if args.margin_weight < 0:
         p.error(f"--margin-weight must be 0 (off) or positive, got {args.margin_weight}")
     return TrainConfig(**vars(args))
@@ -439,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     try:
         train(cfg)
-    except (*INPUT_ERRORS, EncoderError) as e:
+    except (*INPUT_ERRORS, EncoderError, TeacherError) as e:
         raise SystemExit(f"error: {e}") from e
 
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 
 from export.artifacts import load_artifacts
+from export.distill import TeacherError, load_teacher, soft_target_loss
 from export.evaluate import main as evaluate_main
 from export.inference import run_model
 from export.margin import MarginLoss
 from export.train import TrainConfig, parse_args, train
+from service.contract.labels import LabelSet
 
 
 def test_training_writes_a_plain_json_model_folder(tiny_model):
@@ -154,3 +156,62 @@ def test_cli_rejects_negative_margin_weight(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--data", "atis", "--out", "x", "--margin-weight", "-1"])
     assert "--margin-weight" in capsys.readouterr().err
+
+
+def train_small(tiny_encoder, small_atis, out, **overrides) -> dict:
+    """One epoch of the tiny encoder on 64 examples."""
+    settings = dict(epochs=1, batch_size=32, threads=1, limit_train=64) | overrides
+    return train(
+        TrainConfig(data=str(small_atis), out=str(out), encoder=str(tiny_encoder), **settings)
+    )
+
+
+def test_distillation_learns_from_the_teacher_and_saves_a_plain_shallow_model(
+    tiny_encoder, small_atis, tmp_path
+):
+    teacher = tmp_path / "teacher"
+    train_small(tiny_encoder, small_atis, teacher)
+    train_small(tiny_encoder, small_atis, tmp_path / "alone", layers=1)
+    config = train_small(
+        tiny_encoder, small_atis, tmp_path / "taught", layers=1, distill_from=str(teacher)
+    )
+    assert config["train"]["distill_from"] == str(teacher)
+    alone = load_artifacts(tmp_path / "alone").model
+    taught = load_artifacts(tmp_path / "taught").model
+    assert taught.encoder.config.num_hidden_layers == 1
+    weights, taught_weights = alone.state_dict(), taught.state_dict()
+    assert weights.keys() == taught_weights.keys()  # the teacher is not saved with the student
+    assert not all(torch.equal(weights[k], taught_weights[k]) for k in weights)
+
+
+def test_soft_target_loss_is_zero_on_agreement_and_pulls_the_student_to_the_teacher():
+    teacher = torch.tensor([[3.0, 0.0, -1.0], [0.0, 2.0, 0.0]])
+    assert soft_target_loss(teacher, teacher, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(2, 3, requires_grad=True)
+    soft_target_loss(student, teacher, 2.0).backward()
+    assert (student.grad.argmin(dim=-1) == teacher.argmax(dim=-1)).all()  # descent raises them
+
+
+def test_a_teacher_with_other_labels_or_tokens_is_refused(tiny_model, tmp_path):
+    artifacts = load_artifacts(tiny_model)
+    tokens = tiny_model / "tokenizer.json"
+    fewer = LabelSet(artifacts.labels.intents[1:], artifacts.labels.slot_tags)
+    with pytest.raises(TeacherError, match="intents and slot tags differ"):
+        load_teacher(tiny_model, fewer, tokens, 2.0, 0.5)
+    other = tmp_path / "tokenizer.json"
+    other.write_text(tokens.read_text().replace('"[UNK]"', '"[unk]"', 1))
+    with pytest.raises(TeacherError, match="share the vocabulary"):
+        load_teacher(tiny_model, artifacts.labels, other, 2.0, 0.5)
+    assert not any(
+        p.requires_grad
+        for p in load_teacher(tiny_model, artifacts.labels, tokens, 2.0, 0.5).model.parameters()
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--distill-weight", "1.5"), ("--distill-temperature", "0")]
+)
+def test_cli_rejects_bad_distillation_settings(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "atis", "--out", "x", flag, value])
+    assert flag in capsys.readouterr().err
