@@ -174,14 +174,9 @@ def batch_loss(
         loss = loss + cfg.margin_weight * margin_loss(embedding, intent_targets)
     if teacher is None:
         return loss
-    with torch.no_grad():
-        teacher_intent, teacher_slot = teacher.model(*inputs)  # (B, I), (B, T, S)
-    if model.crf is not None:
-        teacher_emissions, _, _ = gather_words(teacher_slot, enc.word_index, tag_ids)
-        student_words, teacher_words = emissions[mask], teacher_emissions[mask]  # (N, S)
-    else:
-        labelled = slot_targets != IGNORE_INDEX  # (B, T)
-        student_words, teacher_words = slot_logits[labelled], teacher_slot[labelled]  # (N, S)
+    # every kept word's first sub-token, in batch then word order: (N, S)
+    student_words = emissions[mask] if model.crf is not None else slot_logits[slot_targets >= 0]
+    teacher_intent, teacher_words = teacher.targets(batch, (enc.word_index >= 0).sum(axis=1))
     soft = cfg.alpha * soft_target_loss(intent_logits, teacher_intent, teacher.temperature) + (
         1 - cfg.alpha
     ) * soft_target_loss(student_words, teacher_words, teacher.temperature)
@@ -267,6 +262,8 @@ def prepare(cfg: TrainConfig) -> TrainingRun:
             Path(cfg.distill_from),
             labels,
             tok_path,
+            cfg.max_seq_len,
+            train_set,
             cfg.distill_temperature,
             cfg.distill_weight,
         )

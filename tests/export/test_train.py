@@ -192,20 +192,22 @@ def test_soft_target_loss_is_zero_on_agreement_and_pulls_the_student_to_the_teac
     assert (student.grad.argmin(dim=-1) == teacher.argmax(dim=-1)).all()  # descent raises them
 
 
-def test_a_teacher_with_other_labels_or_tokens_is_refused(tiny_model, tmp_path):
+def test_a_teacher_with_other_labels_tokens_or_length_is_refused(tiny_model, tmp_path):
     artifacts = load_artifacts(tiny_model)
-    tokens = tiny_model / "tokenizer.json"
+    tokens, seq_len = tiny_model / "tokenizer.json", artifacts.config["max_seq_len"]
+
+    def teach(labels=artifacts.labels, tokenizer=tokens, max_seq_len=seq_len):
+        return load_teacher(tiny_model, labels, tokenizer, max_seq_len, [], 2.0, 0.5)
+
     fewer = LabelSet(artifacts.labels.intents[1:], artifacts.labels.slot_tags)
     with pytest.raises(TeacherError, match="intents and slot tags differ"):
-        load_teacher(tiny_model, fewer, tokens, 2.0, 0.5)
+        teach(labels=fewer)
     other = tmp_path / "tokenizer.json"
     other.write_text(tokens.read_text().replace('"[UNK]"', '"[unk]"', 1))
     with pytest.raises(TeacherError, match="share the vocabulary"):
-        load_teacher(tiny_model, artifacts.labels, other, 2.0, 0.5)
-    assert not any(
-        p.requires_grad
-        for p in load_teacher(tiny_model, artifacts.labels, tokens, 2.0, 0.5).model.parameters()
-    )
+        teach(tokenizer=other)
+    with pytest.raises(TeacherError, match="keep the same words"):
+        teach(max_seq_len=seq_len + 1)
 
 
 @pytest.mark.parametrize(
