@@ -69,9 +69,20 @@ class ServerSettings(Group):
         0,
         ge=0,
         description="most RPCs in flight on one client connection (HTTP/2 "
-        "SETTINGS_MAX_CONCURRENT_STREAMS; 0: gRPC's default, unlimited). A client that opens "
-        "more at once before it has seen the setting gets UNAVAILABLE (REFUSED_STREAM) for the "
-        "excess; the bounded queue protects the server either way",
+        "SETTINGS_MAX_CONCURRENT_STREAMS; 0: gRPC's default, unlimited). Calls over it wait in "
+        "the client, or the transport refuses them (UNAVAILABLE, REFUSED_STREAM): they never "
+        "reach Python, so where few connections carry the load (a proxy in front) a small value "
+        "keeps several times capacity from starving inference (benchmarks/README.md, peers); it "
+        "also caps what one channel can have in flight",
+    )
+    max_pending_rpcs: int = Field(
+        0,
+        ge=0,
+        description="most calls gRPC core holds while the event loop is too busy to take them "
+        "(0: gRPC's default, 3000). Past half of it core refuses a growing share of new calls "
+        "at random, past it every one, before any Python runs: at several times capacity the "
+        "cheapest shed there is. The caller sees CANCELLED, not RESOURCE_EXHAUSTED, and these "
+        "refusals are not in nlu_requests_total",
     )
     max_connection_age_s: float = Field(
         0.0,

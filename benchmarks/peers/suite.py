@@ -13,8 +13,12 @@ p99, errors, the server's CPU seconds per 1,000 answers (its process tree) and t
 generator's CPU share. Then, per server, an open loop at 3× its own capacity (from 2 processes);
 ours with its shipped admission defaults, the closed loops with its limits off, as the peers
 have none. Ours runs twice: one process (`nlu`) and `--workers` processes sharing the port
-(`nlu, N workers`, `service.workers`); the targets are given for each. Before measuring, the
-first utterances' answers are compared: every server must give the same intent and slots.
+(`nlu, N workers`, `service.workers`); the targets are given for each. Then one process again
+at 3× its capacity with admission kept out of Python (`ADMISSION`): gRPC core's pending-call
+shed, and an HTTP/2 stream limit per connection (the load generator's open loop holds
+2 × SHARED_CONNECTIONS connections; calls over the limit wait in the client or are refused by
+the transport). Before measuring, the first utterances' answers are compared: every server must
+give the same intent and slots.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 import grpc
 from matplotlib.figure import Figure
 
-from benchmarks.load.loops import Window, open_loop
+from benchmarks.load.loops import SHARED_CONNECTIONS, Window, open_loop
 from benchmarks.load.sweep import sweep, window_stats, with_server_cpu
 from benchmarks.load.targets import KServeGrpc, NluGrpc, kserve_request
 from benchmarks.meta import run_meta
@@ -46,6 +50,16 @@ CONCURRENCY = (1, 4, 16, 64)
 OVERLOAD_MULTIPLE = 3.0
 PARITY_UTTERANCES = 50
 NO_LIMITS = ("--max-concurrent-rpcs", "0", "--max-queue-size", "4096", "--max-queue-wait-ms", "0")
+OPEN_LOOP_PROCESSES = 2
+ADMISSION = {  # ours, one process, at 3× its capacity: refusals that never reach Python
+    "nlu, core shed": ("--max-pending-rpcs", "4"),
+    "nlu, 2 streams per connection": (
+        "--max-concurrent-streams",
+        "2",
+        "--max-concurrent-rpcs",
+        "0",
+    ),
+}
 
 
 def our_answers(target: str, texts: list[str]) -> list[dict]:
@@ -92,7 +106,9 @@ def sending_s(window: Window) -> float:
 
 def overload_row(name: str, target, pid: int, texts, capacity_rps: float, seconds: float) -> dict:
     rate = OVERLOAD_MULTIPLE * capacity_rps
-    window, cpu = with_server_cpu(pid, lambda: open_loop(target, texts, rate, seconds, workers=2))
+    window, cpu = with_server_cpu(
+        pid, lambda: open_loop(target, texts, rate, seconds, workers=OPEN_LOOP_PROCESSES)
+    )
     row = {"server": name, "concurrency": None, **window_stats([(window, cpu)])}
     return {
         **row,
@@ -172,18 +188,22 @@ class PeersSuite(BundleSuite):
                 process.stop()
         for position, (name, flags) in enumerate(ours.items()):
             log = logs / f"peers-{slug(name)}-defaults.log"
-            shipped = ServerProcess.launch(bundle, log, *flags)
-            try:
-                shipped.wait_serving()
-                target = (NluGrpc(shipped.target), shipped.process.pid)
-                row = overload_row(name, *target, texts, capacity[name], overload_s)
-                overload.insert(position, row)
-            finally:
-                shipped.stop()
+            row = overload_ours(name, bundle, log, flags, texts, capacity[name], overload_s)
+            overload.insert(position, row)
+        for name, flags in ADMISSION.items():
+            log = logs / f"peers-{slug(name)}.log"
+            overload.append(
+                overload_ours(name, bundle, log, flags, texts, capacity["nlu"], overload_s)
+            )
         result = {
             "rows": rows,
             "overload": overload,
-            "targets": {name: targets(rows, overload, name) for name in ours},
+            "targets": {name: targets(rows, overload, name) for name in ours}
+            | {
+                r["server"]: {"overload_answered_over_capacity": r["answered_over_capacity"]}
+                for r in overload
+                if r["server"] in ADMISSION
+            },
             "meta": {
                 **run_meta(),
                 "bundle": str(bundle),
@@ -200,9 +220,11 @@ class PeersSuite(BundleSuite):
                     "closed_loop": max(r["load_cpu_share"] for r in rows),
                     "open_loop": max(r["load_cpu_share"] for r in overload),
                 },
-                "load_generator": "one Python process (grpc.aio, one channel shared by the "
-                "callers) for closed loops, two for the open loop; it shares the cores with "
-                "the server; its CPU share is in every row",
+                "load_generator": "one Python process (grpc.aio) for closed loops, "
+                f"{OPEN_LOOP_PROCESSES} for the open loop, each sharing {SHARED_CONNECTIONS} "
+                "connections among its callers; it shares the cores with the server; its CPU "
+                "share is in every row",
+                "admission": {name: " ".join(flags) for name, flags in ADMISSION.items()},
                 "window_s": window_s,
                 "overload_multiple": OVERLOAD_MULTIPLE,
                 "quick": args.quick,
@@ -247,6 +269,12 @@ class PeersSuite(BundleSuite):
             )
         lines.append("")
         for name, t in result["targets"].items():
+            if name in result["meta"].get("admission", {}):
+                lines.append(
+                    f"{name} ({result['meta']['admission'][name]}): answered at 3× overload "
+                    f"{t['overload_answered_over_capacity']}x one process's capacity."
+                )
+                continue
             lines.append(
                 f"Targets, {name}: throughput at concurrency 64 "
                 f"{t['throughput_c64_over_best_peer']}x the better peer (≥ 1.5 asked); p50 at "
@@ -259,6 +287,26 @@ class PeersSuite(BundleSuite):
             f"{result['meta']['answers_match_ours']}."
         )
         return "\n".join(lines)
+
+
+def overload_ours(
+    name: str,
+    bundle: Path,
+    log: Path,
+    flags: tuple[str, ...],
+    texts: list[str],
+    capacity_rps: float,
+    seconds: float,
+) -> dict:
+    """Ours started alone with `flags`, at 3× `capacity_rps`: no other server's backlog around."""
+    server = ServerProcess.launch(bundle, log, *flags)
+    try:
+        server.wait_serving()
+        return overload_row(
+            name, NluGrpc(server.target), server.process.pid, texts, capacity_rps, seconds
+        )
+    finally:
+        server.stop()
 
 
 def targets(rows: list[dict], overload: list[dict], ours: str) -> dict:

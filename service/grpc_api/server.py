@@ -39,6 +39,11 @@ def grpc_options(settings: ServerSettings) -> list[tuple[str, int]]:
     ]
     if settings.max_concurrent_streams:
         options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
+    if settings.max_pending_rpcs:
+        options += [
+            ("grpc.server.max_pending_requests", settings.max_pending_rpcs // 2),
+            ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_rpcs),
+        ]
     if settings.max_connection_age_s > 0:
         options += [
             ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),

@@ -19,7 +19,8 @@ def test_quick_peers(tiny_bundle, tmp_path):
     assert {(r["server"], r["concurrency"]) for r in result["rows"]} == {
         (s, c) for s in servers for c in (1, 4)
     }
-    assert {r["server"] for r in result["overload"]} == servers
+    admission = {"nlu, core shed", "nlu, 2 streams per connection"}
+    assert {r["server"] for r in result["overload"]} == servers | admission
     for row in [*result["rows"], *result["overload"]]:
         assert set(row) >= ROW_FIELDS, row
         assert row["throughput_rps"] > 0 and row["server_cpu_s_per_1k"] > 0, row
@@ -30,7 +31,10 @@ def test_quick_peers(tiny_bundle, tmp_path):
     assert set(meta["load_cpu_share"]) == {"closed_loop", "open_loop"}
     assert set(meta["versions"]) == {"triton", "mlserver"} and set(meta["batching"]) == {
         "triton", "mlserver"}  # fmt: skip
-    assert set(result["targets"]) == {"nlu", "nlu, 2 workers"}
-    for ratios in result["targets"].values():
-        assert set(ratios) >= {"throughput_c64_over_best_peer", "p50_c1_over_best_peer"}
+    assert set(result["targets"]) == {"nlu", "nlu, 2 workers"} | admission
+    for name, ratios in result["targets"].items():
+        assert "overload_answered_over_capacity" in ratios
+        if name not in admission:
+            assert set(ratios) >= {"throughput_c64_over_best_peer", "p50_c1_over_best_peer"}
+    assert set(meta["admission"]) == admission
     assert (tmp_path / "peers.png").is_file()
