@@ -13,6 +13,9 @@ with the server. Rows "traced": a second server with tracing on (`service.tracin
 every span over OTLP/gRPC to a receiver in this process (`benchmarks.otlp_sink`), at
 concurrency 1: what tracing costs against the untraced rows. Rows "grpc, N workers": the server
 as N processes sharing the port (`--workers`, `service.workers`), each with 1/N of the cores.
+The targets also come from paired windows (`paired_targets`): on each gRPC server, a window at
+the top concurrency and one at concurrency 1 next to a pass of the engine in this process (model
+only; batch-1 p50), in alternating order, so that a drift of the machine hits both sides alike.
 """
 
 from __future__ import annotations
@@ -118,45 +121,110 @@ def measure_level(
 
 IN_PROCESS_BATCH = 32
 IN_PROCESS_PASSES = 3
+PAIRS = 4
 
 
-def in_process(bundle: Path, texts: list[str], threads: int) -> dict:
-    """The engine in this process, with the variant the server serves (the bundle's: a bundle
-    whose int8 graph failed the export gate on this CPU holds fp32 only): batch-1 p50, and
-    utterances/s on batches of 32 in arrival order for the model alone (inputs tokenised
-    beforehand) and the pipeline (tokenise + model + decode), the best of a few passes over the
-    test split (the practical limit the server is held against)."""
-    engine = Engine(bundle, settings=EngineSettings(intra_op_threads=threads, inter_op_threads=1))
-    for text in texts[:20]:
-        engine.parse([text])
-    times = []
-    for text in texts[:300]:
+class InProcess:
+    """The engine in this process with the variant the server serves (the bundle's: a bundle
+    whose int8 graph failed the export gate on this CPU holds fp32 only), the test split
+    tokenised beforehand in batches of 32 in arrival order."""
+
+    def __init__(self, bundle: Path, texts: list[str], threads: int) -> None:
+        self.engine = Engine(
+            bundle, settings=EngineSettings(intra_op_threads=threads, inter_op_threads=1)
+        )
+        self.texts = texts
+        for text in texts[:20]:
+            self.engine.parse([text])
+        self.batches = [
+            texts[i : i + IN_PROCESS_BATCH] for i in range(0, len(texts), IN_PROCESS_BATCH)
+        ]
+        self.encoded = [self.engine.encode(batch) for batch in self.batches]
+
+    def p50_ms(self) -> float:
+        """Batch-1 parse (tokenise, model, decode) of the first 300 utterances: the median."""
+        times = []
+        for text in self.texts[:300]:
+            t0 = time.perf_counter()
+            self.engine.parse([text])
+            times.append(time.perf_counter() - t0)
+        return 1000 * statistics.median(times)
+
+    def model_utt_per_s(self) -> float:
+        """One pass of the model alone over the tokenised test split."""
         t0 = time.perf_counter()
-        engine.parse([text])
-        times.append(time.perf_counter() - t0)
-    batches = [texts[i : i + IN_PROCESS_BATCH] for i in range(0, len(texts), IN_PROCESS_BATCH)]
-    encoded = [engine.encode(batch) for batch in batches]
-    raw = [engine.infer(enc) for enc in encoded]
+        for enc in self.encoded:
+            self.engine.infer(enc)
+        return len(self.texts) / (time.perf_counter() - t0)
+
+
+def spread(ratios: list[float]) -> dict:
+    return {
+        "median": round(statistics.median(ratios), 2),
+        "min": round(min(ratios), 2),
+        "max": round(max(ratios), 2),
+    }
+
+
+def paired_targets(
+    server: ServerProcess,
+    local: InProcess,
+    texts: list[str],
+    top: int,
+    window_s: float,
+    pairs: int,
+) -> dict:
+    """Both targets as ratios of adjacent windows: the server's throughput at `top` callers
+    over the model alone in this process, and its p50 at one caller over the engine's batch-1
+    p50; the order alternates pair by pair."""
+    target = NluGrpc(server.target)
+    answered_latencies(target, texts, top, window_s / 2)  # warm-up
+
+    def served() -> tuple[float, float]:
+        throughput = len(answered_latencies(target, texts, top, window_s)) / window_s
+        return throughput, 1000 * statistics.median(answered_latencies(target, texts, 1, window_s))
+
+    def alone() -> tuple[float, float]:
+        return local.model_utt_per_s(), local.p50_ms()
+
+    throughput_ratios, p50_ratios = [], []
+    for i in range(pairs):
+        if i % 2:
+            (model, p50_alone), (throughput, p50) = alone(), served()
+        else:
+            (throughput, p50), (model, p50_alone) = served(), alone()
+        throughput_ratios.append(throughput / model)
+        p50_ratios.append(p50 / p50_alone)
+    return {
+        "top_concurrency_over_in_process_model": spread(throughput_ratios),
+        "p50_c1_over_in_process": spread(p50_ratios),
+        "pairs": pairs,
+    }
+
+
+def in_process(local: InProcess) -> dict:
+    """Batch-1 p50, and utterances/s on batches of 32 in arrival order for the model alone
+    (inputs tokenised beforehand) and the pipeline (tokenise + model + decode), the best of a
+    few passes over the test split (the practical limit the server is held against)."""
+    engine, texts = local.engine, local.texts
+    raw = [engine.infer(enc) for enc in local.encoded]
     model, pipeline, tokenise, decode = [], [], [], []
     for _ in range(IN_PROCESS_PASSES):
+        model.append(local.model_utt_per_s())
         t0 = time.perf_counter()
-        for enc in encoded:
-            engine.infer(enc)
-        model.append(len(texts) / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        for batch in batches:
+        for batch in local.batches:
             engine.parse(batch)
         pipeline.append(len(texts) / (time.perf_counter() - t0))
         t0 = time.perf_counter()
-        for batch in batches:
+        for batch in local.batches:
             engine.encode(batch)
         tokenise.append((time.perf_counter() - t0) / len(texts))
         t0 = time.perf_counter()
-        for batch, enc, outputs in zip(batches, encoded, raw, strict=True):
+        for batch, enc, outputs in zip(local.batches, local.encoded, raw, strict=True):
             engine.decode(batch, enc, outputs)
         decode.append((time.perf_counter() - t0) / len(texts))
     return {
-        "p50_ms": round(1000 * statistics.median(times), 3),
+        "p50_ms": round(local.p50_ms(), 3),
         "variant": engine.variant,
         "utt_per_s": round(max(model), 1),
         "pipeline_utt_per_s": round(max(pipeline), 1),
@@ -207,9 +275,11 @@ class ServeSuite(Suite):
         max_windows: int,
         env: dict[str, str] | None,
         workers: int = 1,
-    ) -> list[dict]:
+        local: InProcess | None = None,
+    ) -> tuple[list[dict], dict | None]:
         """One server (both front ends; `env` may turn tracing on; `workers` processes),
-        measured at each (protocol, concurrency) of `plan`."""
+        measured at each (protocol, concurrency) of `plan`; then, given the engine in this
+        process, the paired targets over gRPC."""
         threads = args.server_threads // workers if args.server_threads else 0
         server = ServerProcess.launch(
             bundle,
@@ -229,10 +299,15 @@ class ServeSuite(Suite):
         )
         try:
             server.wait_serving()
-            return [
+            rows = [
                 measure_level(server, protocol, texts, c, window_s, max_windows)
                 for protocol, c in tqdm(plan, desc="serve", unit="level", disable=None)
             ]
+            if local is None:
+                return rows, None
+            top = max(c for _, c in plan)
+            pairs = 2 if args.quick else PAIRS
+            return rows, paired_targets(server, local, texts, top, window_s, pairs)
         finally:
             server.stop()
             (out_dir / "serve-server.log").unlink(missing_ok=True)
@@ -254,11 +329,15 @@ class ServeSuite(Suite):
         window_s, max_windows = (0.3, 3) if args.quick else (3.0, 8)
         out_dir.mkdir(parents=True, exist_ok=True)
         plan = [(p, c) for p in PROTOCOLS for c in levels]
-        before = in_process(bundle, texts, args.server_threads)
-        rows = self.sweep(args, bundle, out_dir, plan, texts, window_s, max_windows, None)
+        local = InProcess(bundle, texts, args.server_threads)
+        before = in_process(local)
+        rows, paired = self.sweep(
+            args, bundle, out_dir, plan, texts, window_s, max_windows, None, local=local
+        )
+        paired_by_server = {"grpc": paired}
         sink = SpanSink().start()  # tracing on: the cost of exporting every span over OTLP
         try:
-            traced = self.sweep(
+            traced, _ = self.sweep(
                 args, bundle, out_dir, [("grpc", 1), ("http", 1)], texts, window_s,
                 max_windows, sink.environment(),
             )  # fmt: skip
@@ -269,13 +348,15 @@ class ServeSuite(Suite):
         rows += traced
         if args.workers > 1:
             plan = [("grpc", c) for c in levels]
-            processes = self.sweep(
-                args, bundle, out_dir, plan, texts, window_s, max_windows, None, args.workers
-            )
+            processes, paired = self.sweep(
+                args, bundle, out_dir, plan, texts, window_s, max_windows, None, args.workers,
+                local,
+            )  # fmt: skip
             for row in processes:
                 row["protocol"] += f", {args.workers} workers"
             rows += processes
-        engine = bracketed(before, in_process(bundle, texts, args.server_threads))
+            paired_by_server[f"grpc, {args.workers} workers"] = paired
+        engine = bracketed(before, in_process(local))
         top = max(r["concurrency"] for r in rows)
         at_top = {r["protocol"]: r for r in rows if r["concurrency"] == top}
         report = {
@@ -296,6 +377,7 @@ class ServeSuite(Suite):
                 for r in rows
                 if r["concurrency"] == 1
             },
+            "paired_targets": paired_by_server,
             "meta": {
                 **run_meta(),
                 "bundle": str(bundle),
@@ -355,6 +437,16 @@ class ServeSuite(Suite):
             f"{meta['cores']} cores ({meta['cpu']}); commit {meta['git_commit'][:12]}. Stage "
             "times are per batch (queue: per request).",
         ]
+        for server, paired in result.get("paired_targets", {}).items():
+            top, p50 = paired["top_concurrency_over_in_process_model"], paired[
+                "p50_c1_over_in_process"]  # fmt: skip
+            lines.append(
+                f"\nPaired windows, {server} ({paired['pairs']} pairs, median [min, max]): "
+                f"throughput at the top concurrency over the in-process model "
+                f"{top['median']}× [{top['min']}, {top['max']}] (≥ 0.85 asked); p50 at "
+                f"concurrency 1 over the in-process p50 {p50['median']}× [{p50['min']}, "
+                f"{p50['max']}] (≤ 1.3 asked)."
+            )
         return "\n".join(lines)
 
 

@@ -57,6 +57,10 @@ def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
     assert serve["in_process_tokenise_ms_per_utt"] > 0 and serve["in_process_decode_ms_per_utt"] > 0
     assert set(serve["in_process_after_over_before"]) >= {"utt_per_s", "p50_ms"}
     assert set(serve["top_concurrency_over_in_process_model"]) == {"grpc", "grpc, 2 workers"}
+    assert set(serve["paired_targets"]) == {"grpc", "grpc, 2 workers"}
+    for paired in serve["paired_targets"].values():
+        for ratio in ("top_concurrency_over_in_process_model", "p50_c1_over_in_process"):
+            assert 0 < paired[ratio]["min"] <= paired[ratio]["median"] <= paired[ratio]["max"]
     assert (tmp_path / "serve.png").stat().st_size > 0
 
 
