@@ -77,17 +77,21 @@ class NluCore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s if timeout_s is not None else None
         futures = self.batcher.submit([r.text for r in requests], deadline)
-        answers = await asyncio.gather(*futures, return_exceptions=True)
-        for answer in answers:
-            if isinstance(answer, BaseException):
-                raise answer
-        encoded: list[Encoded] = answers  # type: ignore[assignment]
-        routed = await asyncio.gather(
-            *(
-                self.route(request, enc, deadline)
-                for request, enc in zip(requests, encoded, strict=True)
+        if len(requests) == 1:  # Parse: awaited in place, no task per stage
+            encoded = [await futures[0]]
+            routed = [await self.route(requests[0], encoded[0], deadline)]
+        else:
+            answers = await asyncio.gather(*futures, return_exceptions=True)
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    raise answer
+            encoded = answers  # type: ignore[assignment]
+            routed = await asyncio.gather(
+                *(
+                    self.route(request, enc, deadline)
+                    for request, enc in zip(requests, encoded, strict=True)
+                )
             )
-        )
         results = []
         for request, enc, top_k, answer in zip(requests, encoded, top_ks, routed, strict=True):
             result = ParseResult(request.request_id, enc, answer, top_k)
