@@ -161,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"invalid settings:\n{describe_errors(e)}", file=sys.stderr)
         return 2
     logs.configure(settings.observability.log_level)
-    sys.setswitchinterval(settings.server.gil_switch_interval_ms / 1000)
     try:
         if settings.server.workers > 1:
             return supervise(settings, sys.argv[1:] if argv is None else argv)

@@ -84,14 +84,6 @@ class ServerSettings(Group):
         "cheapest shed there is. The caller sees CANCELLED, not RESOURCE_EXHAUSTED, and these "
         "refusals are not in nlu_requests_total",
     )
-    gil_switch_interval_ms: float = Field(
-        5.0,
-        gt=0.0,
-        description="how long a Python thread may hold the GIL while another waits for it "
-        "(sys.setswitchinterval; Python's default is 5). The event loop and the inference "
-        "thread share the GIL: a batch's tokenising and decoding, and every return from ONNX "
-        "Runtime, wait up to this long while the loop is busy with calls",
-    )
     max_connection_age_s: float = Field(
         0.0,
         ge=0.0,
