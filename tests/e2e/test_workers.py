@@ -32,6 +32,15 @@ def wait_for(condition, timeout_s: float = 120.0) -> None:
         time.sleep(0.1)
 
 
+def exited(pid: int) -> bool:
+    """Gone, or a zombie: its sockets are closed, so the kernel hands it no more connections."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
 def parse_on_new_connections(server: ServerProcess, calls: int) -> list[str]:
     """Each call on its own channel: the kernel spreads connections, not calls."""
     intents = []
@@ -71,6 +80,8 @@ def test_workers_share_the_ports_and_sum_their_metrics(supervised: ServerProcess
 def test_a_dead_worker_is_replaced_while_the_other_serves(supervised: ServerProcess):
     before = workers_of(supervised.process.pid)
     os.kill(before[0], signal.SIGKILL)
+    # until it has exited, a connection can still land in its accept queue and be reset
+    wait_for(lambda: exited(before[0]) or before[0] not in workers_of(supervised.process.pid))
     assert len(set(parse_on_new_connections(supervised, 4))) == 1  # the survivor answers
     wait_for(lambda: supervised.log().count('"msg": "worker serving"') == 3)
     after = workers_of(supervised.process.pid)
