@@ -182,6 +182,15 @@ def test_distillation_learns_from_the_teacher_and_saves_a_plain_shallow_model(
     weights, taught_weights = alone.state_dict(), taught.state_dict()
     assert weights.keys() == taught_weights.keys()  # the teacher is not saved with the student
     assert not all(torch.equal(weights[k], taught_weights[k]) for k in weights)
+    tokens = train_small(  # without a CRF the soft targets are the labelled sub-tokens
+        tiny_encoder,
+        small_atis,
+        tmp_path / "tokens",
+        layers=1,
+        crf=False,
+        distill_from=str(teacher),
+    )
+    assert tokens["train"]["crf"] is False and load_artifacts(tmp_path / "tokens").model.crf is None
 
 
 def test_soft_target_loss_is_zero_on_agreement_and_pulls_the_student_to_the_teacher():
