@@ -69,7 +69,7 @@ class AccuracySuite(Suite):
             result = evaluate(model_dir, name, "test", limit=limits["limit_eval"])
             print(summary(result))
             bundle = build_bundle(model_dir, bundle_dir, limit_eval=limits["limit_eval"])
-            onnx = {k: m for k, m in bundle.metrics.items() if k.startswith("onnx_")}
+            onnx = {k: bundle.metrics[k] for k in VARIANTS[1:] if k in bundle.metrics}
             report[name] = {"torch": {k: result[k] for k in HEADLINE}, **onnx}
             runs[name] = run_record(meta, config, result, bundle)
             texts = [ex.text for ex in read_dataset(resolve_dataset(name)).splits["test"]]

@@ -29,6 +29,7 @@ from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.artifacts import load_artifacts
 from export.data import read_dataset
 from export.fetch import resolve_dataset
+from service.contract.bundle import CPU_VARIANTS
 from service.contract.paths import PROJECT_ROOT
 from service.contract.text import encode_texts
 from service.runtime import Engine
@@ -88,7 +89,7 @@ class EngineSuite(Suite):
         policy = WindowPolicy.quick() if args.quick else WindowPolicy()
         texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]
         variants = json.loads((bundle / "config.json").read_text())["variants"]
-        runtimes = ["torch_eager", *(f"onnx_{v}" for v in ("fp32", "int8") if v in variants)]
+        runtimes = ["torch_eager", *(f"onnx_{v}" for v in CPU_VARIANTS if v in variants)]
         rows, ratios = [], []
         settings = [(t, b) for t in THREADS for b in BATCHES]
         for threads, batch in tqdm(settings, desc="engine", unit="setting", disable=None):
@@ -131,7 +132,8 @@ class EngineSuite(Suite):
         encoder = json.loads((model / "encoder" / "config.json").read_text())
         engines = {
             v: Engine(bundle, settings=EngineSettings(variant=v, inter_op_threads=1))
-            for v in variants
+            for v in CPU_VARIANTS
+            if v in variants
         }
         sample = texts[:100] if args.quick else texts
         tokens = token_counts(next(iter(engines.values())), sample)

@@ -7,7 +7,7 @@ its first 4 or 3, each fine-tuned with the served model's own training settings 
 artifacts/frontier/DATA-lN and exported to bundles/frontier/DATA-lN when missing: about 5 min
 and 4 min on ATIS with 2 threads on a Zen 5, 18 and 14 on a Zen 3); `--distilled` depths are
 trained once more with the served model as teacher (its logits as soft targets, `export.distill`;
-DATA-lN-kd). Each variant in every precision its bundle holds (fp32; int8 when a graph passed
+DATA-lN-kd). Each variant in every CPU precision its bundle holds (fp32; int8 when a graph passed
 the export's dev gate on this CPU). Accuracy: the test metrics the export
 recorded for the graph as the engine runs it. Speed: the engine in-process (tokenise → ONNX →
 decode, 2 threads), every variant interleaved window by window (`benchmarks.measure`): p50 at
@@ -33,6 +33,7 @@ from export.data import read_dataset
 from export.fetch import resolve_dataset
 from export.onnx import build_bundle
 from export.train import TrainConfig, train
+from service.contract.bundle import CPU_VARIANTS
 from service.contract.paths import PROJECT_ROOT
 from service.runtime import Engine
 from service.settings import EngineSettings
@@ -118,7 +119,8 @@ class FrontierSuite(Suite):
         bundles = {depth: self.build(args, out_dir, *depth) for depth in depths}
         engines, records = {}, {}
         for (layers, distilled), bundle in bundles.items():
-            for precision in json.loads((bundle / "config.json").read_text())["variants"]:
+            held = json.loads((bundle / "config.json").read_text())["variants"]
+            for precision in (p for p in CPU_VARIANTS if p in held):
                 name = f"L{layers}{' distilled' if distilled else ''} {precision}"
                 settings = EngineSettings(
                     variant=precision, intra_op_threads=args.threads, ort_allow_spinning=False

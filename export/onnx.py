@@ -1,4 +1,4 @@
-"""Export a trained joint model to a verified model bundle (fp32 + int8 ONNX).
+"""Export a trained joint model to a verified model bundle (fp32 + int8 ONNX, fp16 for GPUs).
 
     python -m export.onnx --model artifacts/atis --out bundles/atis
 
@@ -11,6 +11,13 @@ sensitive to quantisation (measured on dev) are kept in fp32 (`int8_keeping_sens
 when that fails too, the bundle serves fp32 alone, with a warning. Among the passing graphs the
 fastest at batch 1 is kept and named in the bundle config; the fp32 graph is the optimised one
 unless the plain one is clearly faster. Every choice reads dev; test metrics are only reported.
+
+The fp16 graph (the optimised one with fp16 weights and activations, fp32 at its inputs and
+outputs) is what a GPU serves: half the bytes to move, tensor cores. It joins the bundle when it
+passes its own parity gate against PyTorch on dev (max |Δ logit| ≤ MAX_FP16_LOGIT_DIFF, argmax
+agreement ≥ MIN_FP16_AGREEMENT); without one, it is left out with a warning. The check runs on
+the CPU, where ONNX Runtime computes fp16 nodes in fp32 between casts (the roundings of fp16
+storage, not of fp16 arithmetic); `benchmarks gpu` repeats it on the CUDA provider.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnxruntime.transformers.onnx_model import OnnxModel
 from onnxruntime.transformers.optimizer import optimize_model
 from torch import nn
 from tqdm import tqdm
@@ -71,6 +79,8 @@ OPSET = 17
 MAX_ABS_LOGIT_DIFF = 1e-3
 MIN_ARGMAX_AGREEMENT = 99.9
 MAX_INT8_DROP = 0.3
+MAX_FP16_LOGIT_DIFF = 0.05
+MIN_FP16_AGREEMENT = 99.5
 SAME_SPEED = 1.10  # batch-1 latencies within 10 % are timing noise, not a ranking
 SENSITIVITY_SAMPLE = 1000  # dev utterances that rank the layers by int8 sensitivity
 HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
@@ -158,6 +168,14 @@ def optimize(raw: Path, out: Path, artifacts: Artifacts) -> dict[str, int]:
     return {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
 
 
+def to_fp16(graph: Path, out: Path) -> None:
+    """fp16 weights and activations; inputs and outputs stay as they are (int64 ids, fp32
+    logits), so tokenisation and decoding are the same for every variant."""
+    model = OnnxModel(onnx.load(str(graph)))
+    model.convert_float_to_float16(keep_io_types=True)
+    model.save_model_to_file(str(out))
+
+
 def session(path: Path, threads: int = 0) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -216,6 +234,14 @@ def check_fp32_parity(result: dict[str, float], name: str) -> None:
         )
 
 
+def fp16_parity_passes(result: dict[str, float]) -> bool:
+    return (
+        result["max_abs_logit_diff"] <= MAX_FP16_LOGIT_DIFF
+        and result["intent_argmax_agreement"] >= MIN_FP16_AGREEMENT
+        and result["tag_argmax_agreement"] >= MIN_FP16_AGREEMENT
+    )
+
+
 def batch1_latency_ms(sess: ort.InferenceSession, artifacts: Artifacts, examples, names) -> float:
     """Median batch-1 latency over a fixed sample, after warm-up: enough to rank candidates."""
     sample = list(examples[:100])
@@ -248,8 +274,8 @@ def evaluation_splits(artifacts: Artifacts, data: str | None, limit: int | None)
 def export_candidates(
     artifacts: Artifacts, work: Path, names: list[str]
 ) -> tuple[dict[str, Path], dict[str, int]]:
-    """The plain and optimised fp32 graphs and their int8 quantisations, with the optimizer's
-    fused-operator counts."""
+    """The plain and optimised fp32 graphs, their int8 quantisations and the optimised graph in
+    fp16, with the optimizer's fused-operator counts."""
     raw, opt = work / "plain.onnx", work / "optimized.onnx"
     export_fp32(artifacts, raw, names)
     fused = optimize(raw, opt, artifacts)
@@ -260,14 +286,17 @@ def export_candidates(
         candidates[f"{name}.int8"] = work / f"{name}.int8.onnx"
     quantize(opt, work / "optimized.int8pc.onnx", per_channel=True)
     candidates["optimized.int8pc"] = work / "optimized.int8pc.onnx"
+    to_fp16(opt, work / "optimized.fp16.onnx")
+    candidates["optimized.fp16"] = work / "optimized.fp16.onnx"
     return candidates, fused
 
 
 def evaluate_candidates(
     artifacts: Artifacts, candidates: dict[str, Path], splits: Evaluation, names: list[str]
 ) -> tuple[dict[str, CandidateReport], dict[str, float]]:
-    """Dev and test metrics and batch-1 latency of every candidate, fp32 parity against
-    PyTorch on dev (raises ParityError), and PyTorch's own test metrics."""
+    """Dev and test metrics and batch-1 latency of every candidate, fp32 and fp16 parity
+    against PyTorch on dev (fp32 failing it raises ParityError), and PyTorch's own test
+    metrics."""
     torch_dev = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in splits.dev])
     torch_test = run_model(artifacts.model, artifacts.tokenizer, [ex.words for ex in splits.test])
     reports = {
@@ -287,7 +316,7 @@ def evaluate_candidate(
     names: list[str],
     torch_dev: Outputs | None,
 ) -> CandidateReport:
-    """One graph's report; fp32 graphs are checked against PyTorch's dev outputs."""
+    """One graph's report; fp32 and fp16 graphs are compared with PyTorch's dev outputs."""
     sess = session(path)
     served = as_served(name)
     test_out = run_onnx(sess, artifacts, splits.test, names, batch_size=served)
@@ -295,7 +324,8 @@ def evaluate_candidate(
     parity_dev = None
     if torch_dev is not None and not is_int8(name):
         parity_dev = parity(torch_dev, dev_out)
-        check_fp32_parity(parity_dev, name)
+        if not is_fp16(name):
+            check_fp32_parity(parity_dev, name)
     report = CandidateReport(
         test=headline(score(test_out, splits.test, artifacts.labels)),
         dev=headline(score(dev_out, splits.dev, artifacts.labels)),
@@ -354,9 +384,14 @@ def is_int8(graph: str) -> bool:
     return ".int8" in graph
 
 
+def is_fp16(graph: str) -> bool:
+    return graph.endswith(".fp16")
+
+
 def as_served(graph: str) -> int:
     """The batch size a graph is scored at: the engine runs int8 graphs one utterance at a time
-    (dynamic activation scales would otherwise depend on batch-mates), fp32 in batches."""
+    (dynamic activation scales would otherwise depend on batch-mates), fp32 and fp16 in
+    batches."""
     return 1 if is_int8(graph) else 64
 
 
@@ -375,7 +410,8 @@ def choose_variants(
     it). The int8 graph: the fastest within `max_int8_drop` points of the fp32 graph on every
     headline dev metric (graphs within SAME_SPEED of the fastest count as equally fast, and the
     smallest dev drop wins among them); no int8 variant (a warning naming the drops) when none
-    is. int8 reports gain their drops, on dev (the gate) and on test (reported).
+    is. The fp16 graph when it passed its parity gate (else a warning). int8 and fp16 reports
+    gain their drops, on dev (int8's gate) and on test (reported).
 
     `pinned` names the graph of a variant outright (a reproducible bundle: on a loaded machine
     timings can differ by more than SAME_SPEED); a pinned int8 graph must still pass the gate."""
@@ -383,14 +419,28 @@ def choose_variants(
     plain, optimized = reports["plain"].batch1_p50_ms, reports["optimized"].batch1_p50_ms
     fp32 = pinned.get("fp32") or ("plain" if plain * SAME_SPEED < optimized else "optimized")
     int8 = [n for n in reports if is_int8(n)]
+    fp16 = [n for n in reports if is_fp16(n)]
 
     def drops(name: str, split: str) -> dict[str, float]:
         reference, graph = getattr(reports[fp32], split), getattr(reports[name], split)
         return {k: round(v - graph[k], 2) for k, v in reference.items()}
 
-    for name in int8:
+    for name in int8 + fp16:
         update = {"drop_vs_fp32": drops(name, "test"), "dev_drop_vs_fp32": drops(name, "dev")}
         reports[name] = reports[name].model_copy(update=update)
+    choice = {"fp32": fp32}
+    for name in fp16:
+        if fp16_parity_passes(reports[name].parity_dev_vs_torch):
+            choice["fp16"] = name
+        else:
+            log.warning(
+                "fp16 graph %s fails its parity gate on dev (%s; limits: max |Δ logit| ≤ %s, "
+                "agreement ≥ %s %%): the bundle holds no fp16 graph",
+                name,
+                reports[name].parity_dev_vs_torch,
+                MAX_FP16_LOGIT_DIFF,
+                MIN_FP16_AGREEMENT,
+            )
     passing = [n for n in int8 if max(reports[n].dev_drop_vs_fp32.values()) <= max_int8_drop]
     if not passing:
         log.warning(
@@ -398,18 +448,17 @@ def choose_variants(
             max_int8_drop,
             ", ".join(f"{n}: {reports[n].dev_drop_vs_fp32}" for n in int8),
         )
-        return {"fp32": fp32}
+        return choice
     if "int8" in pinned:
         if pinned["int8"] not in passing:
             raise ValueError(
                 f"pinned int8 graph {pinned['int8']!r} is not among the passing {passing}"
             )
-        return {"fp32": fp32, "int8": pinned["int8"]}
+        return choice | {"int8": pinned["int8"]}
     fastest = min(reports[n].batch1_p50_ms for n in passing)
     about_as_fast = [n for n in passing if reports[n].batch1_p50_ms <= SAME_SPEED * fastest]
-    return {
-        "fp32": fp32,
-        "int8": min(about_as_fast, key=lambda n: max(reports[n].dev_drop_vs_fp32.values())),
+    return choice | {
+        "int8": min(about_as_fast, key=lambda n: max(reports[n].dev_drop_vs_fp32.values()))
     }
 
 

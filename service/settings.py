@@ -208,8 +208,10 @@ class BatchingSettings(Group):
 class EngineSettings(Group):
     """The ONNX Runtime session over the bundle."""
 
-    variant: Literal["int8", "fp32"] | None = Field(
-        None, description="which ONNX graph to run (unset: the one the bundle names as served)"
+    variant: Literal["int8", "fp32", "fp16"] | None = Field(
+        None,
+        description="which ONNX graph to run (unset: the one the bundle names as served); fp16 "
+        "is for the cuda provider (on CPU it runs through casts, no faster than fp32)",
     )
     provider: Literal["cpu", "cuda"] = Field(
         "cpu", description="ONNX Runtime execution provider; cuda falls back to cpu if absent"

@@ -1,6 +1,7 @@
 """The model bundle: the only thing that travels from `export/` to `service/`.
 
-A directory holding `model.onnx` (fp32), `model.int8.onnx`, `tokenizer.json`, `labels.json`,
+A directory holding `model.onnx` (fp32), `model.int8.onnx`, `model.fp16.onnx` (for GPUs),
+`tokenizer.json`, `labels.json`,
 the retrieval index and `config.json`; a slim bundle (`export.slim`, for images) holds only the
 served variant's graph and verifies the same way. `config.json` is a `BundleConfig`: typed,
 versioned (`format_version`), and `files` maps every other file to its sha256. The writer (the
@@ -30,10 +31,13 @@ misread the new one."""
 CONFIG = "config.json"
 FP32_MODEL = "model.onnx"
 INT8_MODEL = "model.int8.onnx"
+FP16_MODEL = "model.fp16.onnx"
 TOKENIZER = "tokenizer.json"
 LABELS = "labels.json"
-Variant = Literal["fp32", "int8"]
-VARIANT_FILES: dict[str, str] = {"fp32": FP32_MODEL, "int8": INT8_MODEL}
+Variant = Literal["fp32", "int8", "fp16"]
+VARIANT_FILES: dict[str, str] = {"fp32": FP32_MODEL, "int8": INT8_MODEL, "fp16": FP16_MODEL}
+CPU_VARIANTS = ("fp32", "int8")
+"""The variants the CPU provider runs in their own precision (fp16 runs there through casts)."""
 
 
 class BundleError(ValueError):
@@ -51,9 +55,9 @@ class CandidateReport(_Record):
     test: dict[str, float]
     batch1_p50_ms: float
     dev: dict[str, float] | None = None  # None in bundles exported before the choice read dev
-    parity_dev_vs_torch: dict[str, float] | None = None  # fp32 graphs
-    drop_vs_fp32: dict[str, float] | None = None  # int8 graphs, on test (reported)
-    dev_drop_vs_fp32: dict[str, float] | None = None  # int8 graphs, on dev (the gate)
+    parity_dev_vs_torch: dict[str, float] | None = None  # fp32 and fp16 graphs
+    drop_vs_fp32: dict[str, float] | None = None  # int8 and fp16 graphs, on test (reported)
+    dev_drop_vs_fp32: dict[str, float] | None = None  # int8 (the gate) and fp16 graphs, on dev
 
 
 class VariantRecord(CandidateReport):
@@ -165,11 +169,14 @@ class Bundle:
 
     def model_file(self, variant: str) -> Path:
         if variant not in VARIANT_FILES:
-            raise BundleError(f"unknown model variant {variant!r} (expected fp32 or int8)")
+            raise BundleError(
+                f"unknown model variant {variant!r} (expected {', '.join(VARIANT_FILES)})"
+            )
         if variant not in self.config.variants:
             raise BundleError(
-                f"{self.path / CONFIG}: this slim bundle holds only "
-                f"{', '.join(self.config.variants)}; serve that variant or mount a full bundle"
+                f"{self.path / CONFIG}: this bundle holds only {', '.join(self.config.variants)} "
+                f"(a slim bundle keeps the graphs it was cut with; a graph that failed its export "
+                f"gate is left out); serve one of those or mount a full bundle"
             )
         return self.path / VARIANT_FILES[variant]
 

@@ -17,6 +17,7 @@ def test_bundle_holds_every_file_with_checksums(tiny_bundle):
     assert set(config["files"]) == {
         "model.onnx",
         "model.int8.onnx",
+        "model.fp16.onnx",
         "tokenizer.json",
         "labels.json",
         "index/embeddings.npy",
@@ -29,7 +30,7 @@ def test_bundle_holds_every_file_with_checksums(tiny_bundle):
     assert config["opset"] >= 17
     for key in ("encoder", "max_seq_len", "temperature", "dataset", "created_at"):
         assert key in config
-    assert set(config["metrics"]) == {"torch", "onnx_fp32", "onnx_int8"}
+    assert set(config["metrics"]) == {"torch", "onnx_fp32", "onnx_int8", "onnx_fp16"}
     assert config["variants"]["fp32"]["graph"] in ("plain", "optimized")
     assert ".int8" in config["variants"]["int8"]["graph"]
     assert not (tiny_bundle / ".build").exists()
@@ -45,6 +46,67 @@ def test_fp32_parity_with_torch_is_recorded_for_every_fp32_candidate(tiny_bundle
     assert config["metrics"]["onnx_fp32"] == config["metrics"]["torch"]
 
 
+def test_the_fp16_graph_passes_its_parity_gate_and_answers_as_fp32(tiny_bundle, caplog):
+    """fp16 weights and activations, fp32 logits out: within its gate against PyTorch on dev,
+    batched like fp32, and on these utterances the same intents, slots and offsets (confidence
+    to a tolerance); on the CPU provider the engine says it is no faster than fp32."""
+    from service.runtime import Engine
+    from service.settings import EngineSettings
+
+    config = load_bundle(tiny_bundle).config
+    fp16 = config.variants["fp16"]
+    assert fp16.graph == "optimized.fp16" and fp16.file == "model.fp16.onnx"
+    assert fp16.parity_dev_vs_torch["max_abs_logit_diff"] <= 0.05
+    assert (
+        min(
+            fp16.parity_dev_vs_torch[k] for k in ("intent_argmax_agreement", "tag_argmax_agreement")
+        )
+        >= 99.5
+    )
+    assert set(fp16.dev_drop_vs_fp32) == set(fp16.dev) and config.served_variant == "int8"
+    size = {v: (tiny_bundle / r.file).stat().st_size for v, r in config.variants.items()}
+    assert size["fp16"] < 0.6 * size["fp32"]
+    texts = ["list airlines", "flights from boston to denver tomorrow", "what is fare code h"]
+    with caplog.at_level(logging.WARNING, logger="service.runtime"):
+        half = Engine(tiny_bundle, settings=EngineSettings(variant="fp16", intra_op_threads=1))
+    assert "fp16 graph on the CPU provider" in caplog.text and not half.per_row
+    full = Engine(tiny_bundle, settings=EngineSettings(variant="fp32", intra_op_threads=1))
+    for a, b in zip(half.parse(texts), full.parse(texts), strict=True):
+        spans = [[(s.name, s.value, s.start, s.end) for s in f.slots] for f in (a, b)]
+        assert a.intent == b.intent and spans[0] == spans[1]
+        assert a.confidence == pytest.approx(b.confidence, abs=0.01)
+        for x, y in zip(a.slots, b.slots, strict=True):
+            assert x.confidence == pytest.approx(y.confidence, abs=0.01)
+
+
+def test_an_fp16_graph_outside_its_parity_gate_is_left_out(caplog):
+    from export.onnx import choose_variants
+    from service.contract.bundle import CandidateReport
+
+    metrics = {"intent_acc": 95.0, "slot_f1": 90.0, "sentence_acc": 80.0}
+
+    def report(diff: float, agreement: float) -> CandidateReport:
+        parity = {
+            "max_abs_logit_diff": diff,
+            "intent_argmax_agreement": agreement,
+            "tag_argmax_agreement": 100.0,
+        }
+        return CandidateReport(
+            test=metrics, dev=metrics, batch1_p50_ms=2.0, parity_dev_vs_torch=parity
+        )
+
+    reports = {"plain": report(0.0, 100.0), "optimized": report(0.0, 100.0)}
+    reports["optimized.fp16"] = report(0.01, 100.0)
+    assert choose_variants(reports, 0.3) == {"fp32": "optimized", "fp16": "optimized.fp16"}
+    for diff, agreement in ((0.2, 100.0), (0.01, 99.0)):
+        reports["optimized.fp16"] = report(diff, agreement)
+        with caplog.at_level(logging.WARNING, logger="export.onnx"):
+            assert choose_variants(reports, 0.3) == {"fp32": "optimized"}
+        assert "fails its parity gate on dev" in caplog.text
+        assert "the bundle holds no fp16 graph" in caplog.text
+        caplog.clear()
+
+
 def test_when_no_int8_graph_passes_the_bundle_serves_fp32(tiny_model, tmp_path, caplog):
     """A gate no int8 graph can pass (a negative drop) still writes a bundle: fp32 only, named as
     the served variant, with a warning naming the drops; the engine serves it by default."""
@@ -55,7 +117,7 @@ def test_when_no_int8_graph_passes_the_bundle_serves_fp32(tiny_model, tmp_path, 
         config = build_bundle(tiny_model, tmp_path, max_int8_drop=-1.0)
     assert "no int8 graph within -1.0 points of fp32" in caplog.text
     assert "no int8 recipe passed the gate: the bundle serves fp32" in caplog.text
-    assert config.served_variant == "fp32" and list(config.variants) == ["fp32"]
+    assert config.served_variant == "fp32" and list(config.variants) == ["fp32", "fp16"]
     assert not (tmp_path / "model.int8.onnx").exists()
     engine = Engine(tmp_path, settings=EngineSettings(intra_op_threads=1))
     assert engine.variant == "fp32" and engine.parse(["list airlines"])[0].intent
