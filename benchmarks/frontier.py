@@ -1,6 +1,6 @@
 """Suite `frontier`: encoder variants that trade accuracy for speed, on one chart.
 
-    python -m benchmarks frontier [--data atis] [--layers 6,4,3] [--distilled 4,3] [--threads 2]
+    python -m benchmarks frontier [--data atis,snips] [--layers 6,4,3] [--distilled 4,3]
 
 Variants: MiniLM's 6 layers (the served model, `make run`'s artifacts/DATA and bundles/DATA), or
 its first 4 or 3, each fine-tuned with the served model's own training settings (trained into
@@ -45,13 +45,19 @@ def layer_list(value: str) -> list[int]:
     return [int(v) for v in value.split(",") if v]
 
 
+def dataset_list(value: str) -> list[str]:
+    return [v for v in value.split(",") if v]
+
+
 class FrontierSuite(Suite):
     name = "frontier"
     help = "encoder depth and precision against accuracy, p50 and throughput"
     in_default_run = False  # trains the shallower encoders (minutes each)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--data", default="atis")
+        parser.add_argument(
+            "--data", type=dataset_list, default=["atis"], help="datasets, comma-separated"
+        )
         parser.add_argument("--layers", type=layer_list, default=[6, 4, 3])
         parser.add_argument(
             "--distilled",
@@ -63,48 +69,53 @@ class FrontierSuite(Suite):
         parser.add_argument("--model", type=Path, help="the 6-layer model (artifacts/DATA)")
         parser.add_argument("--bundle", type=Path, help="its bundle (bundles/DATA)")
 
-    def served(self, args: argparse.Namespace) -> tuple[Path, Path]:
+    def served(self, args: argparse.Namespace, data: str) -> tuple[Path, Path]:
         return (
-            args.model or PROJECT_ROOT / "artifacts" / args.data,
-            args.bundle or PROJECT_ROOT / "bundles" / args.data,
+            args.model or PROJECT_ROOT / "artifacts" / data,
+            args.bundle or PROJECT_ROOT / "bundles" / data,
         )
 
     def paths(
-        self, args: argparse.Namespace, out_dir: Path, layers: int, distilled: bool
+        self, args: argparse.Namespace, out_dir: Path, data: str, layers: int, distilled: bool
     ) -> tuple[Path, Path]:
         """(model, bundle) of the `layers`-deep variant: the served ones at the served depth,
         else under artifacts/frontier and bundles/frontier (under the output folder when
         quick, so a smoke run leaves the project alone)."""
-        model, bundle = self.served(args)
+        model, bundle = self.served(args, data)
         if layers == encoder_depth(model) and not distilled:
             return model, bundle
         root = out_dir if args.quick else PROJECT_ROOT
-        name = f"{Path(args.data).name}-l{layers}{'-kd' if distilled else ''}"
+        name = f"{Path(data).name}-l{layers}{'-kd' if distilled else ''}"
         return root / "artifacts" / "frontier" / name, root / "bundles" / "frontier" / name
 
     def skip_reason(self, args: argparse.Namespace, out_dir: Path) -> str | None:
-        model, bundle = self.served(args)
-        if not (model / "config.json").is_file() or not (bundle / "config.json").is_file():
-            return f"needs the served model {model} and its bundle {bundle} (make run)"
-        if encoder_depth(model) in self.distilled(args):
-            return f"--distilled {encoder_depth(model)}: the served depth is the teacher"
+        if len(args.data) > 1 and (args.model or args.bundle):
+            return "--model and --bundle name one dataset's: give one --data with them"
+        for data in args.data:
+            model, bundle = self.served(args, data)
+            if not (model / "config.json").is_file() or not (bundle / "config.json").is_file():
+                return f"needs the served model {model} and its bundle {bundle} (make run)"
+            if encoder_depth(model) in self.distilled(args, data):
+                return f"--distilled {encoder_depth(model)}: the served depth is the teacher"
         return None
 
-    def distilled(self, args: argparse.Namespace) -> list[int]:
+    def distilled(self, args: argparse.Namespace, data: str) -> list[int]:
         if args.distilled is not None:
             return args.distilled
-        served = encoder_depth(self.served(args)[0])
+        served = encoder_depth(self.served(args, data)[0])
         return [n for n in args.layers if n < served]
 
-    def build(self, args: argparse.Namespace, out_dir: Path, layers: int, distilled: bool) -> Path:
+    def build(
+        self, args: argparse.Namespace, out_dir: Path, data: str, layers: int, distilled: bool
+    ) -> Path:
         """The bundle of the `layers`-deep variant, trained and exported when missing with the
         served model's training settings (only the depth, the output, the threads and, when
         distilled, the teacher differ)."""
-        model, bundle = self.paths(args, out_dir, layers, distilled)
+        model, bundle = self.paths(args, out_dir, data, layers, distilled)
         if (bundle / "config.json").is_file():
             return bundle
         if not (model / "config.json").is_file():
-            served, _ = self.served(args)
+            served, _ = self.served(args, data)
             settings = json.loads((served / "config.json").read_text())["train"]
             settings |= {"out": str(model), "layers": layers, "threads": args.threads}
             if distilled:
@@ -114,9 +125,34 @@ class FrontierSuite(Suite):
         return bundle
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
-        texts = [ex.text for ex in read_dataset(resolve_dataset(args.data)).splits["test"]]
-        depths = [(n, False) for n in args.layers] + [(n, True) for n in self.distilled(args)]
-        bundles = {depth: self.build(args, out_dir, *depth) for depth in depths}
+        rows, routed, datasets = [], {}, {}
+        for data in args.data:
+            name = Path(data).name
+            measured, datasets[name] = self.measure(args, out_dir, data)
+            rows += measured
+            routed[name] = routed_point(name)
+        result = {
+            "rows": rows,
+            "routed": routed,
+            "meta": {
+                **run_meta(),
+                "threads": args.threads,
+                "throughput_batch": THROUGHPUT_BATCH,
+                "datasets": datasets,
+                "quick": args.quick,
+            },
+        }
+        write_json(out_dir / "frontier.json", result)
+        write_csv(out_dir / "frontier.csv", rows)
+        self.plot(result, out_dir / "frontier.png")
+        return result
+
+    def measure(self, args: argparse.Namespace, out_dir: Path, data: str) -> tuple[list, dict]:
+        """One dataset's rows (its variants interleaved window by window) and its token
+        lengths."""
+        texts = [ex.text for ex in read_dataset(resolve_dataset(data)).splits["test"]]
+        depths = [(n, False) for n in args.layers] + [(n, True) for n in self.distilled(args, data)]
+        bundles = {depth: self.build(args, out_dir, data, *depth) for depth in depths}
         engines, records = {}, {}
         for (layers, distilled), bundle in bundles.items():
             held = json.loads((bundle / "config.json").read_text())["variants"]
@@ -145,7 +181,7 @@ class FrontierSuite(Suite):
         )
         rows = [
             {
-                "dataset": args.data,
+                "dataset": Path(data).name,
                 "variant": name,
                 "layers": layers,
                 "distilled": distilled,
@@ -168,76 +204,69 @@ class FrontierSuite(Suite):
         ]
         first = next(iter(engines.values()))
         tokens = token_counts(first, texts)
-        result = {
-            "rows": rows,
-            "routed": routed_point(args.data),
-            "meta": {
-                **run_meta(),
-                "threads": args.threads,
-                "throughput_batch": THROUGHPUT_BATCH,
-                "tokens_per_utterance": {
-                    "mean": round(float(np.mean(tokens)), 1),
-                    "p99": int(np.percentile(tokens, 99)),
-                    "max": int(max(tokens)),
-                },
-                "max_seq_len": first.bundle.config.max_seq_len,
-                "quick": args.quick,
+        lengths = {
+            "tokens_per_utterance": {
+                "mean": round(float(np.mean(tokens)), 1),
+                "p99": int(np.percentile(tokens, 99)),
+                "max": int(max(tokens)),
             },
+            "max_seq_len": first.bundle.config.max_seq_len,
+            "test_utterances": len(texts),
         }
-        write_json(out_dir / "frontier.json", result)
-        write_csv(out_dir / "frontier.csv", rows)
-        self.plot(result, out_dir / "frontier.png")
-        return result
+        return rows, lengths
 
     def plot(self, result: dict, path: Path) -> None:
-        fig = Figure(figsize=(10, 4))
-        latency, throughput = fig.subplots(1, 2)
-        for row in result["rows"]:
-            marker = "o" if row["precision"] == "fp32" else "s"
-            latency.scatter(row["p50_ms"], row["sentence_accuracy"], marker=marker)
-            latency.annotate(row["variant"], (row["p50_ms"], row["sentence_accuracy"]), fontsize=8)
-            throughput.scatter(row["utt_per_s"], row["sentence_accuracy"], marker=marker)
-            throughput.annotate(
-                row["variant"], (row["utt_per_s"], row["sentence_accuracy"]), fontsize=8
-            )
-        routed = result.get("routed")
-        if routed:
-            latency.scatter(routed["p50_ms"], routed["sentence_accuracy"], marker="*", s=120)
-            latency.annotate(
-                "routed (tradeoff suite)",
-                (routed["p50_ms"], routed["sentence_accuracy"]),
-                fontsize=8,
-            )
-        latency.set_xlabel("p50 ms, batch 1, in-process")
-        throughput.set_xlabel(f"utterances / s, batch {THROUGHPUT_BATCH}")
-        for ax in (latency, throughput):
-            ax.set_ylabel("sentence accuracy (test, %)")
+        datasets = list(dict.fromkeys(r["dataset"] for r in result["rows"]))
+        fig = Figure(figsize=(10, 4 * len(datasets)))
+        axes = fig.subplots(len(datasets), 2, squeeze=False)
+        for (latency, throughput), data in zip(axes, datasets, strict=True):
+            for row in (r for r in result["rows"] if r["dataset"] == data):
+                marker = "o" if row["precision"] == "fp32" else "s"
+                point = (row["p50_ms"], row["sentence_accuracy"])
+                latency.scatter(*point, marker=marker)
+                latency.annotate(row["variant"], point, fontsize=8)
+                point = (row["utt_per_s"], row["sentence_accuracy"])
+                throughput.scatter(*point, marker=marker)
+                throughput.annotate(row["variant"], point, fontsize=8)
+            routed = result["routed"].get(data)
+            if routed:
+                point = (routed["p50_ms"], routed["sentence_accuracy"])
+                latency.scatter(*point, marker="*", s=120)
+                latency.annotate("routed (tradeoff suite)", point, fontsize=8)
+            latency.set_xlabel("p50 ms, batch 1, in-process")
+            throughput.set_xlabel(f"utterances / s, batch {THROUGHPUT_BATCH}")
+            for ax in (latency, throughput):
+                ax.set_ylabel(f"{data} sentence accuracy (test, %)")
         fig.suptitle("Speed / accuracy frontier")
         save_figure(fig, path)
 
     def summary(self, result: dict) -> str:
         lines = [
-            "| variant | graph | intent acc | slot F1 | sentence acc | p50 ms (batch 1) | "
-            f"utt/s (batch {result['meta']['throughput_batch']}) |",
-            "|---" * 7 + "|",
+            "| dataset | variant | graph | intent acc | slot F1 | sentence acc | "
+            f"p50 ms (batch 1) | utt/s (batch {result['meta']['throughput_batch']}) |",
+            "|---" * 8 + "|",
         ]
-        for r in result["rows"]:
+        for data in result["meta"]["datasets"]:
+            for r in (r for r in result["rows"] if r["dataset"] == data):
+                lines.append(
+                    f"| {r['dataset']} | {r['variant']} | {r['graph']} | {r['intent_accuracy']} "
+                    f"| {r['slot_f1']} | {r['sentence_accuracy']} | {r['p50_ms']} | "
+                    f"{r['utt_per_s']} |"
+                )
+            routed = result["routed"].get(data)
+            if routed:
+                lines.append(
+                    f"| {data} | routed ({routed['source']}) | | {routed['intent_accuracy']} | "
+                    f"{routed['slot_f1']} | {routed['sentence_accuracy']} | {routed['p50_ms']} "
+                    f"| {routed['utt_per_s']} |"
+                )
+        lines.append("")
+        for data, lengths in result["meta"]["datasets"].items():
+            tokens = lengths["tokens_per_utterance"]
             lines.append(
-                f"| {r['variant']} | {r['graph']} | {r['intent_accuracy']} | {r['slot_f1']} | "
-                f"{r['sentence_accuracy']} | {r['p50_ms']} | {r['utt_per_s']} |"
+                f"{data}: tokens per utterance mean {tokens['mean']}, p99 "
+                f"{tokens['p99']}, max {tokens['max']} (max_seq_len {lengths['max_seq_len']})."
             )
-        routed = result.get("routed")
-        if routed:
-            lines.append(
-                f"| routed ({routed['source']}) | | {routed['intent_accuracy']} | "
-                f"{routed['slot_f1']} | {routed['sentence_accuracy']} | {routed['p50_ms']} | "
-                f"{routed['utt_per_s']} |"
-            )
-        tokens = result["meta"]["tokens_per_utterance"]
-        lines.append(
-            f"\nTokens per utterance: mean {tokens['mean']}, p99 {tokens['p99']}, max "
-            f"{tokens['max']} (max_seq_len {result['meta']['max_seq_len']})."
-        )
         return "\n".join(lines)
 
 

@@ -25,5 +25,27 @@ def test_quick_frontier(tiny_model, tiny_bundle, small_atis, tmp_path):
         assert {"dataset", "variant", "intent_accuracy", "slot_f1", "sentence_accuracy",
                 "p50_ms", "utt_per_s"} <= set(row)  # fmt: skip
         assert row["p50_ms"] > 0 and row["utt_per_s"] > 0
-    assert result["meta"]["tokens_per_utterance"]["max"] <= result["meta"]["max_seq_len"]
+    (lengths,) = result["meta"]["datasets"].values()
+    assert lengths["tokens_per_utterance"]["max"] <= lengths["max_seq_len"]
     assert (tmp_path / "frontier.png").is_file()
+
+
+def test_the_frontier_of_several_datasets_reads_one_table_and_one_panel_row_each(tmp_path):
+    from benchmarks.frontier import SUITE
+
+    def row(data: str, variant: str, accuracy: float) -> dict:
+        return {"dataset": data, "variant": variant, "precision": variant.split()[-1],
+                "graph": "optimized", "intent_accuracy": 97.0, "slot_f1": 95.0,
+                "sentence_accuracy": accuracy, "p50_ms": 5.0, "utt_per_s": 300.0}  # fmt: skip
+
+    lengths = {"tokens_per_utterance": {"mean": 12.6, "p99": 24, "max": 35}, "max_seq_len": 64}
+    result = {
+        "rows": [row("atis", "L6 int8", 87.9), row("snips", "L6 int8", 90.1)],
+        "routed": {"atis": None, "snips": None},
+        "meta": {"throughput_batch": 32, "datasets": {"atis": lengths, "snips": lengths}},
+    }
+    table = SUITE.summary(result).splitlines()
+    assert table[2].startswith("| atis | L6 int8 |") and table[3].startswith("| snips | L6 int8 |")
+    assert "snips: tokens per utterance mean 12.6" in table[-1]
+    SUITE.plot(result, tmp_path / "frontier.png")
+    assert (tmp_path / "frontier.png").stat().st_size > 0
