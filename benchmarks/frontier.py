@@ -12,7 +12,8 @@ the export's dev gate on this CPU). Accuracy: the test metrics the export
 recorded for the graph as the engine runs it. Speed: the engine in-process (tokenise → ONNX →
 decode, 2 threads), every variant interleaved window by window (`benchmarks.measure`): p50 at
 batch 1 and utterances/s at batch 32. The routed system (encoder + generator fallback) comes
-from the committed tradeoff suite's result, on its own bundle. A shorter `max_seq_len` is not
+from the committed tradeoff suite's result, on its own bundle (its speed plotted only when that
+run's CPU is this one's). A shorter `max_seq_len` is not
 a variant: the token lengths in `meta` show why it would change nothing on this data.
 """
 
@@ -229,7 +230,7 @@ class FrontierSuite(Suite):
                 throughput.scatter(*point, marker=marker)
                 throughput.annotate(row["variant"], point, fontsize=8)
             routed = result["routed"].get(data)
-            if routed:
+            if routed and routed["same_cpu"]:  # speeds from another CPU do not compare
                 point = (routed["p50_ms"], routed["sentence_accuracy"])
                 latency.scatter(*point, marker="*", s=120)
                 latency.annotate("routed (tradeoff suite)", point, fontsize=8)
@@ -255,10 +256,13 @@ class FrontierSuite(Suite):
                 )
             routed = result["routed"].get(data)
             if routed:
+                speed = (routed["p50_ms"], routed["utt_per_s"])
+                if not routed["same_cpu"]:
+                    speed = ("(other CPU)", "(other CPU)")
                 lines.append(
                     f"| {data} | routed ({routed['source']}) | | {routed['intent_accuracy']} | "
-                    f"{routed['slot_f1']} | {routed['sentence_accuracy']} | {routed['p50_ms']} "
-                    f"| {routed['utt_per_s']} |"
+                    f"{routed['slot_f1']} | {routed['sentence_accuracy']} | {speed[0]} | "
+                    f"{speed[1]} |"
                 )
         lines.append("")
         for data, lengths in result["meta"]["datasets"].items():
@@ -280,11 +284,14 @@ def routed_point(data: str) -> dict | None:
     path = PROJECT_ROOT / "benchmarks" / "results" / "tradeoff.json"
     if not path.is_file():
         return None
-    routed = json.loads(path.read_text()).get(data, {}).get("routed")
+    tradeoff = json.loads(path.read_text())
+    routed = tradeoff.get(data, {}).get("routed")
     if not routed:
         return None
+    cpu = tradeoff["meta"]["cpu"]
     return {
-        "source": f"tradeoff.json, threshold {routed['threshold']}, its own bundle",
+        "source": f"tradeoff.json, threshold {routed['threshold']}, its own bundle, {cpu}",
+        "same_cpu": cpu == run_meta()["cpu"],
         "intent_accuracy": routed["intent_acc"],
         "slot_f1": routed["slot_f1"],
         "sentence_accuracy": routed["sentence_acc"],
