@@ -29,16 +29,18 @@ class Teacher:
     third of a 6-layer training step."""
 
     intent: dict[str, np.ndarray]  # text → (I,)
-    words: dict[str, np.ndarray]  # text → (W, S) per-word slot logits, NaN rows truncated
+    words: dict[str, np.ndarray]  # text → (W, S) per-word slot logits, NaN rows for words
+    # without a sub-token (truncated, or characters the tokenizer drops)
     temperature: float
     weight: float  # loss = (1 - weight) * label loss + weight * soft-target loss
 
-    def targets(self, batch: Sequence[Example], kept_words: Sequence[int]) -> tuple:
-        """Intent logits (B, I) and the slot logits of each example's first `kept_words`
-        words, stacked in batch then word order (N, S)."""
+    def targets(self, batch: Sequence[Example], word_index: np.ndarray) -> tuple:
+        """Intent logits (B, I) and the slot logits of the words the student sees, those with
+        a first sub-token in `word_index` (B, T), stacked in batch then word order (N, S). A
+        word the tokenizer drops can sit mid-sentence, so the words are picked, not counted."""
         intent = torch.from_numpy(np.stack([self.intent[ex.text] for ex in batch]))
         words = np.concatenate(
-            [self.words[ex.text][:n] for ex, n in zip(batch, kept_words, strict=True)]
+            [self.words[ex.text][row[row >= 0]] for ex, row in zip(batch, word_index, strict=True)]
         )
         return intent, torch.from_numpy(words)
 

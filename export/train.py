@@ -50,6 +50,10 @@ HEADLINE = ("intent_acc", "slot_f1", "sentence_acc")
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss): a CLI error naming where, not a model."""
+
+
 @dataclass
 class TrainConfig:
     """Every knob of a training run; saved verbatim in the model's config.json."""
@@ -176,7 +180,7 @@ def batch_loss(
         return loss
     # every kept word's first sub-token, in batch then word order: (N, S)
     student_words = emissions[mask] if model.crf is not None else slot_logits[slot_targets >= 0]
-    teacher_intent, teacher_words = teacher.targets(batch, (enc.word_index >= 0).sum(axis=1))
+    teacher_intent, teacher_words = teacher.targets(batch, enc.word_index)
     soft = cfg.alpha * soft_target_loss(intent_logits, teacher_intent, teacher.temperature) + (
         1 - cfg.alpha
     ) * soft_target_loss(student_words, teacher_words, teacher.temperature)
@@ -328,6 +332,11 @@ def train_epoch(run: TrainingRun, epoch: int, progress: Progress) -> dict:
             run.margin_loss,
             run.teacher,
         )
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"epoch {epoch}: the loss is {loss.item()} on the batch of "
+                f"{[ex.text for ex in batch][:3]}…; stopped before it spoils the weights"
+            )
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -490,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_args(argv)
     try:
         train(cfg)
-    except (*INPUT_ERRORS, EncoderError, TeacherError) as e:
+    except (*INPUT_ERRORS, EncoderError, TeacherError, TrainingError) as e:
         raise SystemExit(f"error: {e}") from e
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import math
+import shutil
 
 import numpy as np
 import pytest
@@ -226,3 +228,46 @@ def test_cli_rejects_bad_distillation_settings(flag, value, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--data", "atis", "--out", "x", flag, value])
     assert flag in capsys.readouterr().err
+
+
+def test_distillation_skips_a_word_the_tokenizer_drops_mid_sentence(
+    tiny_encoder, small_atis, tmp_path
+):
+    """A word of characters the tokenizer removes ("\ufffd") has no sub-token: the student sees
+    the words around it, and the teacher's targets must be those words (SNIPS has one), with
+    and without a CRF; the losses stay finite."""
+    data = shutil.copytree(small_atis, tmp_path / "data")
+    train_dir = data / "train"
+    texts, tags = ((train_dir / n).read_text().splitlines() for n in ("seq.in", "seq.out"))
+    words, word_tags = texts[0].split(), tags[0].split()
+    texts[0] = " ".join([*words[:2], "\ufffd\ufffd", *words[2:]])
+    tags[0] = " ".join([*word_tags[:2], "O", *word_tags[2:]])
+    (train_dir / "seq.in").write_text("\n".join(texts) + "\n")
+    (train_dir / "seq.out").write_text("\n".join(tags) + "\n")
+    teacher = tmp_path / "teacher"
+    train_small(tiny_encoder, data, teacher)
+    for crf in (True, False):
+        out = tmp_path / f"taught-crf-{crf}"
+        train_small(tiny_encoder, data, out, layers=1, crf=crf, distill_from=str(teacher))
+        log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+        assert all(math.isfinite(row["loss"]) for row in log), log
+
+
+def test_a_non_finite_loss_stops_training_naming_the_epoch(tiny_encoder, small_atis, tmp_path):
+    """A teacher whose weights hold NaN gives NaN soft targets: training stops at the first
+    batch with a CLI error, no model is written."""
+    from safetensors.torch import load_file, save_file
+
+    from export.train import main as train_main
+
+    teacher = tmp_path / "teacher"
+    train_small(tiny_encoder, small_atis, teacher)
+    weights = load_file(teacher / "model.safetensors")
+    weights["intent_head.bias"] = torch.full_like(weights["intent_head.bias"], float("nan"))
+    save_file(weights, teacher / "model.safetensors")
+    out = tmp_path / "student"
+    args = ["--data", str(small_atis), "--out", str(out), "--encoder", str(tiny_encoder)]
+    args += ["--epochs", "1", "--threads", "1", "--limit-train", "64", "--layers", "1"]
+    with pytest.raises(SystemExit, match=r"error: epoch 1: the loss is nan on the batch of \["):
+        train_main([*args, "--distill-from", str(teacher)])
+    assert not (out / "model.safetensors").exists()
