@@ -159,7 +159,22 @@ class LoadSuite(Suite):
             )
         meta = result["meta"]
         lines.append(f"\n{meta['protocol']} at {meta['target']}, {meta['texts']}.")
+        storms = [r for r in result["rows"] if refused(r) > r["requests"] - r["errors"]]
+        if storms:
+            levels = ", ".join(
+                f"{r['concurrency']} ({refused(r):,} RESOURCE_EXHAUSTED)" for r in storms
+            )
+            lines.append(
+                f"The server refused more calls than it answered at concurrency {levels}: "
+                "these callers send again at once, so its CPU goes to "
+                "refusals. Clients that back off (the shipped one does) do not do this; a "
+                "concurrency limit at or above the callers' (`--max-concurrent-rpcs`) avoids it."
+            )
         return "\n".join(lines)
+
+
+def refused(row: dict) -> int:
+    return row.get("errors_by_code", {}).get("RESOURCE_EXHAUSTED", 0)
 
 
 SUITE = LoadSuite()

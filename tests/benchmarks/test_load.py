@@ -35,6 +35,24 @@ def test_levels_and_a_rate_from_a_texts_file(server, tmp_path):
     assert result["meta"]["utterances"] == 2 and (tmp_path / "load.png").is_file()
 
 
+def test_refusals_that_outnumber_answers_are_called_out(tiny_bundle, tmp_path):
+    """8 callers that send again at once against a server that admits 1: most calls are
+    refused, and the summary says why and what avoids it."""
+    from benchmarks.load.suite import SUITE
+
+    srv = ServerProcess.launch(tiny_bundle, tmp_path / "log", "--max-concurrent-rpcs", "1")
+    srv.wait_serving()
+    try:
+        args = ["load", "--quick", "--out-dir", str(tmp_path), "--target", srv.target]
+        assert main([*args, "--concurrency", "8"]) == 0
+    finally:
+        assert srv.stop() == 0
+    result = json.loads((tmp_path / "load.json").read_text())
+    (row,) = result["rows"]
+    assert row["errors_by_code"]["RESOURCE_EXHAUSTED"] > row["requests"] - row["errors"] > 0
+    assert "refused more calls than it answered at concurrency 8 (" in SUITE.summary(result)
+
+
 def test_http_protocol(server, tmp_path):
     args = ["load", "--quick", "--out-dir", str(tmp_path), "--target", server.http_url]
     assert main([*args, "--protocol", "http", "--concurrency", "2"]) == 0
