@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         suite = SUITES[name]
         run_args = args if args.suite != "all" else suite_args(name, args)
         reason = suite.skip_reason(run_args, out_dir)
+        if reason and args.suite != "all":  # asked for by name: not measuring is a failure
+            print(f"[{name}] not run: {reason}", file=sys.stderr)
+            return 1
         if reason:
             print(f"[{name}] skipped: {reason}")
             continue

@@ -64,9 +64,11 @@ def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
     assert (tmp_path / "serve.png").stat().st_size > 0
 
 
-def test_engine_is_skipped_without_a_bundle(tmp_path, capsys):
-    assert main(["engine", "--quick", "--out-dir", str(tmp_path)]) == 0
-    assert "skipped: needs" in capsys.readouterr().out
+def test_a_suite_asked_for_by_name_fails_when_it_cannot_run(tmp_path, capsys):
+    """Without a bundle the engine suite cannot measure: by name that is exit 1 and the reason,
+    not a silent success."""
+    assert main(["engine", "--quick", "--out-dir", str(tmp_path)]) == 1
+    assert "[engine] not run: needs" in capsys.readouterr().err
 
 
 def test_quick_experiments(tiny_encoder, small_atis, tmp_path, capsys):
