@@ -1,6 +1,6 @@
 """Benchmark harness CLI.
 
-    python -m benchmarks SUITE [--quick] [--out-dir DIR] [suite options]
+    python -m benchmarks SUITE [--quick] [--out-dir DIR] [suite options]   exit 1 if it cannot run
     python -m benchmarks all [--quick]      every suite that applies (make bench)
     python -m benchmarks report             regenerate the summaries from the JSON results
 
