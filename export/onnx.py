@@ -17,7 +17,8 @@ outputs) is what a GPU serves: half the bytes to move, tensor cores. It joins th
 passes its own parity gate against PyTorch on dev (max |Δ logit| ≤ MAX_FP16_LOGIT_DIFF, argmax
 agreement ≥ MIN_FP16_AGREEMENT); without one, it is left out with a warning. The check runs on
 the CPU, where ONNX Runtime computes fp16 nodes in fp32 between casts (the roundings of fp16
-storage, not of fp16 arithmetic); `benchmarks gpu` repeats it on the CUDA provider.
+storage, not of fp16 arithmetic); on a GPU, the CUDA provider's own answers still need the
+same comparison (not run here: no GPU).
 """
 
 from __future__ import annotations
