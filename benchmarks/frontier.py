@@ -127,16 +127,17 @@ class FrontierSuite(Suite):
 
     def run(self, args: argparse.Namespace, out_dir: Path) -> dict:
         rows, routed, datasets = [], {}, {}
+        meta = run_meta()
         for data in args.data:
             name = Path(data).name
             measured, datasets[name] = self.measure(args, out_dir, data)
             rows += measured
-            routed[name] = routed_point(name)
+            routed[name] = routed_point(name, meta["cpu"])
         result = {
             "rows": rows,
             "routed": routed,
             "meta": {
-                **run_meta(),
+                **meta,
                 "threads": args.threads,
                 "throughput_batch": THROUGHPUT_BATCH,
                 "datasets": datasets,
@@ -279,8 +280,9 @@ def encoder_depth(model: Path) -> int:
     return json.loads((model / "encoder" / "config.json").read_text())["num_hidden_layers"]
 
 
-def routed_point(data: str) -> dict | None:
-    """The routed system's test point from the committed tradeoff result, when it has one."""
+def routed_point(data: str, cpu: str) -> dict | None:
+    """The routed system's test point from the committed tradeoff result, when it has one;
+    `same_cpu` says whether it was measured on `cpu`, this run's."""
     path = PROJECT_ROOT / "benchmarks" / "results" / "tradeoff.json"
     if not path.is_file():
         return None
@@ -288,10 +290,10 @@ def routed_point(data: str) -> dict | None:
     routed = tradeoff.get(data, {}).get("routed")
     if not routed:
         return None
-    cpu = tradeoff["meta"]["cpu"]
+    measured_on = tradeoff["meta"]["cpu"]
     return {
-        "source": f"tradeoff.json, threshold {routed['threshold']}, its own bundle, {cpu}",
-        "same_cpu": cpu == run_meta()["cpu"],
+        "source": f"tradeoff.json, threshold {routed['threshold']}, its own bundle, {measured_on}",
+        "same_cpu": measured_on == cpu,
         "intent_accuracy": routed["intent_acc"],
         "slot_f1": routed["slot_f1"],
         "sentence_accuracy": routed["sentence_acc"],

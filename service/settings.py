@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from service.contract.bundle import Variant
 from service.cpus import usable_cpus
 
 ENV_PREFIX = "NLU_"
@@ -208,7 +209,7 @@ class BatchingSettings(Group):
 class EngineSettings(Group):
     """The ONNX Runtime session over the bundle."""
 
-    variant: Literal["int8", "fp32", "fp16"] | None = Field(
+    variant: Variant | None = Field(
         None,
         description="which ONNX graph to run (unset: the one the bundle names as served); fp16 "
         "is for the cuda provider (on CPU it runs through casts, no faster than fp32)",
