@@ -111,6 +111,7 @@ async def load_core(settings: Settings) -> NluCore:
             "providers": engine.providers,
             "intra_op_threads": engine.intra_op_threads,
             "instances": engine.instances,
+            "solo_session": engine.solo is not None,
             "spinning": engine.spinning,
         },
     )

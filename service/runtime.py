@@ -69,7 +69,8 @@ def select_providers(provider: Provider) -> list[str]:
 
 class Engine:
     """ONNX Runtime over one bundle variant: fp32 and fp16 run whole batches on one session;
-    int8 runs each utterance alone (`per_row`) on `instances` sessions side by side."""
+    int8 runs each utterance alone (`per_row`) on `instances` sessions side by side, and a
+    batch of one on `solo`, a session with all the intra-op threads."""
 
     def __init__(
         self,
@@ -100,6 +101,13 @@ class Engine:
         self.sessions = [
             self.open_session(threads, graph_optimization) for _ in range(self.instances)
         ]
+        # A lone utterance has nothing to run beside it: on one instance it would leave the
+        # other instances' threads idle, so it runs on a session with all of them.
+        self.solo = (
+            self.open_session(self.intra_op_threads, graph_optimization)
+            if self.per_row and settings.solo_session and threads < self.intra_op_threads
+            else None
+        )
         self.providers = self.sessions[0].get_providers()
         if self.variant == "fp16" and self.providers[0] == "CPUExecutionProvider":
             log.warning(
@@ -131,9 +139,12 @@ class Engine:
         )
 
     def warm_up(self, batches: int = 1, batch_size: int = 2) -> None:
-        """Run a few full batches so the first real request does not pay for lazy set-up."""
+        """Run a few batches so the first real request does not pay for lazy set-up (and a
+        lone utterance too, when that runs on its own session)."""
         for _ in range(batches):
             self.parse([WARMUP_TEXT] * batch_size)
+            if self.solo is not None and batch_size > 1:
+                self.parse([WARMUP_TEXT])
 
     def encode(self, texts: Sequence[str]) -> EncodedBatch:
         return encode_texts(self.tokenizer, texts)
@@ -171,16 +182,18 @@ class Engine:
 
     def infer_rows(self, enc: EncodedBatch) -> RawOutputs:
         """One session call per utterance on its unpadded tokens, spread over the instances
-        (ONNX Runtime releases the GIL), assembled as one batch."""
+        (ONNX Runtime releases the GIL), assembled as one batch; a lone utterance on `solo`."""
         feeds = onnx_feeds(enc, self.bundle.config.inputs)  # each (B, T)
         lengths = enc.attention_mask.sum(axis=1)  # (B,)
 
-        def row(b: int) -> list[np.ndarray]:
-            session = self.sessions[b % self.instances]
+        def row(b: int, session: ort.InferenceSession | None = None) -> list[np.ndarray]:
+            session = session or self.sessions[b % self.instances]
             n = lengths[b]
             return session.run(list(OUTPUTS), {k: v[b : b + 1, :n] for k, v in feeds.items()})
 
-        if self.instances == 1 or len(lengths) == 1:  # nothing to overlap: no hop to the pool
+        if len(lengths) == 1:  # nothing to overlap: no hop to the pool
+            rows = [row(0, self.solo)]
+        elif self.instances == 1:
             rows = [row(b) for b in range(len(lengths))]
         else:
             rows = list(self.pool.map(row, range(len(lengths))))

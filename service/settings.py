@@ -231,6 +231,13 @@ class EngineSettings(Group):
         "no answer depends on its batch-mates (0: one per intra-op thread, single-threaded "
         "each); fp32 runs whole batches on one session",
     )
+    solo_session: bool = Field(
+        True,
+        description="int8: a batch of one utterance (what low load sends) runs on one more "
+        "session that has every intra-op thread, not on one instance's share of them; its "
+        "answer is the same, sooner (benchmarks/README.md, serve), for one more copy of the "
+        "int8 graph in memory",
+    )
     ort_allow_spinning: bool | None = Field(
         None,
         description="ORT idle threads spin-wait (lower latency, more CPU burnt); unset: spin "

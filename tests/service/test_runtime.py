@@ -110,10 +110,14 @@ def test_words_that_yield_no_tokens_do_not_move_any_slot(engine, data):
     assert with_noise.min_tag_confidence == pytest.approx(plain.min_tag_confidence)
 
 
-def test_int8_answers_do_not_depend_on_their_batch_mates(tiny_bundle):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_int8_answers_do_not_depend_on_their_batch_mates(tiny_bundle, threads):
     """Dynamic int8 computes activation scales over the whole batch: with one long utterance
-    beside short ones, batched answers used to differ from the same utterances alone."""
-    int8 = Engine(tiny_bundle, settings=EngineSettings(variant="int8", intra_op_threads=1))
+    beside short ones, batched answers used to differ from the same utterances alone. With two
+    threads the batch runs on two single-threaded instances and a lone utterance on the solo
+    session, which has both threads."""
+    int8 = Engine(tiny_bundle, settings=EngineSettings(variant="int8", intra_op_threads=threads))
+    assert (int8.solo is not None) == (threads > 1)
     lines = (SHARED_ATIS / "test" / "seq.in").read_text().splitlines()[:31]
     texts = [line.strip() for line in lines] + [UTTERANCES[-1]]  # the 150-word one
     batched = int8.parse(texts, top_k=5)
@@ -122,6 +126,17 @@ def test_int8_answers_do_not_depend_on_their_batch_mates(tiny_bundle):
         assert together.intent == alone.intent and together.word_tags == alone.word_tags
         assert [s.label for s in together.top_intents] == [s.label for s in alone.top_intents]
         assert together.confidence == pytest.approx(alone.confidence, abs=1e-3)
+
+
+def test_the_solo_session_is_int8_only_and_can_be_turned_off(tiny_bundle):
+    def solo(**settings) -> bool:
+        engine = Engine(tiny_bundle, settings=EngineSettings(intra_op_threads=2, **settings))
+        return engine.solo is not None
+
+    assert solo(variant="int8")
+    assert not solo(variant="int8", solo_session=False)
+    assert not solo(variant="int8", instances=1)  # one instance already has every thread
+    assert not solo(variant="fp32")  # batched on one session with every thread
 
 
 def test_fp32_batches_run_by_length_give_each_answer_the_full_batch_gives(tiny_bundle):
