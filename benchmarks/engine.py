@@ -7,7 +7,8 @@ ATIS test utterances (tokenisation + forward pass), in windows repeated until st
 (benchmarks.measure). Ratios against PyTorch eager come from the same windows. Interleaving puts
 three thread pools in one process: idle ones must not spin-wait on the cores the measured one
 needs, so ORT spinning is off here and the CLI runs torch's OpenMP with OMP_WAIT_POLICY=PASSIVE.
-A lone ORT session with spinning on is somewhat faster at batch 1 (the server keeps it on).
+A lone ORT session with spinning on is somewhat faster at batch 1 (the server keeps it on), so
+the solo-session A/B (int8 alone, two engines) keeps the server's setting.
 """
 
 from __future__ import annotations
@@ -60,6 +61,30 @@ def onnx_runner(bundle: Path, variant: str, threads: int) -> Callable[[list[str]
     )
     engine = Engine(bundle, settings=settings)
     return lambda texts: engine.infer(engine.encode(texts))
+
+
+def solo_session_ab(bundle: Path, texts: list[str], policy: WindowPolicy) -> dict:
+    """What `NLU_SOLO_SESSION` buys at low load: int8 at batch 1 on 2 intra-op threads with the
+    solo session (both threads on the utterance) and without it (one instance's single thread),
+    interleaved request by request, ORT spinning as the server sets it."""
+    engines = {
+        name: Engine(
+            bundle,
+            settings=EngineSettings(
+                variant="int8", intra_op_threads=2, inter_op_threads=1, solo_session=solo
+            ),
+        )
+        for name, solo in (("solo", True), ("one_thread", False))
+    }
+    runners = {name: (lambda t, e=e: e.infer(e.encode(t))) for name, e in engines.items()}
+    stats = measure_interleaved(runners, [[text] for text in texts], policy)
+    solo, alone = stats["solo"]["p50_ms"], stats["one_thread"]["p50_ms"]
+    return {
+        "solo_p50_ms": solo,
+        "one_thread_p50_ms": alone,
+        "solo_over_one_thread": round(solo / alone, 2),
+        "spinning": engines["solo"].spinning,
+    }
 
 
 class EngineSuite(Suite):
@@ -142,6 +167,8 @@ class EngineSuite(Suite):
             v: limit_report(engine, encoder, sample, tokens, machine)
             for v, engine in engines.items()
         }
+        if "int8" in variants:
+            report["solo_session"] = solo_session_ab(bundle, texts, policy)
         if "gpu" in previous:
             report["gpu"] = previous["gpu"]
         write_json(path, report)
@@ -175,6 +202,14 @@ class EngineSuite(Suite):
             f"Tokenisation + forward pass on {meta['utterances']} ATIS test utterances; "
             f"commit {meta['git_commit'][:12]}, {meta['cpu']}, {meta['cores']} cores.",
         ]
+        solo = result.get("solo_session")
+        if solo:
+            lines.append(
+                f"\nSolo session (int8, batch 1, 2 threads, ORT spinning "
+                f"{'on' if solo['spinning'] else 'off'}, interleaved request by request): p50 "
+                f"{solo['solo_p50_ms']} ms on the solo session against {solo['one_thread_p50_ms']} "
+                f"ms on one instance's thread ({solo['solo_over_one_thread']}×)."
+            )
         for variant, limit in result.get("limit", {}).items():
             peak = limit["nominal_peak"]
             kernels = ", ".join(f"{op} {pct} %" for op, pct in limit["ort_kernel_time_pct"].items())

@@ -39,9 +39,12 @@ def test_quick_accuracy_then_engine(tiny_encoder, tmp_path, capsys):
     assert limit["gmacs_per_utterance"] > 0 and limit["numpy_fp32_gemm_gmacs"] > 0
     assert limit["nominal_peak"]["fp32_macs_per_cycle_per_core"] >= 8
     assert limit["ort_kernel_time_pct"] and sum(limit["ort_kernel_time_pct"].values()) <= 100.5
+    solo = engine["solo_session"]  # the tiny bundle holds int8: the A/B ran
+    assert solo["solo_p50_ms"] > 0 and solo["one_thread_p50_ms"] > 0
     for name in ("engine.csv", "engine_latency.png", "engine_throughput.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "onnx_int8" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "onnx_int8" in out and "Solo session (int8, batch 1, 2 threads" in out
 
     assert main(["serve", "--quick", "--out-dir", str(tmp_path), "--server-threads", "1"]) == 0
     serve = json.loads((tmp_path / "serve.json").read_text())
