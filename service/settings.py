@@ -235,7 +235,7 @@ class EngineSettings(Group):
         True,
         description="int8: a batch of one utterance (what low load sends) runs on one more "
         "session that has every intra-op thread, not on one instance's share of them; its "
-        "answer is the same, sooner (benchmarks/README.md, serve), for one more copy of the "
+        "answer is the same, sooner (benchmarks/README.md, engine), for one more copy of the "
         "int8 graph in memory",
     )
     ort_allow_spinning: bool | None = Field(
