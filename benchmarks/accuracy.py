@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from benchmarks.meta import run_meta
+from benchmarks.load.meta import run_meta
 from benchmarks.suite import Suite, datasets_in, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.evaluate import evaluate, summary

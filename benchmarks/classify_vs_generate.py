@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from benchmarks import generation as gen
-from benchmarks.meta import run_meta
+from benchmarks.load.meta import run_meta
 from benchmarks.suite import Suite, datasets_in, save_figure, write_csv
 from export.scoring import pct_text
 

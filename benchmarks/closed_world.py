@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.meta import run_meta
+from benchmarks.load.meta import run_meta
 from benchmarks.open_world import engine_outputs, exporter_choice
 from benchmarks.suite import Suite, write_csv, write_json
 from export.data import read_dataset

@@ -20,8 +20,8 @@ from pathlib import Path
 import grpc
 from matplotlib.figure import Figure
 
-from benchmarks.measure import latency_stats
-from benchmarks.meta import run_meta
+from benchmarks.load.measure import latency_stats
+from benchmarks.load.meta import run_meta
 from benchmarks.suite import BundleSuite, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset

@@ -4,9 +4,10 @@
 
 For each (batch, threads) setting the three runtimes run interleaved, request by request, on real
 ATIS test utterances (tokenisation + forward pass), in windows repeated until stable
-(benchmarks.measure). Ratios against PyTorch eager come from the same windows. Interleaving puts
-three thread pools in one process: idle ones must not spin-wait on the cores the measured one
-needs, so ORT spinning is off here and the CLI runs torch's OpenMP with OMP_WAIT_POLICY=PASSIVE.
+(benchmarks.load.measure). Ratios against PyTorch eager come from the same windows.
+Interleaving puts three thread pools in one process: idle ones must not spin-wait on the cores
+the measured one needs, so ORT spinning is off here and the CLI runs torch's OpenMP with
+OMP_WAIT_POLICY=PASSIVE.
 A lone ORT session with spinning on is somewhat faster at batch 1 (the server keeps it on), so
 the solo-session A/B (int8 alone, two engines) keeps the server's setting.
 """
@@ -24,8 +25,8 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from benchmarks.limit import limit_report, machine_limits, token_counts
-from benchmarks.measure import WindowPolicy, measure_interleaved
-from benchmarks.meta import run_meta
+from benchmarks.load.measure import WindowPolicy, measure_interleaved
+from benchmarks.load.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.artifacts import load_artifacts
 from export.data import read_dataset

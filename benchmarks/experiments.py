@@ -14,7 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from benchmarks.meta import run_meta
+from benchmarks.load.meta import run_meta
 from benchmarks.suite import Suite
 from export.evaluate import evaluate
 from export.scoring import pct_text

@@ -10,7 +10,7 @@ trained once more with the served model as teacher (its logits as soft targets, 
 DATA-lN-kd). Each variant in every CPU precision its bundle holds (fp32; int8 when a graph passed
 the export's dev gate on this CPU). Accuracy: the test metrics the export
 recorded for the graph as the engine runs it. Speed: the engine in-process (tokenise → ONNX →
-decode, 2 threads), every variant interleaved window by window (`benchmarks.measure`): p50 at
+decode, 2 threads), every variant interleaved window by window (`benchmarks.load.measure`): p50 at
 batch 1 and utterances/s at batch 32. The routed system (encoder + generator fallback) comes
 from the committed tradeoff suite's result, on its own bundle (its speed plotted only when that
 run's CPU is this one's). A shorter `max_seq_len` is not
@@ -27,8 +27,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from benchmarks.limit import token_counts
-from benchmarks.measure import WindowPolicy, measure_interleaved
-from benchmarks.meta import run_meta
+from benchmarks.load.measure import WindowPolicy, measure_interleaved
+from benchmarks.load.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset

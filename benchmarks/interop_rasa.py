@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from benchmarks.meta import run_meta
+from benchmarks.load.meta import run_meta
 from service.contract.paths import PROJECT_ROOT
 from service.process import ServerProcess, free_port
 

@@ -33,7 +33,7 @@ import yaml
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score
 
-from benchmarks.meta import run_meta
+from benchmarks.load.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.fetch import resolve_dataset
 from export.onnx import build_bundle

@@ -25,8 +25,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from benchmarks.generation import CACHE_DIR
-from benchmarks.measure import latency_stats
-from benchmarks.meta import run_meta
+from benchmarks.load.measure import latency_stats
+from benchmarks.load.meta import run_meta
 from benchmarks.scope_routing import (
     SCOPE_GENERATORS,
     ScopeGenerator,

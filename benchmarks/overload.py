@@ -20,9 +20,9 @@ from pathlib import Path
 
 import grpc
 
-from benchmarks.calls import Call, percentile_ms, tally, timed
+from benchmarks.load.calls import Call, percentile_ms, tally, timed
+from benchmarks.load.meta import run_meta
 from benchmarks.load.targets import NluGrpc
-from benchmarks.meta import run_meta
 from benchmarks.serve import answered_latencies
 from benchmarks.suite import BundleSuite, write_json
 from export.data import read_dataset

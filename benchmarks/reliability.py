@@ -10,7 +10,7 @@ half-open probe closing the circuit; `shutdown` (SIGTERM under a closed-loop loa
 (SIGKILL under load, a new server on the same port, callers using wait_for_ready); `rollout`
 (three servers behind one target restarted in turn, with the shipped client config and with
 gRPC's defaults: the first must see no error at all). Per scenario:
-requests sent, answered, shed, refused, failed and lost (benchmarks.calls), p50/p99 of the
+requests sent, answered, shed, refused, failed and lost (benchmarks.load.calls), p50/p99 of the
 answered and the shed ones, peak server RSS. `--soak` runs half of capacity for `--soak-seconds`
 and records RSS growth and errors; it is merged into the same reliability.json.
 """
@@ -29,9 +29,9 @@ from pathlib import Path
 import grpc
 from matplotlib.figure import Figure
 
-from benchmarks.calls import OUTCOMES, Call, tally, timed
 from benchmarks.chat_stub import Script, chat_server
-from benchmarks.meta import run_meta
+from benchmarks.load.calls import OUTCOMES, Call, tally, timed
+from benchmarks.load.meta import run_meta
 from benchmarks.overload import add_load_arguments, capacity, fire_process, measure, rss_mb
 from benchmarks.suite import BundleSuite, save_figure, write_json
 from export.data import read_dataset
@@ -174,7 +174,7 @@ def generator_answers_once_healed(server: ServerProcess, script: Script | None, 
 async def shutdown_under_load(bundle: Path, texts: list[str], args: argparse.Namespace) -> dict:
     """SIGTERM while callers send back-to-back: every accepted call must be answered. The
     server begins stopping (GOAWAY) once its drain notice is over; the calls grpc turns away
-    then are refusals (benchmarks.calls), as long as it exits within its drain grace (no call
+    then are refusals (benchmarks.load.calls), as long as it exits within its drain grace (no call
     it had begun was cut short)."""
     server = launch(bundle, "shutdown")
     drain = ServerSettings()

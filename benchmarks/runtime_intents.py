@@ -42,8 +42,8 @@ import numpy as np
 import yaml
 
 from benchmarks.generation import CACHE_DIR, GENERATOR_TIMEOUT_S, cached_rows, model_id
-from benchmarks.measure import latency_stats
-from benchmarks.meta import run_meta
+from benchmarks.load.measure import latency_stats
+from benchmarks.load.meta import run_meta
 from benchmarks.scope_routing import CANDIDATES, SCOPE_GENERATORS, ScopeGenerator
 from benchmarks.suite import Suite, write_json
 from export.fetch import resolve_dataset

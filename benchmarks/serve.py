@@ -32,9 +32,9 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from benchmarks.load.loops import closed_loop
+from benchmarks.load.measure import STABLE_WINDOWS, is_stable, latency_stats
+from benchmarks.load.meta import run_meta
 from benchmarks.load.targets import NluGrpc, NluHttp
-from benchmarks.measure import STABLE_WINDOWS, is_stable, latency_stats
-from benchmarks.meta import run_meta
 from benchmarks.otlp_sink import SpanSink
 from benchmarks.suite import Suite, save_figure, write_csv, write_json
 from export.data import read_dataset

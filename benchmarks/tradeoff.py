@@ -42,7 +42,7 @@ from benchmarks.generation import (
     sample_indices,
     score,
 )
-from benchmarks.meta import run_meta
+from benchmarks.load.meta import run_meta
 from benchmarks.suite import Suite, datasets_in, save_figure, write_csv
 from export.data import Example
 from export.scoring import pct_text

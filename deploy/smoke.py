@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.meta import run_meta
+from benchmarks.load.meta import run_meta
 from service.client import NluClient
 from service.process import free_port
 

@@ -1,5 +1,5 @@
 """Closed and open loops over a target (`benchmarks.load.targets`), every call recorded as a
-`benchmarks.calls.Call`, with what the loop itself cost in CPU: the load generator shares the
+`benchmarks.load.calls.Call`, with what the loop itself cost in CPU: the load generator shares the
 cores with the server it measures, so its share is part of every result.
 
 - closed loop: `concurrency` callers, each sending the next utterance as soon as its previous
@@ -21,7 +21,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass
 
-from benchmarks.calls import Call
+from benchmarks.load.calls import Call
 from benchmarks.load.targets import Send
 
 SHARED_CONNECTIONS = 8  # per closed loop, and per open-loop process

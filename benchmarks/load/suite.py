@@ -22,9 +22,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from benchmarks.load.loops import open_loop
+from benchmarks.load.meta import run_meta
 from benchmarks.load.sweep import sweep, window_stats, with_server_cpu
 from benchmarks.load.targets import KServeGrpc, NluGrpc, NluHttp, Target
-from benchmarks.meta import run_meta
 from benchmarks.suite import Suite, save_figure, write_json
 from export.data import read_dataset
 from export.fetch import resolve_dataset

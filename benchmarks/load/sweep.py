@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from benchmarks.calls import percentile_ms
+from benchmarks.load.calls import percentile_ms
 from benchmarks.load.cpu import tree_cpu_s
 from benchmarks.load.loops import Window, closed_loop
+from benchmarks.load.measure import STABLE_WINDOWS, is_stable
 from benchmarks.load.targets import Target
-from benchmarks.measure import STABLE_WINDOWS, is_stable
 
 
 def window_stats(windows: list[tuple[Window, float | None]]) -> dict:

@@ -33,9 +33,9 @@ import grpc
 from matplotlib.figure import Figure
 
 from benchmarks.load.loops import SHARED_CONNECTIONS, Window, open_loop
+from benchmarks.load.meta import run_meta
 from benchmarks.load.sweep import sweep, window_stats, with_server_cpu
 from benchmarks.load.targets import KServeGrpc, NluGrpc, kserve_request
-from benchmarks.meta import run_meta
 from benchmarks.peers import batching
 from benchmarks.peers.launch import PEERS, PeerProcess
 from benchmarks.suite import BundleSuite, save_figure, write_json

@@ -1,6 +1,6 @@
 """How the reliability figures count a call: the outcome from the client's side."""
 
-from benchmarks.calls import Call, tally
+from benchmarks.load.calls import Call, tally
 
 ANSWERED = Call(0.0, 0.005, "OK", "")
 NO_LISTENER = Call(1.2, 0.001, "UNAVAILABLE", "failed to connect to all addresses; last error: x")

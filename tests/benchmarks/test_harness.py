@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from benchmarks.__main__ import build_parser, main
-from benchmarks.measure import WindowPolicy, is_stable, measure_interleaved
+from benchmarks.load.measure import WindowPolicy, is_stable, measure_interleaved
 from benchmarks.report import END, START, render
 from benchmarks.suites import SUITES
 
