@@ -56,12 +56,16 @@ def torch_runner(model_dir: Path) -> Callable[[list[str]], object]:
     return run
 
 
+def engine_runner(engine: Engine) -> Callable[[list[str]], object]:
+    """Tokenisation + forward pass, what every ONNX row measures."""
+    return lambda texts: engine.infer(engine.encode(texts))
+
+
 def onnx_runner(bundle: Path, variant: str, threads: int) -> Callable[[list[str]], object]:
     settings = EngineSettings(
         variant=variant, intra_op_threads=threads, inter_op_threads=1, ort_allow_spinning=False
     )
-    engine = Engine(bundle, settings=settings)
-    return lambda texts: engine.infer(engine.encode(texts))
+    return engine_runner(Engine(bundle, settings=settings))
 
 
 def solo_session_ab(bundle: Path, texts: list[str], policy: WindowPolicy) -> dict:
@@ -77,7 +81,7 @@ def solo_session_ab(bundle: Path, texts: list[str], policy: WindowPolicy) -> dic
         )
         for name, solo in (("solo", True), ("one_thread", False))
     }
-    runners = {name: (lambda t, e=e: e.infer(e.encode(t))) for name, e in engines.items()}
+    runners = {name: engine_runner(engine) for name, engine in engines.items()}
     stats = measure_interleaved(runners, [[text] for text in texts], policy)
     solo, alone = stats["solo"]["p50_ms"], stats["one_thread"]["p50_ms"]
     return {
